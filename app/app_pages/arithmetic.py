@@ -1,0 +1,115 @@
+"""Class arithmetic: one slider per class vector; every release updates accuracy, confusion and map."""
+from __future__ import annotations
+
+import math
+import time
+
+import streamlit as st
+
+from app import charts, live, services, state
+from app.components.run_gate import require_run
+
+config, run = require_run()
+names = run.head.class_names
+C = len(names)
+
+st.title("Class arithmetic")
+st.caption("Each slider adds a × κ_c to the latents of images that look like class c (the gate). "
+           "a = −1 sends class c back to its pretrained centroid: it is forgotten; the others should stay.")
+
+
+def apply_forget(c: int) -> None:
+    state.reset_edit(C)
+    state.set_coefficients(live.preset_forget(C, c))
+
+
+def apply_move(source: int, target: int, alpha: float) -> None:
+    state.reset_edit(C)
+    state.set_moves(live.preset_move(source, target, alpha))
+
+
+def apply_shift() -> None:
+    state.reset_edit(C)
+    state.set_moves(live.preset_shift(C))
+
+
+def presets_ui() -> None:
+    with st.expander("Presets", expanded=True):
+        c = st.selectbox("Class", range(C), format_func=lambda i: names[i], key="preset_forget_class")
+        st.button("Forget this class", on_click=apply_forget, args=(c,), key="preset_forget", width="stretch")
+        s = st.selectbox("Move class", range(C), format_func=lambda i: names[i], key="preset_move_from")
+        t = st.selectbox("towards", range(C), index=min(1, C - 1), format_func=lambda i: names[i],
+                         key="preset_move_to")
+        a = st.slider("by α", 0.0, 1.0, 0.6, 0.05, key="preset_move_alpha",
+                      help="The prediction typically flips near α ≈ 0.5.")
+        st.button("Move", on_click=apply_move, args=(s, t, a), key="preset_move", width="stretch")
+        st.button("Sequential shift 0→1→…→0", on_click=apply_shift, key="preset_shift", width="stretch")
+        st.button("Reset", on_click=state.reset_edit, args=(C,), key="preset_reset", width="stretch")
+
+
+def gate_ui():
+    """The gate threshold: per-class automatic thresholds, one cosine for all, or no gate."""
+    mode = st.radio("Gate", ["auto", "fixed γ", "off"], horizontal=True, key=state.GATE_AUTO,
+                    help="auto: each class's threshold keeps 99% of its own training images inside its gate.")
+    if mode == "auto":
+        state.set_gate("auto")
+        return services.gate_thresholds(config)
+    if mode == "off":
+        state.set_gate(None)
+        return None
+    gamma = st.slider("γ (cosine to the class's fine-tuned centroid)", -1.0, 1.0, 0.5, 0.01, key=state.GATE_SLIDER)
+    state.set_gate(float(gamma))
+    return float(gamma)
+
+
+@st.fragment
+def editor() -> None:
+    left, right = st.columns([1, 3])
+    with left:
+        presets_ui()
+        gamma = gate_ui()
+        st.markdown("**Class coefficients**")
+        state.init_sliders(C)
+        for c in range(C):
+            st.slider(names[c], -2.0, 2.0, step=0.05, key=state.slider_key(c))
+    with right:
+        results(gamma)
+
+
+def results(gamma) -> None:
+    start = time.perf_counter()
+    with_map = services.cached_map(config) is not None
+    editor_ = services.live_editor(config, with_map)
+    moves = state.moves()
+    res = editor_.evaluate(state.coefficients(C), gamma, moves)
+    m1, m2, m3 = st.columns(3)
+    m1.metric("Edited classes", ", ".join(names[c] for c in res.edited_classes) or "none")
+    m2.metric("Forget accuracy", "—" if math.isnan(res.forget) else f"{100 * res.forget:.1f}%")
+    m3.metric("Retain accuracy", "—" if math.isnan(res.retain) else f"{100 * res.retain:.1f}%",
+              delta=None if math.isnan(res.retain) else f"{100 * (res.retain - res.retain_before):+.1f} pts")
+    if moves:
+        st.caption("Moves: " + ", ".join(f"{names[s]}→{names[t]} (α={a:g})" for s, t, a in moves))
+    bars = charts.accuracy_bars(res.before.per_class.numpy(), res.after.per_class.numpy(), names, res.edited_classes)
+    conf = charts.confusion_heatmap(res.after.confusion.numpy(), names, "Confusion matrix after the edit")
+    c1, c2 = st.columns([3, 2])
+    c1.plotly_chart(bars, key="arith_bars")
+    c2.plotly_chart(conf, key="arith_confusion")
+    state.remember_figure("accuracy_bars", bars)
+    state.remember_figure("confusion", conf)
+    if res.xy is not None:
+        labels = run.ft[services.EVAL_SPLIT].labels.numpy()
+        previous = state.previous_xy()
+        faint = previous if previous is not None and len(previous) == len(res.xy) else None
+        fig = charts.latent_map(res.xy, labels, res.preds, names, name="edited fine-tuned",
+                                background_xy=faint, background_name="previous positions", moved=res.moved)
+        st.plotly_chart(fig, key="arith_map")
+        state.remember_figure("edited_map", fig)
+        state.set_previous_xy(res.xy)
+    else:
+        st.info("Fit the map on the Geometry page to see the edited points move here.")
+        st.page_link("app_pages/geometry.py", label="Open Geometry", icon="🗺️")
+    st.caption(f"Updated in {1000 * (time.perf_counter() - start):.0f} ms on the server "
+               f"({int(res.moved.sum()):,} of {len(res.moved):,} points edited).")
+
+
+editor()

@@ -1,0 +1,89 @@
+"""What the Export page hands out, as bytes: class vectors, metrics, figures and a CLI recipe.
+
+No Streamlit here; ``app.services`` calls these with the session's run and edit.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import shlex
+from collections.abc import Sequence
+
+from safetensors.torch import save as save_safetensors
+
+from app.state import AppRunConfig
+
+
+def class_vectors_safetensors(cv) -> bytes:
+    """kappa, mu_pre, mu_ft (C, D) float32 and counts (C,) int64; class names in the metadata."""
+    tensors = {"kappa": cv.kappa.contiguous(), "mu_pre": cv.mu_pre.contiguous(), "mu_ft": cv.mu_ft.contiguous()}
+    if cv.counts.numel():
+        tensors["counts"] = cv.counts.contiguous()
+    return save_safetensors(tensors, metadata={"class_names": json.dumps(list(cv.class_names)),
+                                               "definition": "kappa_c = mean f_ft(S_c) - mean f_pre(S_c)"})
+
+
+def _num(x) -> float | None:
+    x = float(x)
+    return None if math.isnan(x) else round(x, 6)
+
+
+def metrics(config: AppRunConfig, run, edit: dict, after_per_class: Sequence[float] | None,
+            collapse: list[dict], unlearning: list[dict] | None) -> dict:
+    """Everything measured in the session, JSON-ready (accuracies in [0, 1])."""
+    names = list(run.head.class_names)
+    per_class = []
+    for c, name in enumerate(names):
+        row = {"class": name, "zero_shot": _num(run.zero_shot.per_class[c]),
+               "finetuned": _num(run.finetuned.per_class[c])}
+        if after_per_class is not None:
+            row["edited"] = _num(after_per_class[c])
+        per_class.append(row)
+    return {
+        "run": {"backbone": config.backbone, "dataset": config.dataset, "device": config.device,
+                "max_per_class": config.max_per_class, "seed": config.seed},
+        "accuracy": {"zero_shot": _num(run.zero_shot_accuracy), "finetuned": _num(run.finetuned_accuracy)},
+        "per_class": per_class,
+        "edit": edit,
+        "neural_collapse": [{k: r[k] for k in ("metric", "pretrained", "fine-tuned")} for r in collapse],
+        "unlearning": unlearning or [],
+    }
+
+
+def per_class_csv(metrics_: dict) -> bytes:
+    rows = metrics_["per_class"]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue().encode()
+
+
+def figure_html(fig) -> bytes:
+    """A self-contained HTML page (plotly.js inlined, so it opens offline)."""
+    return fig.to_html(full_html=True, include_plotlyjs=True).encode()
+
+
+def recipe(config: AppRunConfig, class_names: Sequence[str], coefs: Sequence[float],
+           moves: Sequence[tuple[int, int, float]], gate) -> str:
+    """A shell script that reproduces the session with the CLI."""
+    common = ["--backbone", config.backbone, "--dataset", config.dataset, "--device", config.device,
+              "--seed", str(config.seed)]
+    if config.data_root:
+        common += ["--data-root", config.data_root]
+    if config.max_per_class:
+        common += ["--max-per-class", str(config.max_per_class)]
+    edit = []
+    for c, a in enumerate(coefs):
+        if a:
+            edit += ["--coef", f"{class_names[c]}={a:g}"]
+    for s, t, a in moves:
+        edit += ["--move", f"{class_names[s]}:{class_names[t]}={a:g}"]
+    gamma = "auto" if gate == "auto" else ("none" if gate is None else f"{float(gate):g}")
+    lines = ["#!/bin/sh", "# Reproduces a Class Vector Studio session with the CLI (run from the repository root).",
+             "set -e", "python -m cv_core run " + shlex.join(common)]
+    if edit:
+        lines.append("python -m cv_core edit " + shlex.join(common + edit + ["--gamma", gamma]))
+    return "\n".join(lines) + "\n"

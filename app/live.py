@@ -1,0 +1,134 @@
+"""The live loop of the Class-arithmetic screen, without Streamlit (testable, benchmarkable).
+
+One :class:`LiveEditor` is built per computed run; each slider release calls
+:meth:`LiveEditor.evaluate`, which steers the fine-tuned test latents with the library's
+``cv_core.math.steering`` and scores them with ``cv_core.math.metrics``. Only the latents the
+gate actually changed are re-projected onto the 2-D map.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cv_core.math.metrics import Scores, forget_retain, score
+from cv_core.math.steering import SteeringEdit, edit_from_coefficients, gate_mask, move_edit, steer
+from cv_core.results import ClassVectors, FeatureSet, ZeroShotHead
+
+#: Re-projects edited latents (M, D) float32 onto the map -> (M, 2) float32.
+Reproject = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class LiveResult:
+    """What the charts show after one slider release.
+
+    before, after: per-class accuracy (C,) as numpy float arrays;
+    preds: (N,) predicted class after the edit; xy: (N, 2) map positions after the edit (None
+    without a map); moved: (N,) bool, the points the edit changed.
+    """
+
+    before: Scores
+    after: Scores
+    edited_classes: tuple[int, ...]
+    forget: float
+    retain: float
+    retain_before: float
+    preds: np.ndarray
+    xy: np.ndarray | None
+    moved: np.ndarray
+
+
+class LiveEditor:
+    """Holds the precomputed parts of a run so that one edit costs a few matrix products.
+
+    test: fine-tuned latents of the evaluation split (N, D); head: the frozen zero-shot head;
+    cv: the class vectors; xy: (N, 2) map positions of ``test`` (or None without a map);
+    reproject(latents (M, D), index (M,)) -> (M, 2): the map's fast path for moved points.
+    """
+
+    def __init__(self, test: FeatureSet, head: ZeroShotHead, cv: ClassVectors,
+                 xy: np.ndarray | None = None, reproject: Reproject | None = None):
+        self.test, self.head, self.cv = test, head, cv
+        self.latents = test.features.float()                                   # (N, D)
+        self.unit = torch.nn.functional.normalize(self.latents, dim=-1)        # (N, D)
+        self.weights_t = head.weights.float().T.contiguous()                   # (D, C)
+        self.labels = test.labels
+        self.xy = None if xy is None else np.asarray(xy, dtype=np.float32)
+        self.reproject = reproject
+        self.base_preds = self._predict_unit(self.unit)
+        self.base = score(self.base_preds, self.labels, cv.num_classes)
+
+    def _predict_unit(self, unit: torch.Tensor) -> torch.Tensor:
+        return (unit @ self.weights_t).argmax(dim=-1)
+
+    def evaluate(self, coefs: Sequence[float], gamma: float | torch.Tensor | None,
+                 moves: Sequence[Move] = ()) -> LiveResult:
+        """coefs: (C,) slider values; gamma: one cosine, per-class (C,) thresholds, or None (no gate);
+        moves: (source, target, alpha) terms, each gated on its source class."""
+        edit = build_edit(self.cv, coefs, gamma, moves)
+        edited = sorted({int(c) for c in np.flatnonzero(np.asarray(coefs, dtype=np.float64))}
+                        | {int(s) for s, _, a in moves if a})
+        edited = tuple(edited)
+        n = self.latents.shape[0]
+        if edit.is_empty:
+            moved = np.zeros(n, dtype=bool)
+            after, new, preds = self.base, self.latents, self.base_preds
+        else:
+            new = steer(self.latents, edit, self.unit)                          # (N, D)
+            moved = (gate_mask(self.latents, edit, self.unit).sum(1) > 0).numpy()
+            preds = self._predict_unit(torch.nn.functional.normalize(new, dim=-1))
+            after = score(preds, self.labels, self.cv.num_classes)
+        xy = self._positions(new, moved)
+        if edited:
+            forget, retain = forget_retain(after.per_class, edited)
+            _, retain_before = forget_retain(self.base.per_class, edited)
+        else:
+            forget, retain, retain_before = float("nan"), after.accuracy, self.base.accuracy
+        return LiveResult(self.base, after, edited, forget, retain, retain_before, preds.numpy(), xy, moved)
+
+    def _positions(self, new: torch.Tensor, moved: np.ndarray) -> np.ndarray | None:
+        if self.xy is None:
+            return None
+        xy = self.xy.copy()
+        if moved.any() and self.reproject is not None:
+            index = np.flatnonzero(moved)
+            xy[index] = self.reproject(new[index].numpy(), index)
+        return xy
+
+
+Move = tuple[int, int, float]
+
+
+def build_edit(cv: ClassVectors, coefs: Sequence[float], gamma, moves: Sequence[Move] = ()) -> SteeringEdit:
+    """Slider terms a_c kappa_c (gated on class c) plus move terms alpha (kappa_t - kappa_s) (gated on s)."""
+    parts = [edit_from_coefficients(cv, list(coefs), gamma)]
+    parts += [move_edit(cv, s, t, a, gamma) for s, t, a in moves if a]
+    parts = [p for p in parts if not p.is_empty]
+    if not parts:
+        return SteeringEdit(torch.zeros(0, cv.kappa.shape[1]))
+    vectors = torch.cat([p.vectors for p in parts])
+    if len(parts) == 1:
+        return parts[0]
+    if parts[0].gate_centroids is None:
+        return SteeringEdit(vectors)
+    return SteeringEdit(vectors, torch.cat([p.gate_centroids for p in parts]), torch.cat([p.gamma for p in parts]))
+
+
+def preset_forget(num_classes: int, target: int, strength: float = 1.0) -> list[float]:
+    """Forget class ``target``: coefficient -strength on it, 0 elsewhere."""
+    coefs = [0.0] * num_classes
+    coefs[target] = -float(strength)
+    return coefs
+
+
+def preset_move(source: int, target: int, alpha: float) -> list[Move]:
+    """Move class ``source`` towards ``target`` (the prediction flips near alpha = 0.5)."""
+    return [(int(source), int(target), float(alpha))]
+
+
+def preset_shift(num_classes: int, alpha: float = 1.0) -> list[Move]:
+    """Sequential shift 0->1->...->C-1->0: every class moves to the next one."""
+    return [(c, (c + 1) % num_classes, float(alpha)) for c in range(num_classes)]

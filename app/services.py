@@ -1,0 +1,286 @@
+"""The only door from the app to ``cv_core``: every library call, and all caching, lives here.
+
+Models and runs are kept with ``st.cache_resource`` (one copy shared by all sessions, never
+pickled); derived arrays and tables with ``st.cache_data`` keyed by the hashable
+:class:`~app.state.AppRunConfig`. Pages call these functions and draw what they return.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+import torch
+
+from app import synthetic
+from app.live import LiveEditor
+from app.state import AppRunConfig
+
+SYNTHETIC_ENV = "CVS_SYNTHETIC"  # "1": offer the synthetic 10,000-point run (benchmarks, tests)
+EVAL_SPLIT = "test"
+
+
+# ---------------------------------------------------------------- choices shown on the Setup page
+def dataset_choices() -> list[str]:
+    from cv_core.data.datasets import list_datasets
+
+    names = list_datasets()
+    if "digits" in names:  # the offline default first
+        names.remove("digits")
+        names.insert(0, "digits")
+    if os.environ.get(SYNTHETIC_ENV) == "1":
+        names.append(synthetic.NAME)
+    return names
+
+
+def dataset_description(name: str) -> str:
+    if name == synthetic.NAME:
+        return synthetic.__doc__.strip().splitlines()[0]
+    from cv_core.data.datasets import get_dataset_info
+
+    return get_dataset_info(name).description
+
+
+@st.cache_data(show_spinner=False)
+def backbone_choices() -> list[str]:
+    from cv_core.models.backbones import list_backbones
+
+    return list_backbones()
+
+
+@st.cache_data(show_spinner=False, ttl=60)
+def backbone_availability(spec: str) -> tuple[bool, str]:
+    """(usable offline, plain message). Never downloads."""
+    from cv_core.models.backbones import check_backbone
+
+    a = check_backbone(spec)
+    return a.available_offline, a.message
+
+
+def device_choices() -> dict[str, str]:
+    """Device name -> label, e.g. {'auto': 'auto (cuda: NVIDIA H100)', 'cpu': 'cpu'}."""
+    from cv_core.device import describe, resolve_device
+
+    out = {"auto": f"auto ({describe(resolve_device('auto'))})", "cpu": "cpu"}
+    if torch.cuda.is_available():
+        out["cuda"] = describe(torch.device("cuda"))
+    return out
+
+
+# ---------------------------------------------------------------- computing and keeping runs
+@st.cache_resource(show_spinner=False)
+def _runs() -> dict:
+    """Computed runs of this server process, keyed by AppRunConfig (shared by all sessions)."""
+    return {}
+
+
+_RUNS_LOCK = threading.Lock()
+
+
+def cached_run(config: AppRunConfig):
+    """The computed run for ``config``, or None when it has not been computed in this process."""
+    return _runs().get(config)
+
+
+def compute_run(config: AppRunConfig, progress: Callable | None = None, cancel: Callable | None = None):
+    """Compute (or reuse) the run. Runs in a worker thread: must not touch Streamlit.
+
+    A cancelled or failed computation stores nothing (the library writes its disk cache atomically).
+    """
+    runs = _runs()
+    if config in runs:
+        return runs[config]
+    if config.dataset == synthetic.NAME:
+        result = synthetic.make_run(seed=config.seed)
+    else:
+        from cv_core import pipeline
+
+        result = pipeline.run(pipeline.RunConfig(backbone=config.backbone, dataset=config.dataset,
+                                                 device=config.device, data_root=config.data_root,
+                                                 max_per_class=config.max_per_class, seed=config.seed,
+                                                 splits=("train", "val", "test")),
+                              progress=progress, cancel=cancel)
+    with _RUNS_LOCK:
+        runs[config] = result
+    return result
+
+
+# ---------------------------------------------------------------- derived data
+@st.cache_resource(show_spinner=False)
+def gate_thresholds(config: AppRunConfig) -> torch.Tensor:
+    """Per-class gate thresholds (C,) that keep 99% of each class's own train latents inside the gate."""
+    from cv_core.math.steering import auto_gamma
+
+    run = cached_run(config)
+    return auto_gamma(run.class_vectors, run.ft["train"])
+
+
+@dataclass(frozen=True)
+class MapPoints:
+    """The shared 2-D map of one run's test latents.
+
+    pre_xy, ft_xy: (N, 2) positions of the pretrained / fine-tuned latents;
+    pre_centroids, ft_centroids: (C, 2) class centroids; projector: the fitted LatentMap
+    (its ``reproject`` places edited latents without UMAP's slow ``transform``).
+    """
+
+    pre_xy: np.ndarray
+    ft_xy: np.ndarray
+    pre_centroids: np.ndarray
+    ft_centroids: np.ndarray
+    projector: object
+
+
+@st.cache_resource(show_spinner=False)
+def _maps() -> dict:
+    """Fitted maps of this server process, keyed by AppRunConfig."""
+    return {}
+
+
+def cached_map(config: AppRunConfig) -> MapPoints | None:
+    return _maps().get(config)
+
+
+def compute_map(config: AppRunConfig, progress: Callable | None = None, cancel: Callable | None = None) -> MapPoints:
+    """Fit one UMAP on the pretrained and fine-tuned test latents together. Worker thread: no Streamlit."""
+    maps = _maps()
+    if config in maps:
+        return maps[config]
+    from cv_core.projection import LatentMap
+
+    run = cached_run(config)
+    pre, ft = run.pre[EVAL_SPLIT].features, run.ft[EVAL_SPLIT].features
+    latents = torch.cat([pre, ft]).numpy()                                         # (2N, D)
+    lm = LatentMap(random_state=config.seed).fit(latents, progress=progress, cancel=cancel)
+    emb = np.asarray(lm.embedding_, dtype=np.float32)
+    cv = run.class_vectors
+    centroids = np.asarray(lm.reproject(torch.cat([cv.mu_pre, cv.mu_ft]).numpy()), dtype=np.float32)
+    n, c = pre.shape[0], cv.num_classes
+    points = MapPoints(emb[:n], emb[n:], centroids[:c], centroids[c:], lm)
+    with _RUNS_LOCK:
+        maps[config] = points
+    return points
+
+
+@st.cache_resource(show_spinner=False)
+def live_editor(config: AppRunConfig, with_map: bool) -> LiveEditor:
+    """The precomputed live loop of one run; with_map: also move the edited points on the map."""
+    run = cached_run(config)
+    test = run.ft[EVAL_SPLIT]
+    points = cached_map(config) if with_map else None
+    if points is None:
+        return LiveEditor(test, run.head, run.class_vectors)
+    return LiveEditor(test, run.head, run.class_vectors, points.ft_xy,
+                      lambda latents, index: points.projector.reproject(latents))
+
+
+@st.cache_data(show_spinner=False)
+def collapse_table(config: AppRunConfig) -> list[dict]:
+    """NC1-NC4 of the pretrained and fine-tuned test latents, with one-line explanations."""
+    from cv_core.math.collapse import EXPLANATIONS, collapse_metrics
+
+    run = cached_run(config)
+    pre = collapse_metrics(run.pre[EVAL_SPLIT], run.head.weights).as_dict()
+    ft = collapse_metrics(run.ft[EVAL_SPLIT], run.head.weights).as_dict()
+    return [{"metric": k, "pretrained": pre[k], "fine-tuned": ft[k], "meaning": EXPLANATIONS[k]} for k in pre]
+
+
+@st.cache_data(show_spinner=False)
+def cosines(config: AppRunConfig) -> tuple[np.ndarray, np.ndarray]:
+    """cos(kappa_c, kappa_c') and cos(kappa_c, mu_ft^c'), both (C, C)."""
+    from cv_core.math.class_vectors import cosine_matrix
+
+    cv = cached_run(config).class_vectors
+    return cosine_matrix(cv.kappa, cv.kappa).numpy(), cosine_matrix(cv.kappa, cv.mu_ft).numpy()
+
+
+@st.cache_data(show_spinner=False)
+def predictions(config: AppRunConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted class of every test image, pretrained and fine-tuned (N,) each."""
+    run = cached_run(config)
+    return (run.head.predict(run.pre[EVAL_SPLIT].features).numpy(),
+            run.head.predict(run.ft[EVAL_SPLIT].features).numpy())
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def thumbnail(config: AppRunConfig, index: int):
+    """The test image ``index`` as a PIL image, or None for the synthetic run."""
+    images = _eval_images(config)
+    if images is None:
+        return None
+    image, _ = images[int(index)]
+    return image.resize((96, 96), resample=0) if max(image.size) < 96 else image  # 0: nearest, keeps pixels
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _eval_images(config: AppRunConfig):
+    """The evaluation split's ImageDataset, in the order of the latents (None for the synthetic run)."""
+    run = cached_run(config)
+    if config.dataset == synthetic.NAME or run is None:
+        return None
+    return run.images(EVAL_SPLIT)
+
+
+# ---------------------------------------------------------------- unlearning
+def unlearning_methods() -> list[tuple[str, str, bool]]:
+    """(name, description, usable) of every registered method; encoder methods need encoder inputs."""
+    from cv_core.edits import UNLEARNING_METHODS
+
+    return [(name, m.description, not m.needs_encoder or _encoder_context_available())
+            for name, m in UNLEARNING_METHODS.items()]
+
+
+def _encoder_context_available() -> bool:
+    try:
+        from cv_core.edits import context  # noqa: F401  (builds EncoderInputs from a run, when it lands)
+    except ImportError:
+        return False
+    return True
+
+
+@st.cache_data(show_spinner=False)
+def compare_unlearning(config: AppRunConfig, forget: tuple[int, ...], methods: tuple[str, ...],
+                       probe: bool = True) -> list[dict]:
+    """Run each method on the forget set and audit it -> one row of metrics per method."""
+    from cv_core.edits import UnlearnContext, audit, run_method
+
+    run = cached_run(config)
+    ctx = UnlearnContext(run.head, run.pre, run.ft, run.class_vectors)
+    rows = []
+    for name in methods:
+        a = audit(ctx, run_method(name, ctx, list(forget), seed=config.seed), seed=config.seed, probe=probe)
+        rows.append({"method": name, "acc_f": a.acc_f, "acc_r": a.acc_r, "probe_f": a.probe_f, "mia": a.mia,
+                     "seconds": a.seconds, "trainable_params": a.trainable_params,
+                     "encoder_changed": a.encoder_changed})
+    return rows
+
+
+# ---------------------------------------------------------------- export
+def current_edit(config: AppRunConfig, coefs: list[float], moves: list, gate):
+    """The LiveResult of the session's current edit (cheap: a few matrix products)."""
+    gamma = gate_thresholds(config) if gate == "auto" else gate
+    return live_editor(config, False).evaluate(coefs, gamma, moves)
+
+
+def export_bundle(config: AppRunConfig, coefs: list[float], moves: list, gate, unlearning) -> dict[str, bytes]:
+    """File name -> bytes for the Export page (vectors, metrics JSON and CSV, recipe)."""
+    import json
+
+    from app import exports
+
+    run = cached_run(config)
+    names = run.head.class_names
+    res = current_edit(config, coefs, moves, gate)
+    edit = {"coefficients": {n: a for n, a in zip(names, coefs) if a},
+            "moves": [{"from": names[s], "to": names[t], "alpha": a} for s, t, a in moves],
+            "gate": gate if gate in ("auto", None) else float(gate),
+            "forget_accuracy": None if res.forget != res.forget else res.forget,
+            "retain_accuracy": None if res.retain != res.retain else res.retain}
+    m = exports.metrics(config, run, edit, res.after.per_class.tolist(), collapse_table(config), unlearning)
+    return {"class_vectors.safetensors": exports.class_vectors_safetensors(run.class_vectors),
+            "metrics.json": json.dumps(m, indent=2).encode(),
+            "per_class.csv": exports.per_class_csv(m),
+            "recipe.sh": exports.recipe(config, names, coefs, moves, gate).encode()}

@@ -1,0 +1,130 @@
+"""Every session-state key of the app, in one place, with typed accessors.
+
+Pages never spell a key as a string; they call these helpers, so a renamed key is one edit.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+RUN_CONFIG = "run_config"            # the AppRunConfig of the computed run the pages show
+COEFS = "coefs"                      # list[float], one slider coefficient per class
+GATE = "gate"                        # "auto", a cosine threshold gamma, or None (no gate)
+PREVIOUS_XY = "previous_xy"          # edited map positions before the last slider move (faint points)
+LAST_FIGURES = "last_figures"        # dict name -> plotly Figure, for the Export page
+UNLEARN_ROWS = "unlearn_rows"        # list[dict] of the last unlearning comparison
+MOVES = "moves"                      # list of (source, target, alpha) move terms set by the presets
+
+
+def slider_key(class_index: int) -> str:
+    """Widget key of the coefficient slider of one class."""
+    return f"coef_slider_{class_index}"
+
+
+GATE_SLIDER = "gate_slider"
+GATE_AUTO = "gate_auto"
+
+
+@dataclass(frozen=True)
+class AppRunConfig:
+    """What identifies a computed run in the app (hashable, so it keys caches)."""
+
+    backbone: str = "builtin"
+    dataset: str = "digits"
+    device: str = "auto"
+    data_root: str | None = None
+    max_per_class: int | None = None
+    seed: int = 0
+
+    def label(self) -> str:
+        return f"{self.backbone} on {self.dataset}"
+
+
+def run_config() -> AppRunConfig | None:
+    return st.session_state.get(RUN_CONFIG)
+
+
+def set_run_config(config: AppRunConfig) -> None:
+    if st.session_state.get(RUN_CONFIG) != config:
+        reset_edit(num_classes=None)
+        st.session_state.pop(UNLEARN_ROWS, None)
+    st.session_state[RUN_CONFIG] = config
+
+
+def init_sliders(num_classes: int) -> None:
+    """Give every class slider its saved value (widget state is dropped when another page is shown)."""
+    saved = st.session_state.get(COEFS) or []
+    for c in range(num_classes):
+        if slider_key(c) not in st.session_state:
+            st.session_state[slider_key(c)] = float(saved[c]) if c < len(saved) else 0.0
+
+
+def coefficients(num_classes: int) -> list[float]:
+    """Current slider coefficients (0 for an untouched slider); also saved for the other pages."""
+    values = [float(st.session_state.get(slider_key(c), 0.0)) for c in range(num_classes)]
+    st.session_state[COEFS] = values
+    return values
+
+
+def saved_coefficients(num_classes: int) -> list[float]:
+    """The coefficients of the last edit, readable from any page."""
+    saved = list(st.session_state.get(COEFS) or [])
+    return (saved + [0.0] * num_classes)[:num_classes]
+
+
+def set_coefficients(values: list[float]) -> None:
+    """Set every class slider (used by the presets, from button callbacks)."""
+    for c, v in enumerate(values):
+        st.session_state[slider_key(c)] = float(v)
+    st.session_state[COEFS] = [float(v) for v in values]
+
+
+def gate() -> str | float | None:
+    """The gate of the last edit: 'auto', one cosine threshold, or None (off)."""
+    return st.session_state.get(GATE, "auto")
+
+
+def set_gate(value: str | float | None) -> None:
+    st.session_state[GATE] = value
+
+
+def reset_edit(num_classes: int | None) -> None:
+    """Sliders back to 0, previous positions forgotten."""
+    for key in [k for k in st.session_state if str(k).startswith("coef_slider_")]:
+        st.session_state[key] = 0.0
+    st.session_state.pop(COEFS, None)
+    st.session_state.pop(PREVIOUS_XY, None)
+    st.session_state.pop(MOVES, None)
+
+
+def moves() -> list[tuple[int, int, float]]:
+    return list(st.session_state.get(MOVES, []))
+
+
+def set_moves(values: list[tuple[int, int, float]]) -> None:
+    st.session_state[MOVES] = list(values)
+
+
+def previous_xy():
+    return st.session_state.get(PREVIOUS_XY)
+
+
+def set_previous_xy(xy) -> None:
+    st.session_state[PREVIOUS_XY] = xy
+
+
+def remember_figure(name: str, fig) -> None:
+    st.session_state.setdefault(LAST_FIGURES, {})[name] = fig
+
+
+def figures() -> dict:
+    return dict(st.session_state.get(LAST_FIGURES, {}))
+
+
+def unlearn_rows() -> list[dict] | None:
+    return st.session_state.get(UNLEARN_ROWS)
+
+
+def set_unlearn_rows(rows: list[dict]) -> None:
+    st.session_state[UNLEARN_ROWS] = rows

@@ -1,0 +1,29 @@
+"""Class Vector Studio: entry point of the Streamlit app (`streamlit run app/streamlit_app.py`)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `streamlit run` puts only app/ on the path
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+st.set_page_config(page_title="Class Vector Studio", page_icon="🧭", layout="wide")
+
+PAGES = [
+    st.Page("app_pages/setup.py", title="Setup", icon="⚙️", default=True),
+    st.Page("app_pages/geometry.py", title="Geometry", icon="🗺️"),
+    st.Page("app_pages/arithmetic.py", title="Class arithmetic", icon="🎚️"),
+    st.Page("app_pages/unlearning.py", title="Unlearning", icon="🧹"),
+    st.Page("app_pages/export.py", title="Export", icon="📦"),
+    st.Page("app_pages/presenter.py", title="Presenter", icon="📽️"),
+]
+
+page = st.navigation(PAGES)
+with st.sidebar:
+    from app.components.run_gate import sidebar_summary
+
+    sidebar_summary()
+page.run()
