@@ -1,0 +1,11 @@
+"""Editing and unlearning methods, their audits, property studies and the report.
+
+Importing this package registers every method in :data:`UNLEARNING_METHODS`.
+"""
+from . import latent  # noqa: F401  (registers the latent-space methods)
+from .audits import Audit, audit, summarize
+from .base import (UNLEARNING_METHODS, EncoderInputs, MethodOutput, UnlearnContext, UnlearningMethod,
+                   check_forget, run_method)
+
+__all__ = ["UNLEARNING_METHODS", "Audit", "EncoderInputs", "MethodOutput", "UnlearnContext",
+           "UnlearningMethod", "audit", "check_forget", "run_method", "summarize"]
