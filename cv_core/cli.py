@@ -1,0 +1,205 @@
+"""Command line: ``python -m cv_core list|run|edit|report``. Calls the same functions as the app."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from .errors import CVError, InvalidInputError
+from .progress import Progress
+
+EPILOG = "Errors exit with status 2 and a one-line reason. See README.md for examples."
+
+
+def _progress_printer():
+    """A tqdm bar per stage (on stderr), fed by the library's Progress events."""
+    from tqdm import tqdm
+    bars: dict[str, tqdm] = {}
+
+    def on_progress(p: Progress) -> None:
+        if p.total is None:
+            if p.message:
+                tqdm.write(f"[{p.stage}] {p.message}", file=sys.stderr)
+            return
+        bar = bars.get(p.stage)
+        if bar is None:
+            bar = bars[p.stage] = tqdm(total=p.total, desc=p.stage, unit="step" if p.stage == "finetune" else "img",
+                                       file=sys.stderr, leave=False, dynamic_ncols=True)
+        bar.update(p.step - bar.n)
+        if p.loss is not None:
+            bar.set_postfix(loss=f"{p.loss:.3f}")
+        if p.step >= p.total:
+            bar.close()
+            bars.pop(p.stage, None)
+    return on_progress
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backbone", default="builtin", help="builtin | MODEL:TAG | MODEL:/path/to/checkpoint "
+                   "(default: builtin, the offline model)")
+    p.add_argument("--dataset", default="digits", help="a registered dataset or imagefolder:PATH (default: digits)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
+    p.add_argument("--data-root", default=None, help="where torchvision datasets live or are downloaded")
+    p.add_argument("--cache-dir", default=None, help="cache folder (default: $CVS_CACHE_DIR or "
+                   "~/.cache/class-vector-studio)")
+    p.add_argument("--max-per-class", type=int, default=None, help="cap images per class and split")
+    p.add_argument("--references", type=int, default=None, help="reference images per class for the class "
+                   "vectors (default: all train images)")
+    p.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default depends on the device)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-download", action="store_true", help="never download datasets")
+    p.add_argument("--out", default="out", help="output folder (default: ./out)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m cv_core", description="Class Vector Studio", epilog=EPILOG)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+    ls = sub.add_parser("list", help="what can be chosen, and whether it works offline")
+    ls.add_argument("what", choices=["backbones", "datasets"])
+    ls.add_argument("--all", action="store_true", help="backbones: list every open_clip MODEL:TAG pair")
+    ls.add_argument("--data-root", default=None)
+    _add_run_options(sub.add_parser("run", help="fine-tune, extract latents, compute class vectors"))
+    edit = sub.add_parser("edit", help="apply a class-vector steering edit on the test split")
+    _add_run_options(edit)
+    edit.add_argument("--coef", action="append", default=[], metavar="CLASS=VALUE",
+                      help="coefficient of a class vector (class name as in summary.json, or its index); "
+                           "repeat for several")
+    edit.add_argument("--gate", default="auto", help="cosine gate: auto (default), none, or a number in [-1, 1]")
+    rep = sub.add_parser("report", help="compare editing/unlearning methods; writes report.json and report.md")
+    _add_run_options(rep)
+    rep.add_argument("--methods", default=None, help="comma-separated method names (default: all fast ones)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"list": cmd_list, "run": cmd_run, "edit": cmd_edit, "report": cmd_report}[args.command](args)
+    except CVError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing half-written was kept", file=sys.stderr)
+        return 130
+    except Exception as err:  # the one place that turns unexpected failures into a one-line reason
+        if args.debug:
+            raise
+        print(f"error: unexpected {type(err).__name__}: {err} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+def cmd_list(args) -> int:
+    if args.what == "datasets":
+        from .data.datasets import get_dataset_info, is_available_offline, list_datasets
+        for name in list_datasets():
+            info = get_dataset_info(name)
+            where = "offline" if is_available_offline(name, args.data_root) else "needs download"
+            print(f"{name:<16} {where:<15} {info.description}")
+        print(f"{'imagefolder:PATH':<16} {'offline':<15} your own images, one sub-folder per class")
+        return 0
+    from .models.backbones import check_backbone, list_backbones
+    names = list_backbones()
+    shown = names if args.all else [n for n in names if n == "builtin" or n.startswith(("ViT-B-32:", "ViT-B-16:",
+                                                                                     "ViT-L-14:", "RN50:"))]
+    for name in shown:
+        a = check_backbone(name)
+        state = "offline" if a.available_offline else "download"
+        print(f"{name:<44} {state:<9} {a.message}")
+    if not args.all:
+        print(f"... {len(names) - len(shown)} more with --all; any MODEL:/path/to/checkpoint also works")
+    return 0
+
+
+def config_from_args(args):
+    from .models.finetune import FinetuneConfig
+    from .pipeline import RunConfig
+    from .device import resolve_device
+    finetune = None
+    if args.steps is not None:
+        base = FinetuneConfig.default_for(resolve_device(args.device), small_model=args.backbone == "builtin")
+        finetune = FinetuneConfig.from_dict({**base.as_dict(), "steps": args.steps,
+                                             "warmup": min(base.warmup, max(0, args.steps // 10))})
+    return RunConfig(backbone=args.backbone, dataset=args.dataset, device=args.device, data_root=args.data_root,
+                     cache_dir=args.cache_dir, finetune=finetune, max_per_class=args.max_per_class,
+                     references_per_class=args.references, seed=args.seed, download=not args.no_download)
+
+
+def _run(args):
+    from .pipeline import run
+    return run(config_from_args(args), progress=_progress_printer())
+
+
+def _out_dir(args) -> Path:
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InvalidInputError(f"cannot create output folder {out}: {err.strerror}") from None
+    return out
+
+
+def cmd_run(args) -> int:
+    from .export import save_class_vectors, summary_dict, write_json
+    out = _out_dir(args)
+    result = _run(args)
+    summary = summary_dict(result)
+    write_json(out / "summary.json", summary)
+    save_class_vectors(out / "class_vectors.safetensors", result.class_vectors)
+    print(f"{result.backbone_name} on {result.dataset} ({len(result.class_names)} classes, "
+          f"{len(result.ft['test'])} test images, {summary['device']})")
+    print(f"  zero-shot accuracy  {result.zero_shot_accuracy:.3f}")
+    print(f"  fine-tuned accuracy {result.finetuned_accuracy:.3f}")
+    cached = "all from cache" if all(result.cache_hits.values()) else "computed"
+    print(f"  time {result.timings['total']:.1f} s ({cached}); wrote {out / 'summary.json'} and "
+          f"{out / 'class_vectors.safetensors'}")
+    return 0
+
+
+def parse_coefs(items: list[str]) -> dict[str, float]:
+    coefs: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.rpartition("=")
+        if not sep or not name:
+            raise InvalidInputError(f"--coef {item!r} must look like CLASS=VALUE, e.g. --coef 3=-1")
+        try:
+            v = float(value)
+        except ValueError:
+            raise InvalidInputError(f"--coef {item!r}: {value!r} is not a number") from None
+        if not math.isfinite(v):
+            raise InvalidInputError(f"--coef {item!r}: the coefficient must be a finite number")
+        coefs[name] = v
+    if not coefs:
+        raise InvalidInputError("give at least one --coef CLASS=VALUE (e.g. --coef 3=-1 forgets class 3)")
+    return coefs
+
+
+def cmd_edit(args) -> int:
+    from .export import edit_dict, write_json
+    from .pipeline import apply_edit
+    coefs = parse_coefs(args.coef)
+    out = _out_dir(args)
+    result = _run(args)
+    report = apply_edit(result, coefs, args.gate)
+    write_json(out / "edit.json", edit_dict(result, report))
+    print(f"edit {report.coefficients} (gate {args.gate}) on {result.dataset} test split:")
+    print(f"  forget accuracy {report.forget_accuracy_before:.3f} -> {report.forget_accuracy:.3f}")
+    print(f"  retain accuracy {report.retain_accuracy_before:.3f} -> {report.retain_accuracy:.3f}")
+    print(f"  wrote {out / 'edit.json'}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    try:
+        from .edits.report import build_report
+    except ImportError:
+        raise InvalidInputError("the report needs cv_core.edits.report, which is not installed") from None
+    out = _out_dir(args)
+    result = _run(args)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    report = build_report(result, methods, out, progress=_progress_printer())
+    print(json.dumps({k: v for k, v in report.items() if k in ("methods", "files")}, indent=1, default=str)[:2000])
+    print(f"  wrote {out / 'report.json'} and {out / 'report.md'}")
+    return 0

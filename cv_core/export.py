@@ -1,0 +1,100 @@
+"""JSON and safetensors exports of results (used by the CLI and the app's export page)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .device import describe
+from .errors import InvalidInputError
+from .results import ClassVectors
+
+
+def _clean(x):
+    """NaN -> None so the JSON is standard."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    return x
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Atomic write (temp file + rename), so a crash never leaves half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(_clean(data), f, indent=2)
+    os.replace(tmp, path)
+
+
+def summary_dict(result) -> dict:
+    names = result.class_names
+    zs, ft = result.zero_shot.per_class.tolist(), result.finetuned.per_class.tolist()
+    return {
+        "backbone": result.backbone_name,
+        "weights": result.weights_id,
+        "dataset": result.dataset,
+        "device": describe(result.device),
+        "num_classes": len(names),
+        "num_test": len(result.ft["test"]),
+        "num_train": len(result.ft["train"]),
+        "zero_shot_accuracy": result.zero_shot_accuracy,
+        "finetuned_accuracy": result.finetuned_accuracy,
+        "per_class": {n: {"zero_shot": zs[i], "finetuned": ft[i]} for i, n in enumerate(names)},
+        "finetune": result.finetune_config.as_dict(),
+        "timings": {k: round(v, 4) for k, v in result.timings.items()},
+        "cache_hits": result.cache_hits,
+        "versions": {"cv_core": __version__, "torch": torch.__version__},
+    }
+
+
+def edit_dict(result, report) -> dict:
+    names = result.class_names
+    before, after = report.before.per_class.tolist(), report.after.per_class.tolist()
+    return {
+        "backbone": result.backbone_name,
+        "dataset": result.dataset,
+        "split": report.split,
+        "coefficients": report.coefficients,
+        "gate": report.gamma,
+        "forget_classes": [names[i] for i in report.forget_classes],
+        "forget_accuracy": report.forget_accuracy,
+        "retain_accuracy": report.retain_accuracy,
+        "forget_accuracy_before": report.forget_accuracy_before,
+        "retain_accuracy_before": report.retain_accuracy_before,
+        "accuracy_before": report.before.accuracy,
+        "accuracy_after": report.after.accuracy,
+        "per_class": {n: {"before": before[i], "after": after[i]} for i, n in enumerate(names)},
+        "confusion_before": report.before.confusion.tolist(),
+        "confusion_after": report.after.confusion.tolist(),
+    }
+
+
+def save_class_vectors(path: Path, cv: ClassVectors) -> None:
+    """kappa, mu_pre, mu_ft (C, D) and counts (C,), class names in the safetensors metadata."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    os.close(fd)
+    save_file({"kappa": cv.kappa.contiguous(), "mu_pre": cv.mu_pre.contiguous(), "mu_ft": cv.mu_ft.contiguous(),
+               "counts": cv.counts.contiguous()}, tmp, metadata={"class_names": json.dumps(list(cv.class_names))})
+    os.replace(tmp, path)
+
+
+def load_class_vectors(path: Path) -> ClassVectors:
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), "pt") as f:
+            names = tuple(json.loads(f.metadata()["class_names"]))
+        t = load_file(str(path))
+        return ClassVectors(t["kappa"], t["mu_pre"], t["mu_ft"], names, t["counts"])
+    except Exception as err:
+        raise InvalidInputError(f"{path} is not a class-vector file written by Class Vector Studio ({err})") from None

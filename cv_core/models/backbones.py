@@ -1,0 +1,254 @@
+"""CLIP backbones: the only module that creates open_clip models.
+
+Spec forms (one string, as typed in the CLI and the app):
+- ``builtin``                      the project's own small CLIP (offline, CPU friendly)
+- ``MODEL:TAG``                    open_clip pretrained weights, e.g. ``ViT-B-32:openai``
+- ``MODEL:/path/to/file``          a local checkpoint (.safetensors, or .pt/.bin loaded weights_only)
+- ``MODEL:random``                 random initialisation (tests, speed benchmarks) — labelled as such
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import open_clip
+import torch
+
+from ..errors import InvalidInputError, UnknownNameError, WeightsUnavailableError
+
+BUILTIN = "builtin"
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".bin", ".pth")
+# open_clip tags whose weights come from OpenAI and need QuickGELU.
+_HF_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    model: str
+    source: str  # "builtin" | "pretrained" | "file" | "random"
+    tag: str = ""  # pretrained tag, or the checkpoint path
+
+    @property
+    def name(self) -> str:
+        return BUILTIN if self.source == "builtin" else f"{self.model}:{self.tag}"
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A loaded CLIP: ``model`` (open_clip CLIP, eval mode), ``preprocess`` (PIL -> (3, H, W) tensor)."""
+
+    spec: BackboneSpec
+    model: torch.nn.Module
+    preprocess: object
+    tokenizer: object
+    weights_id: str  # sha256 of the weights (or 'random:<seed>'): part of every cache key
+    embed_dim: int
+    quick_gelu: bool = False
+
+
+@dataclass(frozen=True)
+class Availability:
+    spec: str
+    available_offline: bool
+    download_mb: float | None
+    message: str
+
+
+def _looks_like_path(tag: str) -> bool:
+    return "/" in tag or "\\" in tag or tag.lower().endswith(CHECKPOINT_SUFFIXES) or tag.startswith("~")
+
+
+def parse_spec(spec: str) -> BackboneSpec:
+    """Parse and validate a backbone spec string (no loading)."""
+    spec = (spec or "").strip()
+    if spec.lower() == BUILTIN:
+        from .builtin import BUILTIN_MODEL_NAME, register_config
+        register_config()
+        return BackboneSpec(BUILTIN_MODEL_NAME, "builtin")
+    model, sep, tag = spec.partition(":")
+    if not sep or not model or not tag:
+        raise InvalidInputError(f"backbone {spec!r} must be 'builtin', MODEL:TAG (e.g. ViT-B-32:openai) or "
+                                "MODEL:/path/to/checkpoint.safetensors")
+    if model not in open_clip.list_models():
+        raise UnknownNameError("open_clip model", model, open_clip.list_models())
+    if tag == "random":
+        return BackboneSpec(model, "random", tag)
+    if _looks_like_path(tag):
+        return BackboneSpec(model, "file", str(Path(tag).expanduser()))
+    tags = open_clip.list_pretrained_tags_by_model(model)
+    if tag not in tags:
+        raise UnknownNameError(f"pretrained tag for {model}", tag, tags + ["random", "/path/to/file"])
+    return BackboneSpec(model, "pretrained", tag)
+
+
+def _needs_quick_gelu(spec: BackboneSpec) -> bool:
+    if spec.model.endswith("-quickgelu"):
+        return False  # the config already has it
+    if spec.source == "pretrained":
+        return bool(open_clip.get_pretrained_cfg(spec.model, spec.tag).get("quick_gelu", False))
+    return spec.source == "file" and "openai" in Path(spec.tag).name.lower()
+
+
+def _hf_cached_file(spec: BackboneSpec) -> str | None:
+    cfg = open_clip.get_pretrained_cfg(spec.model, spec.tag)
+    repo = cfg.get("hf_hub", "").strip("/")
+    if repo:
+        from huggingface_hub import try_to_load_from_cache
+        for name in _HF_FILES:
+            hit = try_to_load_from_cache(repo, name)
+            if isinstance(hit, str):
+                return hit
+    url = cfg.get("url", "")
+    if url:
+        local = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
+        if local.exists():
+            return str(local)
+    return None
+
+
+def parameter_count(model_name: str) -> int:
+    """Parameters of an open_clip architecture, counted on the meta device (no memory, no download)."""
+    with torch.device("meta"), _quiet():
+        model = open_clip.create_model(model_name, device="meta")
+    return sum(p.numel() for p in model.parameters())
+
+
+def check_backbone(spec: str) -> Availability:
+    """Is the backbone usable without a download? Never downloads, never contacts a network."""
+    s = parse_spec(spec)
+    if s.source == "builtin":
+        from .builtin import weights_path
+        ok = weights_path().exists()
+        return Availability(s.name, ok, None, "ships with the project" if ok else f"missing {weights_path()}")
+    if s.source == "random":
+        return Availability(s.name, True, None, "random weights (for tests and speed benchmarks only)")
+    if s.source == "file":
+        ok = Path(s.tag).is_file()
+        return Availability(s.name, ok, None, "local file" if ok else f"no file at {s.tag}")
+    cached = _hf_cached_file(s)
+    if cached:
+        return Availability(s.name, True, None, f"cached at {cached}")
+    mb = parameter_count(s.model) * 4 / 2**20
+    return Availability(s.name, False, round(mb, 1), f"needs a download of about {mb:.0f} MB")
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _weights_file(s: BackboneSpec) -> str:
+    """Path of the weights file to load (downloading open_clip weights when needed and possible)."""
+    if s.source == "builtin":
+        from .builtin import verify_weights, weights_path
+        verify_weights()
+        return str(weights_path())
+    if s.source == "file":
+        if not Path(s.tag).is_file():
+            raise WeightsUnavailableError(f"checkpoint {s.tag} does not exist; check the path")
+        return s.tag
+    cached = _hf_cached_file(s)
+    if cached:
+        return cached
+    try:
+        return open_clip.download_pretrained(open_clip.get_pretrained_cfg(s.model, s.tag))
+    except Exception as err:  # huggingface_hub / urllib raise many types when offline
+        cfg = open_clip.get_pretrained_cfg(s.model, s.tag)
+        where = f"the Hugging Face cache as {cfg.get('hf_hub', '').strip('/')}/{_HF_FILES[0]}"
+        raise WeightsUnavailableError(
+            f"weights for {s.name} are not cached and could not be downloaded ({type(err).__name__}). "
+            f"Connect to the network once, or put the file in {where} (or pass {s.model}:/path/to/file), "
+            "or choose the built-in backbone ('builtin').") from None
+
+
+def weights_identity(s: BackboneSpec, seed: int = 0) -> str:
+    """What identifies the weights in cache keys, known before loading: the file's sha256 for local
+    and built-in weights, the immutable open_clip tag for hub weights, the seed for random ones."""
+    if s.source == "random":
+        return f"random:{seed}"
+    if s.source == "pretrained":
+        return f"open_clip:{s.model}:{s.tag}"
+    path = _weights_file(s)
+    return _sha256(path)
+
+
+def load_backbone(spec: str, device: torch.device | str = "cpu", seed: int = 0) -> Backbone:
+    """Create the model, load its weights safely, and return it in eval mode on ``device``."""
+    s = parse_spec(spec)
+    quick = _needs_quick_gelu(s)
+    if s.source == "random":
+        torch.manual_seed(seed)
+        model = _create(s.model, quick)
+    else:
+        path = _weights_file(s)
+        model = _create(s.model, quick)
+        _load_weights(model, path, s)
+    weights_id = weights_identity(s, seed)
+    model = model.to(device).eval()
+    preprocess = _preprocess(model, s)
+    tokenizer = open_clip.get_tokenizer(s.model)
+    return Backbone(s, model, preprocess, tokenizer, weights_id, _embed_dim(model), quick)
+
+
+def _preprocess(model: torch.nn.Module, s: BackboneSpec):
+    """open_clip's eval transform, with the pretrained tag's mean/std/interpolation when it has them."""
+    from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
+    cfg = dict(model.visual.preprocess_cfg)
+    if s.source == "pretrained":
+        cfg = merge_preprocess_dict(cfg, open_clip.get_pretrained_cfg(s.model, s.tag))
+        model.visual.preprocess_cfg = cfg
+    return image_transform_v2(PreprocessCfg(**cfg), is_train=False)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence open_clip's root-logger "initialized randomly" note: weights are loaded right after."""
+    root = logging.getLogger()
+    was, root.disabled = root.disabled, True
+    try:
+        yield
+    finally:
+        root.disabled = was
+
+
+def _create(model_name: str, quick_gelu: bool) -> torch.nn.Module:
+    with _quiet():
+        return open_clip.create_model(model_name, pretrained=None, force_quick_gelu=quick_gelu)
+
+
+def _load_weights(model: torch.nn.Module, path: str, s: BackboneSpec) -> None:
+    """open_clip's own loader (format conversions, position-embedding resize), always weights_only."""
+    try:
+        open_clip.load_checkpoint(model, path, strict=True, weights_only=True)
+    except pickle.UnpicklingError:
+        raise WeightsUnavailableError(
+            f"{path} holds arbitrary Python objects, which are not loaded for safety. Save the state dict "
+            "with safetensors (safetensors.torch.save_file) or as plain tensors.") from None
+    except RuntimeError as err:
+        first = " ".join(str(err).splitlines()[:3])[:400]
+        raise WeightsUnavailableError(f"checkpoint {path} does not fit architecture {s.model}: {first}. "
+                                      "Is the model name right?") from None
+    except Exception as err:  # truncated files, foreign formats
+        raise WeightsUnavailableError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from None
+    if s.source == "builtin" or Path(path).suffix == ".safetensors":
+        model.float()  # fp16 storage loads into fp32 parameters already; keep compute in fp32
+
+
+def _embed_dim(model: torch.nn.Module) -> int:
+    out = getattr(model.visual, "output_dim", None)
+    if out is None:
+        out = model.text_projection.shape[1]
+    return int(out)
+
+
+def list_backbones() -> list[str]:
+    """The built-in model first, then every open_clip MODEL:TAG pair."""
+    return [BUILTIN] + [f"{m}:{t}" for m, t in open_clip.list_pretrained()]
