@@ -20,6 +20,7 @@ from app.live import LiveEditor
 from app.state import AppRunConfig
 
 SYNTHETIC_ENV = "CVS_SYNTHETIC"  # "1": offer the synthetic 10,000-point run (benchmarks, tests)
+SYNTHETIC_SIZE_ENV = "CVS_SYNTHETIC_N"  # test images of the synthetic run (default 10,000; tests use fewer)
 EVAL_SPLIT = "test"
 
 
@@ -94,7 +95,8 @@ def compute_run(config: AppRunConfig, progress: Callable | None = None, cancel: 
     if config in runs:
         return runs[config]
     if config.dataset == synthetic.NAME:
-        result = synthetic.make_run(seed=config.seed)
+        size = int(os.environ.get(SYNTHETIC_SIZE_ENV, synthetic.SPLIT_SIZES["test"]))
+        result = synthetic.make_run(test_size=size, seed=config.seed)
     else:
         from cv_core import pipeline
 

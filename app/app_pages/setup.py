@@ -79,6 +79,7 @@ if compute and config is not None:
         (st.warning if outcome.cancelled else st.error)(outcome.error)
     else:
         state.set_run_config(config)
+        st.rerun()  # redraw the sidebar and the pages with the new run
 
 current = state.run_config()
 run = services.cached_run(current) if current is not None else None

@@ -1,0 +1,85 @@
+"""The app's pure parts: the live edit loop, the figures and the export files (no Streamlit runtime)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+import torch
+from safetensors.torch import load as load_safetensors
+
+from app import charts, exports, live, synthetic
+from app.state import AppRunConfig
+from cv_core.math.steering import auto_gamma
+
+
+@pytest.fixture(scope="module")
+def run():
+    return synthetic.make_run(test_size=500)
+
+
+@pytest.fixture(scope="module")
+def editor(run):
+    xy = np.random.default_rng(0).normal(size=(500, 2)).astype(np.float32)
+    return live.LiveEditor(run.ft["test"], run.head, run.class_vectors, xy,
+                           reproject=lambda latents, index: np.full((len(index), 2), 99.0, np.float32))
+
+
+def test_no_edit_changes_nothing(editor):
+    res = editor.evaluate([0.0] * 10, None)
+    assert res.edited_classes == () and not res.moved.any()
+    assert torch.equal(res.after.confusion, res.before.confusion)
+    assert np.array_equal(res.xy, editor.xy)
+
+
+def test_forgetting_one_class_drops_it_and_moves_only_its_points(run, editor):
+    gamma = auto_gamma(run.class_vectors, run.ft["train"])
+    res = editor.evaluate(live.preset_forget(10, 3), gamma)
+    labels = run.ft["test"].labels.numpy()
+    assert res.forget < 0.1 and res.retain == pytest.approx(1.0)
+    assert res.moved[labels != 3].sum() == 0 and res.moved[labels == 3].mean() > 0.9
+    assert (res.xy[res.moved] == 99.0).all() and np.array_equal(res.xy[~res.moved], editor.xy[~res.moved])
+    assert (res.preds[labels == 3] == 4).mean() > 0.9  # the synthetic pretrained class 3 leans to class 4
+
+
+def test_moves_and_shift_send_classes_to_their_targets(run, editor):
+    labels = run.ft["test"].labels.numpy()
+    res = editor.evaluate([0.0] * 10, 0.5, live.preset_move(2, 5, 1.0))
+    assert res.edited_classes == (2,) and (res.preds[labels == 2] == 5).mean() > 0.9
+    res = editor.evaluate([0.0] * 10, 0.5, live.preset_shift(10))
+    assert (res.preds == (labels + 1) % 10).mean() > 0.9
+
+
+def test_charts_use_webgl_only_for_large_maps(run):
+    labels = np.arange(3000) % 10
+    big = charts.latent_map(np.zeros((3000, 2)), labels, labels, run.head.class_names)
+    small = charts.latent_map(np.zeros((30, 2)), labels[:30], labels[:30], run.head.class_names,
+                              centroids=(np.zeros((10, 2)), np.ones((10, 2))))
+    assert isinstance(big.data[0], go.Scattergl) and isinstance(small.data[0], go.Scatter)
+    assert len(small.layout.annotations) == 10  # one class-vector arrow per class
+
+
+def test_accuracy_bars_and_confusion_are_in_percent():
+    fig = charts.accuracy_bars(np.array([1.0, 0.5]), np.array([0.0, 0.5]), ["a", "b"], edited=(0,))
+    assert list(fig.data[1].y) == [0.0, 50.0] and list(fig.data[0].x) == ["a *", "b"]
+    conf = charts.confusion_heatmap(np.array([[3, 1], [0, 4]]), ["a", "b"])
+    assert np.allclose(conf.data[0].z, [[75, 25], [0, 100]])
+
+
+def test_export_files_round_trip(run):
+    tensors = load_safetensors(exports.class_vectors_safetensors(run.class_vectors))
+    assert torch.equal(tensors["kappa"], run.class_vectors.kappa)
+    config = AppRunConfig(dataset="digits")
+    m = exports.metrics(config, run, {"coefficients": {"class 1": -1.0}}, [0.5] * 10, [], None)
+    json.dumps(m)  # JSON-ready
+    assert m["per_class"][0] == {"class": "class 0", "zero_shot": 0.0, "finetuned": 1.0, "edited": 0.5}
+    assert exports.per_class_csv(m).decode().splitlines()[0] == "class,zero_shot,finetuned,edited"
+    page = exports.figure_html(charts.accuracy_bars(np.ones(2), np.ones(2), ["a", "b"]))
+    assert page.startswith(b"<!doctype html>") and b"<script src=\"http" not in page  # plotly.js inlined
+
+
+def test_recipe_names_the_run_and_the_edit():
+    text = exports.recipe(AppRunConfig(max_per_class=50), ["zero", "one"], [0.0, -1.0], [(0, 1, 0.5)], "auto")
+    assert "python -m cv_core run --backbone builtin --dataset digits --device auto --seed 0 --max-per-class 50" in text
+    assert "--coef one=-1 --move zero:one=0.5 --gamma auto" in text

@@ -1,0 +1,150 @@
+"""AppTest of every page, on the synthetic run (no model, a few seconds each)."""
+from __future__ import annotations
+
+import pytest
+
+PAGES = ["app_pages/geometry.py", "app_pages/arithmetic.py", "app_pages/unlearning.py",
+         "app_pages/export.py", "app_pages/presenter.py"]
+
+
+def metric(at, label_start: str) -> str:
+    return next(m.value for m in at.metric if m.label.startswith(label_start))
+
+
+def edited_points(at) -> tuple[int, int]:
+    """(edited, total) from the caption under the charts."""
+    text = next(c.value for c in at.caption if "points edited" in c.value)
+    edited, total = text.split("(")[1].split(" points")[0].split(" of ")
+    return int(edited.replace(",", "")), int(total.replace(",", ""))
+
+
+def no_trouble(at) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_setup_defaults_to_the_builtin_model_on_digits(new_app):
+    at = new_app()
+    no_trouble(at)
+    assert at.radio(key="setup_backbone_kind").value.startswith("built-in")
+    assert at.selectbox(key="setup_dataset").value == "digits"
+    assert at.button(key="setup_compute").label == "Compute"
+
+
+def test_setup_computes_and_shows_the_run(computed_app):
+    at = computed_app
+    assert metric(at, "Zero-shot") == "0.0%"
+    assert metric(at, "Fine-tuned") == "100.0%"
+    assert any("synthetic" in c.value for c in at.sidebar.caption)
+    at.run()  # reopening the computed pair is served from the cache: the button says so
+    assert at.button(key="setup_compute").label == "Open"
+
+
+def test_setup_says_plainly_when_a_folder_does_not_exist(new_app):
+    at = new_app()
+    at.radio(key="setup_dataset_kind").set_value("image folder").run()
+    at.text_input(key="setup_folder").input("/no/such/folder").run()
+    assert not at.exception
+    assert any("no folder" in e.value for e in at.error)
+    assert at.button(key="setup_compute").disabled
+
+
+def test_setup_reports_a_backbone_that_cannot_be_loaded(new_app, tmp_path):
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    at = new_app()
+    at.radio(key="setup_backbone_kind").set_value("local checkpoint").run()
+    at.text_input(key="setup_ckpt_path").input(str(bad)).run()
+    at.button(key="setup_compute").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.error, "a broken checkpoint must give an st.error"
+    message = at.error[0].value
+    assert "Traceback" not in message and "broken.safetensors" in message, message
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_pages_without_a_run_point_to_setup(new_app, page):
+    at = new_app()
+    at.switch_page(page).run()
+    no_trouble(at)
+    assert any("No computed run" in i.value for i in at.info)
+
+
+def test_a_forget_slider_drops_that_class_and_keeps_the_others(computed_app):
+    at = computed_app.switch_page("app_pages/arithmetic.py").run()
+    no_trouble(at)
+    assert metric(at, "Edited classes") == "none"
+    at.slider(key="coef_slider_3").set_value(-1.0).run()
+    no_trouble(at)
+    assert metric(at, "Edited classes") == "class 3"
+    assert float(metric(at, "Forget accuracy").rstrip("%")) < 10
+    assert float(metric(at, "Retain accuracy").rstrip("%")) > 99
+
+
+def test_presets_set_the_sliders_and_reset_clears_them(computed_app):
+    at = computed_app.switch_page("app_pages/arithmetic.py").run()
+    at.selectbox(key="preset_forget_class").select(2).run()
+    at.button(key="preset_forget").click().run()
+    assert at.slider(key="coef_slider_2").value == -1.0
+    assert float(metric(at, "Forget accuracy").rstrip("%")) < 10
+    at.button(key="preset_shift").click().run()
+    no_trouble(at)
+    assert at.slider(key="coef_slider_2").value == 0.0
+    assert any("class 9→class 0" in c.value for c in at.caption)
+    at.button(key="preset_reset").click().run()
+    assert metric(at, "Edited classes") == "none"
+    assert all(at.slider(key=f"coef_slider_{c}").value == 0.0 for c in range(10))
+
+
+def test_the_gate_can_be_fixed_or_switched_off(computed_app):
+    at = computed_app.switch_page("app_pages/arithmetic.py").run()
+    at.slider(key="coef_slider_1").set_value(-1.0).run()
+    edited, total = edited_points(at)
+    assert total == 600 and 55 <= edited <= 60  # the auto gate: (about 99% of) class 1's 60 images
+    at.radio(key="gate_auto").set_value("off").run()
+    no_trouble(at)
+    assert edited_points(at) == (600, 600)  # no gate: -kappa_1 is added to every image
+    at.radio(key="gate_auto").set_value("fixed γ").run()
+    no_trouble(at)
+    assert at.slider(key="gate_slider").value == 0.5
+
+
+def test_unlearning_compares_the_registered_methods(computed_app):
+    at = computed_app.switch_page("app_pages/unlearning.py").run()
+    no_trouble(at)
+    at.multiselect(key="unlearn_methods").set_value(["finetuned", "cv_steer"])
+    at.checkbox(key="unlearn_probe").uncheck()
+    at.button[0].click().run()  # the form's submit button
+    no_trouble(at)
+    table = at.dataframe[0].value
+    assert list(table["method"]) == ["finetuned", "cv_steer"]
+    steer = table[table["method"] == "cv_steer"].iloc[0]
+    assert steer["acc_f"] < 10 and steer["acc_r"] > 90  # percent
+
+
+def test_export_offers_every_file_and_a_cli_recipe(computed_app):
+    at = computed_app.switch_page("app_pages/arithmetic.py").run()
+    at.slider(key="coef_slider_4").set_value(-1.0).run()
+    at.switch_page("app_pages/export.py").run()
+    no_trouble(at)
+    recipe = at.code[0].value
+    assert "python -m cv_core run" in recipe and "--coef 'class 4=-1'" in recipe
+
+
+def test_presenter_walks_through_forgetting(computed_app):
+    at = computed_app.switch_page("app_pages/presenter.py").run()
+    no_trouble(at)
+    assert metric(at, "Accuracy on class 0") == "100%"
+    at.selectbox(key="presenter_class").select(5).run()
+    at.button_group(key="presenter_step").set_value("3 · After").run()
+    no_trouble(at)
+    assert float(metric(at, "Accuracy on class 5").rstrip("%")) < 10
+    assert metric(at, "Accuracy on the other classes") == "100%"
+
+
+def test_geometry_shows_cosines_and_collapse_and_offers_the_map(computed_app):
+    at = computed_app.switch_page("app_pages/geometry.py").run()
+    no_trouble(at)
+    nc = at.dataframe[0].value
+    assert list(nc["metric"])[:1] == ["nc1"]
+    assert (nc["fine-tuned"] >= 0).all()
