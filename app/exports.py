@@ -11,18 +11,19 @@ import math
 import shlex
 from collections.abc import Sequence
 
-from safetensors.torch import save as save_safetensors
+import tempfile
+from pathlib import Path
 
 from app.state import AppRunConfig
+from cv_core.export import save_class_vectors
 
 
 def class_vectors_safetensors(cv) -> bytes:
-    """kappa, mu_pre, mu_ft (C, D) float32 and counts (C,) int64; class names in the metadata."""
-    tensors = {"kappa": cv.kappa.contiguous(), "mu_pre": cv.mu_pre.contiguous(), "mu_ft": cv.mu_ft.contiguous()}
-    if cv.counts.numel():
-        tensors["counts"] = cv.counts.contiguous()
-    return save_safetensors(tensors, metadata={"class_names": json.dumps(list(cv.class_names)),
-                                               "definition": "kappa_c = mean f_ft(S_c) - mean f_pre(S_c)"})
+    """The library's class-vector file (``cv_core.export.load_class_vectors`` reads it back)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "class_vectors.safetensors"
+        save_class_vectors(path, cv)
+        return path.read_bytes()
 
 
 def _num(x) -> float | None:
@@ -68,7 +69,7 @@ def figure_html(fig) -> bytes:
 
 def recipe(config: AppRunConfig, class_names: Sequence[str], coefs: Sequence[float],
            moves: Sequence[tuple[int, int, float]], gate) -> str:
-    """A shell script that reproduces the session with the CLI."""
+    """A shell script that reproduces the session with the CLI (``python -m cv_core run`` / ``edit``)."""
     common = ["--backbone", config.backbone, "--dataset", config.dataset, "--device", config.device,
               "--seed", str(config.seed)]
     if config.data_root:
@@ -79,11 +80,12 @@ def recipe(config: AppRunConfig, class_names: Sequence[str], coefs: Sequence[flo
     for c, a in enumerate(coefs):
         if a:
             edit += ["--coef", f"{class_names[c]}={a:g}"]
-    for s, t, a in moves:
-        edit += ["--move", f"{class_names[s]}:{class_names[t]}={a:g}"]
-    gamma = "auto" if gate == "auto" else ("none" if gate is None else f"{float(gate):g}")
+    gate_arg = "auto" if gate == "auto" else ("none" if gate is None else f"{float(gate):g}")
     lines = ["#!/bin/sh", "# Reproduces a Class Vector Studio session with the CLI (run from the repository root).",
              "set -e", "python -m cv_core run " + shlex.join(common)]
     if edit:
-        lines.append("python -m cv_core edit " + shlex.join(common + edit + ["--gamma", gamma]))
+        lines.append("python -m cv_core edit " + shlex.join(common + edit + ["--gate", gate_arg]))
+    for s, t, a in moves:  # the CLI has no move option yet: say so rather than drop the step
+        lines.append(f"# not reproducible with the CLI yet: move {class_names[s]!r} towards {class_names[t]!r} "
+                     f"by alpha={a:g} (cv_core.math.steering.move_edit)")
     return "\n".join(lines) + "\n"

@@ -26,6 +26,8 @@ class LiveResult:
     """What the charts show after one slider release.
 
     before, after: per-class accuracy (C,) as numpy float arrays;
+    edited_classes: classes with a non-zero term; forget/retain: accuracy on the forgotten classes
+    (negative coefficient or moved away, as in ``python -m cv_core edit``) and on the others;
     preds: (N,) predicted class after the edit; xy: (N, 2) map positions after the edit (None
     without a map); moved: (N,) bool, the points the edit changed.
     """
@@ -69,9 +71,10 @@ class LiveEditor:
         """coefs: (C,) slider values; gamma: one cosine, per-class (C,) thresholds, or None (no gate);
         moves: (source, target, alpha) terms, each gated on its source class."""
         edit = build_edit(self.cv, coefs, gamma, moves)
-        edited = sorted({int(c) for c in np.flatnonzero(np.asarray(coefs, dtype=np.float64))}
-                        | {int(s) for s, _, a in moves if a})
-        edited = tuple(edited)
+        a = np.asarray(coefs, dtype=np.float64)
+        edited = tuple(sorted({int(c) for c in np.flatnonzero(a)} | {int(s) for s, _, al in moves if al}))
+        # forgotten = negative coefficients (as in `python -m cv_core edit`) and moved-away classes
+        forgotten = tuple(sorted({int(c) for c in np.flatnonzero(a < 0)} | {int(s) for s, _, al in moves if al}))
         n = self.latents.shape[0]
         if edit.is_empty:
             moved = np.zeros(n, dtype=bool)
@@ -82,9 +85,9 @@ class LiveEditor:
             preds = self._predict_unit(torch.nn.functional.normalize(new, dim=-1))
             after = score(preds, self.labels, self.cv.num_classes)
         xy = self._positions(new, moved)
-        if edited:
-            forget, retain = forget_retain(after.per_class, edited)
-            _, retain_before = forget_retain(self.base.per_class, edited)
+        if forgotten:
+            forget, retain = forget_retain(after.per_class, forgotten)
+            _, retain_before = forget_retain(self.base.per_class, forgotten)
         else:
             forget, retain, retain_before = float("nan"), after.accuracy, self.base.accuracy
         return LiveResult(self.base, after, edited, forget, retain, retain_before, preds.numpy(), xy, moved)

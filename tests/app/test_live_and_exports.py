@@ -70,6 +70,7 @@ def test_accuracy_bars_and_confusion_are_in_percent():
 def test_export_files_round_trip(run):
     tensors = load_safetensors(exports.class_vectors_safetensors(run.class_vectors))
     assert torch.equal(tensors["kappa"], run.class_vectors.kappa)
+    assert torch.equal(tensors["counts"], run.class_vectors.counts)
     config = AppRunConfig(dataset="digits")
     m = exports.metrics(config, run, {"coefficients": {"class 1": -1.0}}, [0.5] * 10, [], None)
     json.dumps(m)  # JSON-ready
@@ -82,4 +83,18 @@ def test_export_files_round_trip(run):
 def test_recipe_names_the_run_and_the_edit():
     text = exports.recipe(AppRunConfig(max_per_class=50), ["zero", "one"], [0.0, -1.0], [(0, 1, 0.5)], "auto")
     assert "python -m cv_core run --backbone builtin --dataset digits --device auto --seed 0 --max-per-class 50" in text
-    assert "--coef one=-1 --move zero:one=0.5 --gamma auto" in text
+    assert "--coef one=-1 --gate auto" in text
+    assert "# not reproducible with the CLI yet: move 'zero' towards 'one' by alpha=0.5" in text
+
+
+def test_the_live_loop_gives_the_numbers_of_the_cli_edit(run, editor):
+    """The slider screen and `python -m cv_core edit` must agree: same steering, same scores."""
+    from cv_core.pipeline import apply_edit
+
+    coefs = [0.0, -1.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, -2.0]
+    for gate in ("auto", 0.3, None):
+        report = apply_edit(run, coefs, gate)
+        gamma = auto_gamma(run.class_vectors, run.ft["train"]) if gate == "auto" else gate
+        res = editor.evaluate(coefs, gamma)
+        assert torch.equal(res.after.confusion, report.after.confusion)
+        assert res.forget == pytest.approx(report.forget_accuracy)
