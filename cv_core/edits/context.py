@@ -1,0 +1,91 @@
+"""Build an :class:`UnlearnContext` from what ``cv_core.pipeline.run`` returns.
+
+The pipeline may compute only train and test; methods choose their settings on a validation split,
+so when ``val`` is missing it is carved deterministically out of train (``VAL_SHARE`` per class) and
+the report says so. Encoder methods need preprocessed images in memory; ``max_per_class`` caps each
+split (seeded) so that they fit, and the latents are subset the same way so that every method of one
+report is scored on the same samples.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from ..errors import InvalidInputError
+from ..results import FeatureSet
+from .base import SPLITS, EncoderInputs, UnlearnContext
+
+VAL_SHARE = 0.15
+
+
+def _per_class_pick(labels: torch.Tensor, share: float | None, cap: int | None, seed: int) -> torch.Tensor:
+    """Sorted indices: ``share`` of each class (at least 1) or at most ``cap`` per class, seeded."""
+    g = torch.Generator().manual_seed(seed)
+    picks = []
+    for c in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(idx.numel(), generator=g)]
+        k = max(1, int(round(share * idx.numel()))) if share is not None else min(cap, idx.numel())
+        picks.append(idx[:k])
+    return torch.sort(torch.cat(picks)).values
+
+
+def split_indices(result, seed: int = 0, max_per_class: int | None = None) -> dict[str, tuple[str, torch.Tensor]]:
+    """split -> (source split in the run result, indices into it)."""
+    src: dict[str, tuple[str, torch.Tensor]] = {}
+    for s in ("train", "test"):
+        src[s] = (s, torch.arange(len(result.ft[s])))
+    if "val" in result.ft:
+        src["val"] = ("val", torch.arange(len(result.ft["val"])))
+    else:
+        labels = result.ft["train"].labels
+        val = _per_class_pick(labels, VAL_SHARE, None, seed)
+        keep = torch.ones(labels.numel(), dtype=torch.bool)
+        keep[val] = False
+        if torch.bincount(labels[keep], minlength=len(result.class_names)).min() == 0:
+            raise InvalidInputError("every class needs at least 2 training images to carve a validation split; "
+                                    "add images or run the pipeline with splits=('train', 'val', 'test')")
+        src["val"], src["train"] = ("train", val), ("train", torch.nonzero(keep).flatten())
+    if max_per_class is not None:
+        for s, (origin, idx) in list(src.items()):
+            sub = _per_class_pick(result.ft[origin].labels[idx], None, max_per_class, seed)
+            src[s] = (origin, idx[sub])
+    return src
+
+
+def context_from_run(result, *, encoder: bool = False, max_per_class: int | None = None,
+                     seed: int = 0) -> UnlearnContext:
+    """UnlearnContext over the run's latents; with ``encoder=True`` also the model and images."""
+    src = split_indices(result, seed, max_per_class)
+    pre = {s: _subset(result.pre[o], idx, s) for s, (o, idx) in src.items()}
+    ft = {s: _subset(result.ft[o], idx, s) for s, (o, idx) in src.items()}
+    enc = _encoder_inputs(result, src) if encoder else None
+    return UnlearnContext(result.head, pre, ft, result.class_vectors, enc)
+
+
+def _subset(fs: FeatureSet, idx: torch.Tensor, split: str) -> FeatureSet:
+    return replace(fs.subset(idx), split=split)
+
+
+def _encoder_inputs(result, src) -> EncoderInputs:
+    from safetensors.torch import load_file
+
+    from ..features.extract import preprocess_once
+
+    backbone = result.backbone()
+    images: dict[str, torch.Tensor] = {}
+    cache: dict[str, torch.Tensor] = {}
+    for s in SPLITS:
+        origin, idx = src[s]
+        if origin not in cache:
+            prepared = preprocess_once(result.images(origin), backbone.preprocess)
+            if prepared is None:
+                raise InvalidInputError(f"split {origin!r} is too large to hold in memory for encoder methods; "
+                                        "pass a smaller max_per_class")
+            cache[origin] = prepared.images
+        images[s] = cache[origin][idx]
+    labels = {s: result.ft[o].labels[idx] for s, (o, idx) in src.items()}
+    model = backbone.model
+    pre_state = {k: v.detach().clone() for k, v in model.visual.state_dict().items()}
+    return EncoderInputs(model, pre_state, load_file(str(result.encoder_path)), images, labels, result.device)

@@ -1,0 +1,155 @@
+"""Weight mapping (the paper's Algorithm 2): a persistent Class-Vector edit in a small block.
+
+Only one editable block of the fine-tuned image encoder trains; the loss pulls the latents of the
+forgotten class's reference images to ``mean(f_ft(refs of c)) + z_edit`` with ``z_edit = -lam kappa_c``
+(optionally also keeping a few retain references where they were: ``preserve`` > 0). The result is an
+ordinary open_clip checkpoint (see :func:`save_checkpoint`) that needs no steering at inference.
+
+Blocks (:data:`EDITABLE_BLOCKS`): ``final_norm`` (ViT ``visual.ln_post``; ModifiedResNet: the last
+bottleneck's ``bn3``), ``ln_post`` (ViT only) and ``last_block`` (the last transformer block, or the
+last ResNet bottleneck).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from ..errors import InvalidInputError
+from ..registry import Registry
+from .base import MethodOutput, UnlearnContext, register_method
+from .encoder_ops import encoded_output, option, train, visual_copy
+from .latent import _steering_setup
+
+BlockResolver = Callable[[torch.nn.Module], torch.nn.Module]
+EDITABLE_BLOCKS: Registry[BlockResolver] = Registry("editable block")
+
+
+def _arch(visual) -> str:
+    return type(visual).__name__
+
+
+def _final_norm(visual):
+    if hasattr(visual, "ln_post"):
+        return visual.ln_post
+    if hasattr(visual, "layer4"):
+        return visual.layer4[-1].bn3
+    raise InvalidInputError(f"the image encoder ({_arch(visual)}) has no final normalisation layer; "
+                            f"choose another block: {', '.join(EDITABLE_BLOCKS.list())}")
+
+
+def _ln_post(visual):
+    if not hasattr(visual, "ln_post"):
+        raise InvalidInputError(f"block 'ln_post' needs a ViT image encoder with visual.ln_post; this backbone's "
+                                f"encoder is a {_arch(visual)}. Use block 'final_norm' or 'last_block'")
+    return visual.ln_post
+
+
+def _last_block(visual):
+    blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
+    if blocks is not None and len(blocks):
+        return blocks[-1]
+    if hasattr(visual, "layer4"):
+        return visual.layer4[-1]
+    raise InvalidInputError(f"the image encoder ({_arch(visual)}) has neither transformer blocks nor ResNet "
+                            "stages; weight mapping cannot find its last block")
+
+
+EDITABLE_BLOCKS.register("final_norm", _final_norm)
+EDITABLE_BLOCKS.register("ln_post", _ln_post)
+EDITABLE_BLOCKS.register("last_block", _last_block)
+
+
+def pool_input(visual) -> Callable[[torch.Tensor], torch.Tensor]:
+    """How to turn a block's input into one vector per image: (N, W) as is, tokens (N, L, W) -> the class
+    token (or the token mean for avg-pooled ViTs), feature maps (N, C, H, W) -> spatial mean."""
+    avg = getattr(visual, "pool_type", "tok") == "avg"
+
+    def pool(x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 2:
+            return x
+        if x.ndim == 3:
+            return x[:, 1:].mean(1) if avg else x[:, 0]
+        return x.flatten(2).mean(-1)
+    return pool
+
+
+def reference_indices(labels: torch.Tensor, cls: int, k: int, seed: int, name: str = "") -> torch.Tensor:
+    """k seeded reference indices of class ``cls``; a clear error when the class has fewer images."""
+    idx = torch.nonzero(labels == cls).flatten()
+    if k < 1:
+        raise InvalidInputError("weight mapping needs at least 1 reference sample per class")
+    if idx.numel() < k:
+        raise InvalidInputError(f"class {name or cls!r} has only {idx.numel()} training images but weight mapping "
+                                f"was asked for {k} references: it needs at least {k}; lower 'references' "
+                                "or add images of that class")
+    g = torch.Generator().manual_seed(seed + 7919 * cls)
+    return idx[torch.randperm(idx.numel(), generator=g)[:k]]
+
+
+def fit_weight_map(ctx: UnlearnContext, forget, seed: int, options) -> tuple[torch.nn.Module, torch.nn.Module, dict]:
+    """Train the editable block -> (edited visual, the block, info). Inputs are not modified."""
+    block_name = str(options.get("block", "final_norm"))
+    refs = option(options, "references", 8, int)
+    steps, lr = option(options, "steps", 100, int, 1), option(options, "lr", 1e-2, float, 0.0)
+    preserve = option(options, "preserve", 1.0, float, 0.0)
+    lam, _ = _steering_setup(ctx, forget, options)
+    torch.manual_seed(seed)
+    visual = visual_copy(ctx).requires_grad_(False)
+    block = EDITABLE_BLOCKS.get(block_name)(visual)
+    block.requires_grad_(True)
+    x_all, y_all = ctx.encoder.images["train"], ctx.encoder.labels["train"]
+    ft_train = ctx.ft["train"].features
+    edit_idx, targets = [], []
+    for c in forget:
+        idx = reference_indices(y_all, c, refs, seed, ctx.class_names[c])
+        edit_idx.append(idx)
+        targets.append((ft_train[idx].mean(0) - lam * ctx.class_vectors.kappa[c]).expand(refs, -1))
+    keep_idx = [reference_indices(y_all, c, min(refs, int((y_all == c).sum())), seed, ctx.class_names[c])
+                for c in range(ctx.num_classes) if c not in forget] if preserve > 0 else []
+    dev = ctx.encoder.device
+    xe, te = x_all[torch.cat(edit_idx)].to(dev), torch.cat(targets).to(dev)
+    xk = x_all[torch.cat(keep_idx)].to(dev) if keep_idx else None
+    tk = ft_train[torch.cat(keep_idx)].to(dev) if keep_idx else None
+    scale = te.pow(2).sum(1).mean().detach()
+
+    def loss(_):
+        out = (visual(xe) - te).pow(2).sum(1).mean() / scale
+        if xk is not None:
+            out = out + preserve * (visual(xk) - tk).pow(2).sum(1).mean() / scale
+        return out
+
+    n_params = train(block.parameters(), loss, steps, lr, what="weight mapping")
+    visual.requires_grad_(False).eval()
+    return visual, block, {"lambda": lam, "block": block_name, "references": refs, "preserve": preserve,
+                           "steps": steps}
+
+
+@register_method("cv_weight_map", "Class-Vector weight mapping (Algorithm 2): train one small block so the "
+                                  "class's latents move to mean(f_ft(refs)) - lam*kappa_c", needs_encoder=True,
+                 encoder_changed=True)
+def cv_weight_map(ctx: UnlearnContext, forget, seed, options) -> MethodOutput:
+    start = time.perf_counter()
+    visual, block, info = fit_weight_map(ctx, forget, seed, options)
+    seconds = time.perf_counter() - start
+    n_params = sum(p.numel() for p in block.parameters())
+    info["probe_note"] = "the probe on the layer before the edited block sees unchanged weights"
+    return encoded_output(ctx, visual, trainable_params=n_params, seconds=seconds, info=info, hook=block,
+                          pool=pool_input(visual))
+
+
+def save_checkpoint(ctx: UnlearnContext, visual: torch.nn.Module, path: str | Path) -> Path:
+    """Write the whole CLIP with the edited image tower as safetensors; it loads as ``MODEL:/path``."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise InvalidInputError(f"save the edited model as .safetensors, got {path.name!r}")
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in ctx.encoder.model.state_dict().items()}
+    for k, v in visual.state_dict().items():
+        state[f"visual.{k}"] = v.detach().cpu().contiguous().clone()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path))
+    return path
