@@ -112,6 +112,15 @@ def compute_run(config: AppRunConfig, progress: Callable | None = None, cancel: 
 
 # ---------------------------------------------------------------- derived data
 @st.cache_resource(show_spinner=False)
+def start_umap_warm_up() -> threading.Thread:
+    """Compile UMAP's numba code once per server process, in the background, at start-up."""
+    from cv_core.projection import warm_up
+
+    thread = threading.Thread(target=warm_up, name="cvs-umap-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+@st.cache_resource(show_spinner=False)
 def gate_thresholds(config: AppRunConfig) -> torch.Tensor:
     """Per-class gate thresholds (C,) that keep 99% of each class's own train latents inside the gate."""
     from cv_core.math.steering import auto_gamma
@@ -151,12 +160,14 @@ def compute_map(config: AppRunConfig, progress: Callable | None = None, cancel: 
     maps = _maps()
     if config in maps:
         return maps[config]
-    from cv_core.projection import LatentMap
+    from cv_core.features.cache import ArtifactCache
+    from cv_core.projection import LatentMap, fit_cached
 
     run = cached_run(config)
     pre, ft = run.pre[EVAL_SPLIT].features, run.ft[EVAL_SPLIT].features
     latents = torch.cat([pre, ft]).numpy()                                         # (2N, D)
-    lm = LatentMap(random_state=config.seed).fit(latents, progress=progress, cancel=cancel)
+    disk = None if config.dataset == synthetic.NAME else ArtifactCache(None)      # the library's cache folder
+    lm, _ = fit_cached(LatentMap(random_state=config.seed), latents, disk, progress, cancel)
     emb = np.asarray(lm.embedding_, dtype=np.float32)
     cv = run.class_vectors
     centroids = np.asarray(lm.reproject(torch.cat([cv.mu_pre, cv.mu_ft]).numpy()), dtype=np.float32)
@@ -175,8 +186,9 @@ def live_editor(config: AppRunConfig, with_map: bool) -> LiveEditor:
     points = cached_map(config) if with_map else None
     if points is None:
         return LiveEditor(test, run.head, run.class_vectors)
+    n = len(test)  # the map's rows are [pretrained latents; fine-tuned latents]
     return LiveEditor(test, run.head, run.class_vectors, points.ft_xy,
-                      lambda latents, index: points.projector.reproject(latents))
+                      lambda latents, index: points.projector.reproject(latents, index=index + n))
 
 
 @st.cache_data(show_spinner=False)

@@ -21,6 +21,9 @@ PAGES = [
     st.Page("app_pages/presenter.py", title="Presenter", icon="📽️"),
 ]
 
+from app import services  # noqa: E402
+
+services.start_umap_warm_up()  # so that the first map does not pay for numba's compilation
 page = st.navigation(PAGES)
 with st.sidebar:
     from app.components.run_gate import sidebar_summary

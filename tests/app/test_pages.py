@@ -148,3 +148,17 @@ def test_geometry_shows_cosines_and_collapse_and_offers_the_map(computed_app):
     nc = at.dataframe[0].value
     assert list(nc["metric"])[:1] == ["nc1"]
     assert (nc["fine-tuned"] >= 0).all()
+
+
+def test_the_map_is_fitted_once_and_then_moves_edited_points(computed_app):
+    at = computed_app.switch_page("app_pages/geometry.py").run()
+    at.button(key="geometry_fit").click().run()
+    no_trouble(at)
+    charts_ = at.get("plotly_chart")
+    assert any("latents (UMAP)" in c.proto.spec for c in charts_)
+    at.switch_page("app_pages/arithmetic.py").run()
+    assert not any("Fit the map" in i.value for i in at.info)  # the map is served from the cache
+    at.slider(key="coef_slider_0").set_value(-1.0).run()
+    no_trouble(at)
+    specs = [c.proto.spec for c in at.get("plotly_chart")]
+    assert any("edited fine-tuned latents" in s and "previous positions" in s for s in specs)
