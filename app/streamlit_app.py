@@ -10,15 +10,15 @@ if str(ROOT) not in sys.path:  # `streamlit run` puts only app/ on the path
 
 import streamlit as st  # noqa: E402
 
-st.set_page_config(page_title="Class Vector Studio", page_icon="🧭", layout="wide")
+st.set_page_config(page_title="Class Vector Studio", page_icon=":material/explore:", layout="wide")
 
 PAGES = [
-    st.Page("app_pages/setup.py", title="Setup", icon="⚙️", default=True),
-    st.Page("app_pages/geometry.py", title="Geometry", icon="🗺️"),
-    st.Page("app_pages/arithmetic.py", title="Class arithmetic", icon="🎚️"),
-    st.Page("app_pages/unlearning.py", title="Unlearning", icon="🧹"),
-    st.Page("app_pages/export.py", title="Export", icon="📦"),
-    st.Page("app_pages/presenter.py", title="Presenter", icon="📽️"),
+    st.Page("app_pages/setup.py", title="Setup", icon=":material/tune:", default=True),
+    st.Page("app_pages/geometry.py", title="Geometry", icon=":material/scatter_plot:"),
+    st.Page("app_pages/arithmetic.py", title="Class arithmetic", icon=":material/sliders:"),
+    st.Page("app_pages/unlearning.py", title="Unlearning", icon=":material/cleaning_services:"),
+    st.Page("app_pages/export.py", title="Export", icon=":material/download:"),
+    st.Page("app_pages/presenter.py", title="Presenter", icon=":material/slideshow:"),
 ]
 
 from app import services  # noqa: E402

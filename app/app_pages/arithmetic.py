@@ -80,15 +80,16 @@ def results(gamma) -> None:
     start = time.perf_counter()
     with_map = services.cached_map(config) is not None
     editor_ = services.live_editor(config, with_map)
-    moves = state.moves()
-    res = editor_.evaluate(state.coefficients(C), gamma, moves)
+    moves, coefs = state.moves(), state.coefficients(C)
+    res = editor_.evaluate(coefs, gamma, moves)
     m1, m2, m3 = st.columns(3)
     m1.metric("Edited classes", ", ".join(names[c] for c in res.edited_classes) or "none")
     m2.metric("Forget accuracy", "—" if math.isnan(res.forget) else f"{100 * res.forget:.1f}%")
     m3.metric("Retain accuracy", "—" if math.isnan(res.retain) else f"{100 * res.retain:.1f}%",
               delta=None if math.isnan(res.retain) else f"{100 * (res.retain - res.retain_before):+.1f} pts")
-    if moves:
-        st.caption("Moves: " + ", ".join(f"{names[s]}→{names[t]} (α={a:g})" for s, t, a in moves))
+    terms = [f"{names[c]} × {a:+.2f}" for c, a in enumerate(coefs) if a]
+    terms += [f"{names[s]}→{names[t]} (α={a:g})" for s, t, a in moves]
+    st.caption("Edit: " + ("; ".join(terms) if terms else "none"))
     bars = charts.accuracy_bars(res.before.per_class.numpy(), res.after.per_class.numpy(), names, res.edited_classes)
     conf = charts.confusion_heatmap(res.after.confusion.numpy(), names, "Confusion matrix after the edit")
     c1, c2 = st.columns([3, 2])
@@ -107,7 +108,7 @@ def results(gamma) -> None:
         state.set_previous_xy(res.xy)
     else:
         st.info("Fit the map on the Geometry page to see the edited points move here.")
-        st.page_link("app_pages/geometry.py", label="Open Geometry", icon="🗺️")
+        st.page_link("app_pages/geometry.py", label="Open Geometry", icon=":material/scatter_plot:")
     st.caption(f"Updated in {1000 * (time.perf_counter() - start):.0f} ms on the server "
                f"({int(res.moved.sum()):,} of {len(res.moved):,} points edited).")
 

@@ -91,4 +91,4 @@ if run is not None:
     m3.metric("Classes", len(run.head.class_names))
     if run.timings:
         st.caption("Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in run.timings.items()))
-    st.page_link("app_pages/arithmetic.py", label="Edit classes with sliders", icon="🎚️")
+    st.page_link("app_pages/arithmetic.py", label="Edit classes with sliders", icon=":material/sliders:")

@@ -13,7 +13,7 @@ def require_run():
     if run is None:
         st.info("No computed run yet. Choose a backbone and a dataset on the Setup page and press "
                 "**Compute** (the built-in model on digits takes well under a minute on a CPU).")
-        st.page_link("app_pages/setup.py", label="Go to Setup", icon="⚙️")
+        st.page_link("app_pages/setup.py", label="Go to Setup", icon=":material/tune:")
         st.stop()
     return config, run
 

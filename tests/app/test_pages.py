@@ -77,6 +77,7 @@ def test_a_forget_slider_drops_that_class_and_keeps_the_others(computed_app):
     at.slider(key="coef_slider_3").set_value(-1.0).run()
     no_trouble(at)
     assert metric(at, "Edited classes") == "class 3"
+    assert any(c.value == "Edit: class 3 × -1.00" for c in at.caption)
     assert float(metric(at, "Forget accuracy").rstrip("%")) < 10
     assert float(metric(at, "Retain accuracy").rstrip("%")) > 99
 
@@ -90,7 +91,7 @@ def test_presets_set_the_sliders_and_reset_clears_them(computed_app):
     at.button(key="preset_shift").click().run()
     no_trouble(at)
     assert at.slider(key="coef_slider_2").value == 0.0
-    assert any("class 9→class 0" in c.value for c in at.caption)
+    assert any("class 9→class 0 (α=1)" in c.value for c in at.caption)
     at.button(key="preset_reset").click().run()
     assert metric(at, "Edited classes") == "none"
     assert all(at.slider(key=f"coef_slider_{c}").value == 0.0 for c in range(10))

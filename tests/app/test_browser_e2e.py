@@ -1,0 +1,134 @@
+"""One real-browser journey: start the app on localhost, compute the default built-in pipeline on
+digits, move one class slider to -1, and check that this class's accuracy drops while the others stay.
+
+Needs Debian's ``chromium`` (/usr/bin/chromium) and the ``playwright`` Python package; skipped with
+the reason otherwise. A screenshot goes to test-artifacts/browser_e2e.png. The computation runs in
+a fresh cache folder, as on a fresh machine. ``CVS_E2E_DATASET=synthetic-10k`` runs the same journey
+on the synthetic run (for working on the test without a model).
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+DATASET = os.environ.get("CVS_E2E_DATASET", "digits")
+TARGET = "3" if DATASET == "digits" else "class 3"  # the class whose slider moves
+
+if not CHROMIUM.exists():
+    pytest.skip("no browser: /usr/bin/chromium is missing (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    """The app on a free localhost port, with an empty cache; stopped (by its pid) afterwards."""
+    port = free_port()
+    env = {**os.environ, "CVS_CACHE_DIR": str(tmp_path / "cache"), "CVS_SYNTHETIC": "1"}
+    log = open(tmp_path / "streamlit.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "streamlit_app.py"),
+                             "--server.port", str(port), "--server.address", "localhost",
+                             "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://localhost:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the app did not start: " + (tmp_path / "streamlit.log").read_text()[-2000:])
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server's own process group, nothing else
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def metric(page, label: str) -> str:
+    """Text of the st.metric value whose label starts with ``label``."""
+    box = page.locator('[data-testid="stMetric"]').filter(has_text=label).first
+    return box.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
+def wait_until_idle(page, timeout_s: float = 90) -> None:
+    """Wait until the app has finished every rerun (no 'Running' indicator for a second)."""
+    deadline, quiet_since = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline:
+        running = page.locator('[data-testid="stStatusWidget"]').filter(has_text="Running").count() > 0
+        quiet_since = None if running else (quiet_since or time.monotonic())
+        if quiet_since and time.monotonic() - quiet_since > 1.0:
+            return
+        page.wait_for_timeout(100)
+    raise AssertionError("the app was still running after the slider moved")
+
+
+def percent(text: str) -> float:
+    return float(re.sub(r"[^0-9.\-]", "", text))
+
+
+def test_forget_one_class_in_the_browser(server):
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1300})
+        page.set_default_timeout(30_000)
+        try:
+            page.goto(server)
+            page.get_by_role("button", name="Compute").wait_for()
+            if DATASET != "digits":
+                page.locator('[data-testid="stSelectbox"]').filter(has_text="Dataset").first.click()
+                page.get_by_role("option", name=DATASET).click()
+            page.get_by_role("button", name="Compute").click()
+            page.get_by_text("Current run:").wait_for(timeout=150_000)
+            assert page.locator('[data-testid="stException"]').count() == 0
+
+            page.get_by_role("link", name="Class arithmetic").first.click()
+            page.get_by_text("Class coefficients").wait_for(timeout=60_000)
+            retain_before = percent(metric(page, "Retain accuracy"))
+
+            label = page.locator('[data-testid="stWidgetLabel"]').filter(has_text=re.compile(f"^{re.escape(TARGET)}$"))
+            box = page.locator('[data-testid="stSlider"]').filter(has=label)
+            slider = box.get_by_role("slider")
+            slider.focus()
+            for _ in range(20):  # step 0.05: twenty presses from 0 to -1
+                slider.press("ArrowLeft")
+            page.get_by_text(f"Edit: {TARGET} × -1.00", exact=True).wait_for(timeout=90_000)
+            wait_until_idle(page)
+            value = box.locator('[data-testid="stSliderThumbValue"]').inner_text()
+            forget, retain = percent(metric(page, "Forget accuracy")), percent(metric(page, "Retain accuracy"))
+            page.screenshot(path=str(ARTIFACTS / "browser_e2e.png"), full_page=True)
+            assert page.locator('[data-testid="stException"]').count() == 0
+        finally:
+            browser.close()
+    assert float(value) == -1.0, f"the slider should be at -1, it is at {value}"
+    assert forget < 20, f"class {TARGET} should be forgotten, still {forget}% right"
+    assert retain >= retain_before - 3, f"the other classes fell from {retain_before}% to {retain}%"
