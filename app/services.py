@@ -239,32 +239,45 @@ def _eval_images(config: AppRunConfig):
 
 
 # ---------------------------------------------------------------- unlearning
-def unlearning_methods() -> list[tuple[str, str, bool]]:
-    """(name, description, usable) of every registered method; encoder methods need encoder inputs."""
+def unlearning_methods(config: AppRunConfig) -> list[tuple[str, str, bool, bool]]:
+    """(name, description, needs_encoder, usable) of every registered method.
+
+    Encoder methods retrain part of the image encoder: they need the model and the images, which
+    the synthetic run does not have.
+    """
     from cv_core.edits import UNLEARNING_METHODS
 
-    return [(name, m.description, not m.needs_encoder or _encoder_context_available())
+    has_model = config.dataset != synthetic.NAME
+    return [(name, m.description, m.needs_encoder, has_model or not m.needs_encoder)
             for name, m in UNLEARNING_METHODS.items()]
 
 
-def _encoder_context_available() -> bool:
-    try:
-        from cv_core.edits import context  # noqa: F401  (builds EncoderInputs from a run, when it lands)
-    except ImportError:
-        return False
-    return True
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _unlearn_context(config: AppRunConfig, encoder: bool):
+    from cv_core.edits import UnlearnContext
+    from cv_core.edits.context import context_from_run
+
+    run = cached_run(config)
+    if config.dataset == synthetic.NAME:
+        return UnlearnContext(run.head, run.pre, run.ft, run.class_vectors)
+    return context_from_run(run, encoder=encoder, seed=config.seed)
 
 
 @st.cache_data(show_spinner=False)
 def compare_unlearning(config: AppRunConfig, forget: tuple[int, ...], methods: tuple[str, ...],
-                       probe: bool = True) -> list[dict]:
-    """Run each method on the forget set and audit it -> one row of metrics per method."""
-    from cv_core.edits import UnlearnContext, audit, run_method
+                       probe: bool = True, _on_method: Callable | None = None) -> list[dict]:
+    """Run each method on the forget set and audit it -> one row of metrics per method.
 
-    run = cached_run(config)
-    ctx = UnlearnContext(run.head, run.pre, run.ft, run.class_vectors)
+    _on_method(name): called before each method (not part of the cache key).
+    """
+    from cv_core.edits import UNLEARNING_METHODS, audit, run_method
+
+    encoder = any(UNLEARNING_METHODS.get(m).needs_encoder for m in methods)
+    ctx = _unlearn_context(config, encoder)
     rows = []
     for name in methods:
+        if _on_method is not None:
+            _on_method(name)
         a = audit(ctx, run_method(name, ctx, list(forget), seed=config.seed), seed=config.seed, probe=probe)
         rows.append({"method": name, "acc_f": a.acc_f, "acc_r": a.acc_r, "probe_f": a.probe_f, "mia": a.mia,
                      "seconds": a.seconds, "trainable_params": a.trainable_params,

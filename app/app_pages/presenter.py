@@ -35,6 +35,7 @@ else:
 m1, m2 = st.columns(2)
 m1.metric(f"Accuracy on {names[target]}", f"{100 * after[target]:.0f}%",
           delta=None if step.startswith("1") else f"{100 * (after[target] - before[target]):+.0f} pts")
-m2.metric("Accuracy on the other classes", f"{100 * (res.retain if not step.startswith('1') else res.retain_before):.0f}%")
+others = res.retain_before if step.startswith("1") else res.retain
+m2.metric("Accuracy on the other classes", f"{100 * others:.0f}%")
 st.plotly_chart(charts.presenter_bars(before, after, names, target), key="presenter_bars")
 st.caption("Grey: before the edit. Red: after. The starred class is the one being forgotten.")

@@ -15,18 +15,21 @@ st.caption("Forget accuracy should fall to 0 and retain accuracy stay high. Prob
            "is still in the representation. Latent steering leaves the encoder untouched, so a probe on its "
            "edited latents still finds the class unless the edit moved them.")
 
-methods = services.unlearning_methods()
-usable = [m for m, _, ok in methods if ok]
-unusable = [m for m, _, ok in methods if not ok]
+methods = services.unlearning_methods(config)
+usable = [m for m, _, _, ok in methods if ok]
+fast = [m for m, _, enc, ok in methods if ok and not enc]
+unusable = [m for m, _, _, ok in methods if not ok]
 with st.form("unlearn_form"):
     forget = st.multiselect("Classes to forget", range(len(names)), default=[0], format_func=lambda i: names[i],
                             key="unlearn_forget")
-    chosen = st.multiselect("Methods", usable, default=usable, key="unlearn_methods",
-                            help="\n".join(f"- **{m}**: {d}" for m, d, _ in methods))
+    slow = " (retrains the encoder: minutes on a CPU)"
+    chosen = st.multiselect("Methods", usable, default=fast, key="unlearn_methods",
+                            help="\n".join(f"- **{m}**: {d}{slow if enc else ''}" for m, d, enc, _ in methods))
     probe = st.checkbox("Linear-probe audit (slower)", value=True, key="unlearn_probe")
     go = st.form_submit_button("Compare", type="primary")
 if unusable:
-    st.caption(f"Not offered here (they retrain the image encoder and need its images): {', '.join(unusable)}.")
+    st.caption(f"Not offered for this run (they retrain the image encoder, and this run has no model): "
+               f"{', '.join(unusable)}.")
 
 if go:
     if not forget or not chosen:
@@ -35,8 +38,10 @@ if go:
         st.error("Forgetting every class leaves nothing to retain: choose fewer classes.")
     else:
         try:
-            with st.spinner(f"Running {len(chosen)} methods…"):
-                rows = services.compare_unlearning(config, tuple(sorted(forget)), tuple(chosen), probe)
+            with st.status(f"Running {len(chosen)} methods…", expanded=True) as status:
+                rows = services.compare_unlearning(config, tuple(sorted(forget)), tuple(chosen), probe,
+                                                   _on_method=lambda name: st.write(f"running **{name}**"))
+                status.update(label=f"{len(chosen)} methods compared", state="complete", expanded=False)
             state.set_unlearn_rows(rows)
         except Exception as err:  # shown in plain words, never a traceback
             from app.components.compute import plain_error
