@@ -91,18 +91,36 @@ def mia_efficacy(out: MethodOutput, ctx: UnlearnContext, seed: int = 0) -> float
     return float((svc.predict(forget_p[:, None]) == 0).mean()) if len(forget_p) else float("nan")
 
 
-def probe_recovery(train: torch.Tensor, train_y: torch.Tensor, test: torch.Tensor, test_y: torch.Tensor,
-                   forget: Sequence[int], seed: int = 0) -> tuple[float, float]:
-    """Linear probe on (N, D) train latents -> (accuracy on forget classes, on retain classes) of test."""
+_PROBE_CACHE: list[tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]] = []  # (train, test, seed, preds)
+
+
+def probe_predictions(train: torch.Tensor, train_y: torch.Tensor, test: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Fit a standardised logistic regression on train (N, D) with labels (N,) -> test predictions (M,).
+
+    Methods that leave the latents alone pass the same tensors for every forget class; the probe does not
+    depend on the forget set, so it is fitted once per (train, test) pair (kept while those tensors live).
+    """
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    for tr, te, sd, preds in _PROBE_CACHE:
+        if tr is train and te is test and sd == seed:
+            return preds
     rng = np.random.default_rng(seed)
     keep = _subsample(train.shape[0], PROBE_MAX_TRAIN, rng)
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, C=1.0, random_state=seed))
     probe.fit(train.double().numpy()[keep], train_y.numpy()[keep])
-    pred = torch.as_tensor(probe.predict(test.double().numpy()))
+    preds = torch.as_tensor(probe.predict(test.double().numpy()))
+    _PROBE_CACHE.append((train, test, seed, preds))
+    del _PROBE_CACHE[:-4]
+    return preds
+
+
+def probe_recovery(train: torch.Tensor, train_y: torch.Tensor, test: torch.Tensor, test_y: torch.Tensor,
+                   forget: Sequence[int], seed: int = 0) -> tuple[float, float]:
+    """Linear probe on (N, D) train latents -> (accuracy on forget classes, on retain classes) of test."""
+    pred = probe_predictions(train, train_y, test, seed)
     is_f = _forget_mask(test_y, forget)
     correct = (pred == test_y).double()
     f = float(correct[is_f].mean()) if is_f.any() else float("nan")

@@ -1,0 +1,42 @@
+"""The issue's figures, checked against what the report measured (never asserted, only stated)."""
+from __future__ import annotations
+
+import math
+
+
+def _mean_over(report: dict, method: str, metric: str, classes: list[int]) -> float:
+    entry = report["methods"].get(method)
+    if entry is None:
+        return math.nan
+    vals = [a[metric] for a in entry["per_class"] if a["forget"][0] in classes]
+    vals = [v for v in vals if v == v]
+    return sum(vals) / len(vals) if vals else math.nan
+
+
+def _check(report: dict, method: str, figure: str, test) -> dict:
+    entry = report["methods"].get(method)
+    if entry is None or "finetuned" not in report["methods"]:
+        return {"method": method, "figure": figure, "met": None, "measured": "not run"}
+    classes = entry["classes"]
+    m = {k: _mean_over(report, method, k, classes) for k in ("acc_f", "acc_r")}
+    ft = {k: _mean_over(report, "finetuned", k, classes) for k in ("acc_f", "acc_r")}
+    met, text = test(m, ft)
+    return {"method": method, "figure": figure, "met": bool(met), "measured": text, "classes": classes}
+
+
+def figure_checks(report: dict) -> list[dict]:
+    """One row per figure of the issue: {method, figure, met (True/False/None), measured}."""
+    return [
+        _check(report, "cv_steer", "ACC_f <= 0.05 and ACC_r within 0.02 of fine-tuned",
+               lambda m, ft: (m["acc_f"] <= 0.05 and abs(m["acc_r"] - ft["acc_r"]) <= 0.02,
+                              f"ACC_f {m['acc_f']:.3f}, ACC_r {m['acc_r']:.3f} vs fine-tuned {ft['acc_r']:.3f}")),
+        _check(report, "cv_weight_map", "ACC_f <= 0.10 and ACC_r within 0.05 of fine-tuned",
+               lambda m, ft: (m["acc_f"] <= 0.10 and abs(m["acc_r"] - ft["acc_r"]) <= 0.05,
+                              f"ACC_f {m['acc_f']:.3f}, ACC_r {m['acc_r']:.3f} vs fine-tuned {ft['acc_r']:.3f}")),
+        _check(report, "neggrad", "destroys retain accuracy (ACC_r at least 0.20 below fine-tuned)",
+               lambda m, ft: (m["acc_r"] <= ft["acc_r"] - 0.20,
+                              f"ACC_r {m['acc_r']:.3f} vs fine-tuned {ft['acc_r']:.3f}")),
+        _check(report, "random_vector", "forgets nothing (ACC_f within 0.05 of fine-tuned)",
+               lambda m, ft: (abs(m["acc_f"] - ft["acc_f"]) <= 0.05,
+                              f"ACC_f {m['acc_f']:.3f} vs fine-tuned {ft['acc_f']:.3f}")),
+    ]

@@ -1,0 +1,119 @@
+"""Encoder-touching methods on a tiny random-weight open_clip ViT fine-tuned for a few steps on digits."""
+import pytest
+import torch
+
+from cv_core.edits import UNLEARNING_METHODS, run_method
+from cv_core.edits.context import context_from_run
+from cv_core.edits.encoder_ops import encode, head_logits, visual_copy
+from cv_core.edits.weight_map import EDITABLE_BLOCKS, fit_weight_map, save_checkpoint
+from cv_core.errors import InvalidInputError
+from cv_core.models.backbones import load_backbone
+from cv_core.models.finetune import FinetuneConfig
+from cv_core.pipeline import RunConfig, run
+
+ENCODER_METHODS = [n for n, m in UNLEARNING_METHODS.items() if m.needs_encoder]
+QUICK = {"steps": 3}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # tiny tensors: thread hand-offs cost more than the maths on a shared 2-core machine
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    cfg = RunConfig(backbone="cvs-test-tiny:random", dataset="digits", device="cpu",
+                    cache_dir=str(tmp_path_factory.mktemp("cache")), max_per_class=12,
+                    finetune=FinetuneConfig(steps=6, batch_size=32, lr=1e-3, warmup=1))
+    return run(cfg)
+
+
+@pytest.fixture(scope="module")
+def ctx(result):
+    return context_from_run(result, encoder=True)
+
+
+def _state(ctx):
+    return {k: v.clone() for k, v in ctx.encoder.model.state_dict().items()}
+
+
+def test_context_carves_a_validation_split(result, ctx):
+    n = {s: len(ctx.ft[s]) for s in ("train", "val", "test")}
+    assert n["train"] + n["val"] == len(result.ft["train"]) and n["test"] == len(result.ft["test"])
+    assert set(ctx.labels("val").tolist()) == set(range(10))
+    assert ctx.encoder.images["train"].shape[0] == n["train"]
+
+
+@pytest.mark.parametrize("name", ENCODER_METHODS)
+def test_encoder_method_contract(ctx, name):
+    before, ft_before = _state(ctx), {k: v.clone() for k, v in ctx.encoder.ft_state.items()}
+    a = run_method(name, ctx, [4], seed=1, options=QUICK)
+    b = run_method(name, ctx, [4], seed=1, options=QUICK)
+    for s in ("train", "val", "test"):
+        assert a.logits[s].shape == (len(ctx.ft[s]), 10)
+        assert a.latents[s].shape == ctx.ft[s].features.shape
+        assert torch.allclose(a.logits[s], b.logits[s], atol=1e-5), "not deterministic for a fixed seed"
+    assert a.seconds > 0 and a.trainable_params >= 0
+    after = _state(ctx)
+    assert all(torch.equal(before[k], after[k]) for k in before), "the caller's model was changed"
+    assert all(torch.equal(ft_before[k], ctx.encoder.ft_state[k]) for k in ft_before), "fine-tuned weights changed"
+
+
+def test_task_vector_closed_form(ctx):
+    zero = run_method("task_vector", ctx, [0], options={"lam": 0.0})
+    back = run_method("task_vector", ctx, [0], options={"lam": -1.0})
+    assert torch.allclose(zero.latents["test"], ctx.pre["test"].features, atol=1e-4)
+    assert torch.allclose(back.latents["test"], ctx.ft["test"].features, atol=1e-4)
+
+
+def test_weight_map_trains_only_the_final_norm_and_moves_the_class(ctx):
+    out = run_method("cv_weight_map", ctx, [2], options={"references": 4, "steps": 60, "lam": 1.0})
+    ln = visual_copy(ctx).ln_post
+    assert out.trainable_params == sum(p.numel() for p in ln.parameters()) == 128
+    y = ctx.labels("train")
+    target = ctx.class_vectors.mu_pre[2]  # mean f_ft(refs) - kappa_2, with every train image a reference
+    before = (ctx.ft["train"].features[y == 2] - target).norm(dim=1).mean()
+    after = (out.latents["train"][y == 2] - target).norm(dim=1).mean()
+    assert after < 0.7 * before
+    # the layer before ln_post is untouched: its probe sees the fine-tuned representation
+    assert out.pre_block_latents["train"].shape == (int(y.numel()), 64)
+
+
+def test_weight_map_checkpoint_loads_as_a_backbone(ctx, tmp_path):
+    visual, _, _ = fit_weight_map(ctx, (3,), 0, {"references": 2, "steps": 5, "lam": 1.0})
+    path = save_checkpoint(ctx, visual, tmp_path / "edited.safetensors")
+    loaded = load_backbone(f"cvs-test-tiny:{path}", "cpu")
+    x = ctx.encoder.images["test"][:8]
+    assert torch.allclose(loaded.model.encode_image(x), encode(visual, x, torch.device("cpu")), atol=1e-5)
+
+
+def test_weight_map_bad_inputs(ctx):
+    with pytest.raises(InvalidInputError, match="needs at least 500"):
+        run_method("cv_weight_map", ctx, [1], options={"references": 500})
+    with pytest.raises(InvalidInputError, match="at least 1 reference"):
+        run_method("cv_weight_map", ctx, [1], options={"references": 0})
+    from cv_core.models.builtin import register_config
+    register_config()
+    resnet = load_backbone("cvs-tiny-clip:random", "cpu").model.visual
+    with pytest.raises(InvalidInputError, match="ln_post"):
+        EDITABLE_BLOCKS.get("ln_post")(resnet)
+    assert EDITABLE_BLOCKS.get("final_norm")(resnet) is resnet.layer4[-1].bn3
+
+
+def test_neggrad_raises_the_forget_loss(ctx):
+    out = run_method("neggrad", ctx, [5], options={"steps": 5, "lr": 1e-3})
+    y = ctx.labels("train")
+    ce = torch.nn.functional.cross_entropy
+    ft_logits = head_logits(ctx, ctx.ft["train"].features)
+    assert ce(out.logits["train"][y == 5], y[y == 5]) > ce(ft_logits[y == 5], y[y == 5])
+
+
+def test_forget_vector_keeps_weights_and_perturbs_inputs(ctx):
+    out = run_method("forget_vector", ctx, [6], options={"steps": 5})
+    assert not out.encoder_changed and out.trainable_params == 3 * 32 * 32
+    assert out.info["delta_rms"] > 0
+    assert not torch.allclose(out.latents["test"], ctx.ft["test"].features)

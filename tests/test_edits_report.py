@@ -1,0 +1,92 @@
+"""The report: files written, every requested method present, figures checked, studies included."""
+import json
+
+import pytest
+import torch
+
+from cv_core.edits import properties, recipes
+from cv_core.edits.report import ReportConfig, build_report
+from cv_core.edits.synthetic import make_context
+from cv_core.errors import InvalidInputError, UnknownNameError
+from cv_core.math.steering import steer
+from cv_core.models.finetune import FinetuneConfig
+from cv_core.pipeline import RunConfig, run
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    cfg = RunConfig(backbone="cvs-test-tiny:random", dataset="digits", device="cpu",
+                    cache_dir=str(tmp_path_factory.mktemp("cache")), max_per_class=12,
+                    finetune=FinetuneConfig(steps=6, batch_size=32, lr=1e-3, warmup=1))
+    return run(cfg)
+
+
+def test_report_writes_json_and_markdown(result, tmp_path):
+    events = []
+    rep = build_report(result, ["cv_steer", "random_vector", "cv_weight_map"], tmp_path, progress=events.append,
+                       config=ReportConfig(encoder_classes=2, probe=True))
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert set(data["methods"]) == {"finetuned", "cv_steer", "random_vector", "cv_weight_map"}
+    assert data["methods"]["cv_steer"]["classes"] == list(range(10))
+    assert data["methods"]["cv_weight_map"]["classes"] == [0, 9]
+    assert len(data["methods"]["cv_steer"]["per_class"]) == 10
+    assert {c["method"] for c in data["checks"]} >= {"cv_steer", "cv_weight_map", "neggrad", "random_vector"}
+    md = (tmp_path / "report.md").read_text()
+    assert "| `cv_steer` |" in md and "by construction" in md and "Sequential shift" in md
+    assert rep["files"]["markdown"].endswith("report.md") and events
+
+
+def test_report_rejects_unknown_methods_before_working(result, tmp_path):
+    with pytest.raises(UnknownNameError, match="cv_steer"):
+        build_report(result, ["cv_steeer"], tmp_path)
+    with pytest.raises(InvalidInputError):
+        ReportConfig(encoder_classes=0)
+
+
+def test_properties_on_the_synthetic_problem():
+    ctx = make_context()
+    cv, head, test = ctx.class_vectors, ctx.head, ctx.ft["test"]
+    ind = properties.independence(cv)
+    assert ind["offdiag_abs_mean"] < 0.05 < ind["diag_mean"]
+    rows = {r["coef"]: r for r in properties.scaling_sweep(head, test, cv, 0.5)}
+    assert rows[0.0]["target_acc"] == 1.0 and rows[-2.0]["target_acc"] <= 0.05
+    assert rows[-2.0]["nontarget_acc"] == 1.0
+    interp = properties.interpolation(head, test, cv, 0, 1, 0.5)
+    assert 0.3 <= interp["switch_alpha"] <= 0.7
+    seq = properties.sequential_shift(head, test, cv, None, 1.0, 0.5)
+    assert seq["mean_p_target"] >= 0.95
+
+
+def test_recipes_validate_input():
+    cv = make_context().class_vectors
+    with pytest.raises(InvalidInputError, match="finite"):
+        recipes.forget(cv, [0], float("nan"))
+    with pytest.raises(InvalidInputError, match="two distinct"):
+        recipes.sequential_shift(cv, [1, 1])
+    edit = recipes.combine(cv, {0: -1.0, 2: 0.5}, 0.5)
+    assert edit.vectors.shape == (2, 64)
+
+
+def test_shift_removal_undoes_a_known_shift():
+    ctx = make_context()
+    cv, head = ctx.class_vectors, ctx.head
+    # "environment": shifted images push every latent towards head row 0, and the fine-tuned encoder
+    # moves them only 0.2 kappa_c: kappa_{env+c} - kappa_c = -0.8 kappa_c, so lambda < 0 restores the class
+    shift = torch.zeros(64)
+    shift[0] = 3.0
+    pre, ft = ctx.pre["test"], ctx.ft["test"]
+    from cv_core.results import FeatureSet
+    env_pre = FeatureSet(pre.features + shift, pre.labels, pre.class_names)
+    env_ft = FeatureSet(pre.features + shift + 0.2 * cv.kappa[pre.labels], pre.labels, pre.class_names)
+    rows = {r["lambda"]: r["accuracy"] for r in properties.shift_removal_sweep(head, cv, env_pre, env_ft, env_ft)}
+    assert rows[0.0] <= 0.5
+    assert max(acc for lam, acc in rows.items() if lam < 0) >= rows[0.0] + 0.3
+    assert max(acc for lam, acc in rows.items() if lam > 0) <= rows[0.0]
