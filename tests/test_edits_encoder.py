@@ -117,3 +117,20 @@ def test_forget_vector_keeps_weights_and_perturbs_inputs(ctx):
     assert not out.encoder_changed and out.trainable_params == 3 * 32 * 32
     assert out.info["delta_rms"] > 0
     assert not torch.allclose(out.latents["test"], ctx.ft["test"].features)
+
+
+@pytest.mark.parametrize("kind", ["patch", "perturbation"])
+def test_trigger_moves_latents_along_the_class_vector_shift(ctx, kind):
+    from cv_core.edits.trigger import optimize_trigger
+
+    res = optimize_trigger(ctx, 1, 7, kind, steps=25, lr=0.1)
+    assert res.trigger.shape == (3, 32, 32) and 0.0 <= res.success_rate <= 1.0
+    assert res.shift_residual < 1.0  # closer to f(x) + z than the untriggered latent (residual 1)
+    if kind == "perturbation":
+        assert res.trigger.abs().max() <= 8 / 255 + 1e-6
+    else:
+        assert res.mask.sum() == 25 and res.trainable_params == 75
+    with pytest.raises(InvalidInputError, match="differ"):
+        optimize_trigger(ctx, 3, 3)
+    with pytest.raises(InvalidInputError, match="patch"):
+        optimize_trigger(ctx, 3, 4, "sticker")

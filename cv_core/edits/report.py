@@ -41,6 +41,7 @@ class ReportConfig:
     encoder_classes: int | None = 3
     probe: bool = True
     max_per_class: int | None = None
+    trigger_pair: tuple[int, int] | None = (0, 1)
 
     def __post_init__(self):
         if self.encoder_classes is not None and self.encoder_classes < 1:
@@ -106,6 +107,22 @@ def property_studies(ctx) -> dict:
     }
 
 
+def trigger_study(ctx, config: ReportConfig) -> dict:
+    """Patch and perturbation triggers for one (source, target) pair; skipped without the encoder."""
+    if config.trigger_pair is None:
+        return {"skipped": "no trigger pair configured"}
+    if ctx.encoder is None:
+        return {"skipped": "no encoder method was requested, so the model and images were not loaded"}
+    from .trigger import optimize_trigger
+
+    s, t = config.trigger_pair
+    out = {}
+    for kind in ("patch", "perturbation"):
+        r = optimize_trigger(ctx, s, t, kind, config.seed)
+        out[kind] = {k: v for k, v in asdict(r).items() if k not in ("trigger", "mask")}
+    return out
+
+
 def build_report(run_result, methods: list[str] | None, out_dir: Path, progress: ProgressFn = None,
                  config: ReportConfig = ReportConfig()) -> dict:
     """Run the methods and studies on ``run_result`` (a ``cv_core.pipeline.RunResult``); write
@@ -127,6 +144,7 @@ def build_report(run_result, methods: list[str] | None, out_dir: Path, progress:
     props = property_studies(ctx)
     _emit(progress, 0, 1, "shifted datasets (environment / typography)")
     props["shift_removal"] = shifted_sweeps(run_result, ctx)
+    props["trigger"] = trigger_study(ctx, config)
     report = {
         "backbone": run_result.backbone_name, "dataset": run_result.dataset, "device": str(run_result.device),
         "class_names": list(ctx.class_names), "config": asdict(config),

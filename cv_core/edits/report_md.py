@@ -76,7 +76,17 @@ def property_lines(p: dict) -> list[str]:
               f"share landing on the successor: mean {100 * seq['mean_p_target']:.1f}%; " +
               ", ".join(f"{r['source']}→{r['target']} {100 * r['p_target']:.0f}%" for r in seq["rows"])]
     lines += ["", "### Environment / typography removal (λ sweeps)"] + _shift_lines(p["shift_removal"])
+    lines += ["", "### Pixel-space trigger (latent shift κ_target − κ_source)"] + _trigger_lines(p["trigger"])
     return lines
+
+
+def _trigger_lines(trig: dict) -> list[str]:
+    if "skipped" in trig:
+        return [f"Skipped: {trig['skipped']}."]
+    return [f"- {kind} {r['source']}→{r['target']}: attack success {100 * r['success_rate']:.1f}% of source test "
+            f"images (clean accuracy on them {100 * r['clean_source_accuracy']:.1f}%), other classes sent to the "
+            f"target {100 * r['other_flip_rate']:.1f}%, latent residual |Δf − z|/|z| {r['shift_residual']:.2f}, "
+            f"{r['trainable_params']:,} trainable values, {r['seconds']:.1f} s" for kind, r in trig.items()]
 
 
 def _shift_lines(sweeps: dict) -> list[str]:
