@@ -30,7 +30,8 @@ def latent_map(xy: np.ndarray, labels: np.ndarray, preds: np.ndarray, class_name
 
     xy: (N, 2); labels, preds: (N,) int; background_xy: (N, 2) drawn faint (previous positions or
     the other encoder); centroids: ((C, 2) pretrained, (C, 2) fine-tuned), drawn with arrows from
-    pretrained to fine-tuned (the class vectors); moved: (N,) bool, points the edit changed (outlined).
+    pretrained to fine-tuned (the class vectors); moved: (N,) bool, points the edit changed (named in
+    the title; not outlined, because per-point line widths make WebGL redraws much slower).
     """
     fig = go.Figure()
     scatter = _scatter(len(xy))
@@ -38,24 +39,21 @@ def latent_map(xy: np.ndarray, labels: np.ndarray, preds: np.ndarray, class_name
     if background_xy is not None:
         fig.add_trace(scatter(x=background_xy[:, 0], y=background_xy[:, 1], mode="markers", name=background_name,
                               marker=dict(size=4, color="rgba(120,120,120,0.18)"), hoverinfo="skip"))
+    pred_names = np.asarray([str(n) for n in class_names])[np.asarray(preds)]
     for c, cname in enumerate(class_names):
         sel = labels == c
         if not sel.any():
             continue
-        custom = np.stack([index[sel], np.asarray(preds)[sel]], axis=1)
-        line = None
-        if moved is not None:
-            line = dict(width=np.where(moved[sel], 1.0, 0.0), color="black")
         fig.add_trace(scatter(
             x=xy[sel, 0], y=xy[sel, 1], mode="markers", name=f"{cname}", legendgroup=str(c),
-            marker=dict(size=5, color=class_color(c), opacity=0.75, line=line), customdata=custom,
-            hovertemplate=(f"true: {cname}<br>predicted: %{{customdata[1]}}<br>image #%{{customdata[0]}}"
-                           "<extra></extra>")))
+            marker=dict(size=5, color=class_color(c), opacity=0.75), customdata=index[sel], text=pred_names[sel],
+            hovertemplate=f"true: {cname}<br>predicted: %{{text}}<br>image #%{{customdata}}<extra></extra>"))
     if centroids is not None:
         _add_class_vectors(fig, *centroids, class_names)
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), legend=dict(itemsizing="constant"),
                       xaxis=dict(showticklabels=False, title=None), yaxis=dict(showticklabels=False, title=None),
-                      title=dict(text=f"{name} latents (UMAP)", font=dict(size=14)))
+                      title=dict(text=f"{name} latents (UMAP)" + ("" if moved is None else
+                                 f" · {int(np.sum(moved)):,} points moved by the edit"), font=dict(size=14)))
     return fig
 
 

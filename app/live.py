@@ -28,8 +28,8 @@ class LiveResult:
     before, after: per-class accuracy (C,) as numpy float arrays;
     edited_classes: classes with a non-zero term; forget/retain: accuracy on the forgotten classes
     (negative coefficient or moved away, as in ``python -m cv_core edit``) and on the others;
-    preds: (N,) predicted class after the edit; xy: (N, 2) map positions after the edit (None
-    without a map); moved: (N,) bool, the points the edit changed.
+    preds: (N,) predicted class after the edit; moved: (N,) bool, the points the edit changed;
+    moved_latents: (M, D) their edited latents (M = moved.sum()), for :meth:`LiveEditor.positions`.
     """
 
     before: Scores
@@ -39,12 +39,15 @@ class LiveResult:
     retain: float
     retain_before: float
     preds: np.ndarray
-    xy: np.ndarray | None
     moved: np.ndarray
+    moved_latents: torch.Tensor
 
 
 class LiveEditor:
     """Holds the precomputed parts of a run so that one edit costs a few matrix products.
+
+    Only the rows the gate lets through are steered and re-classified: the gate is decided row by
+    row, so this equals steering every row (``steer`` on the full matrix), at a fraction of the cost.
 
     test: fine-tuned latents of the evaluation split (N, D); head: the frozen zero-shot head;
     cv: the class vectors; xy: (N, 2) map positions of ``test`` (or None without a map);
@@ -75,32 +78,33 @@ class LiveEditor:
         edited = tuple(sorted({int(c) for c in np.flatnonzero(a)} | {int(s) for s, _, al in moves if al}))
         # forgotten = negative coefficients (as in `python -m cv_core edit`) and moved-away classes
         forgotten = tuple(sorted({int(c) for c in np.flatnonzero(a < 0)} | {int(s) for s, _, al in moves if al}))
-        n = self.latents.shape[0]
+        preds = self.base_preds.clone()
         if edit.is_empty:
-            moved = np.zeros(n, dtype=bool)
-            after, new, preds = self.base, self.latents, self.base_preds
+            moved = torch.zeros(self.latents.shape[0], dtype=torch.bool)
         else:
-            new = steer(self.latents, edit, self.unit)                          # (N, D)
-            moved = (gate_mask(self.latents, edit, self.unit).sum(1) > 0).numpy()
-            preds = self._predict_unit(torch.nn.functional.normalize(new, dim=-1))
-            after = score(preds, self.labels, self.cv.num_classes)
-        xy = self._positions(new, moved)
+            moved = gate_mask(self.latents, edit, self.unit).sum(1) > 0                 # (N,)
+        rows = torch.nonzero(moved).flatten()
+        new = steer(self.latents[rows], edit, self.unit[rows]) if rows.numel() else self.latents[:0]  # (M, D)
+        if rows.numel():
+            preds[rows] = self._predict_unit(torch.nn.functional.normalize(new, dim=-1))
+        after = score(preds, self.labels, self.cv.num_classes) if rows.numel() else self.base
         if forgotten:
             forget, retain = forget_retain(after.per_class, forgotten)
             _, retain_before = forget_retain(self.base.per_class, forgotten)
         else:
             forget, retain, retain_before = float("nan"), after.accuracy, self.base.accuracy
-        return LiveResult(self.base, after, edited, forget, retain, retain_before, preds.numpy(), xy, moved)
+        return LiveResult(self.base, after, edited, forget, retain, retain_before, preds.numpy(),
+                          moved.numpy(), new)
 
-    def _positions(self, new: torch.Tensor, moved: np.ndarray) -> np.ndarray | None:
+    def positions(self, res: LiveResult) -> np.ndarray | None:
+        """Map positions (N, 2) after the edit: moved points re-projected, the others unchanged."""
         if self.xy is None:
             return None
         xy = self.xy.copy()
-        if moved.any() and self.reproject is not None:
-            index = np.flatnonzero(moved)
-            xy[index] = self.reproject(new[index].numpy(), index)
+        if res.moved.any() and self.reproject is not None:
+            index = np.flatnonzero(res.moved)
+            xy[index] = self.reproject(res.moved_latents.numpy(), index)
         return xy
-
 
 Move = tuple[int, int, float]
 

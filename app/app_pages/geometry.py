@@ -47,7 +47,8 @@ if points is not None:
         st.caption("Hover a point for its true and predicted class; click it to see the image.")
         picked = [p for p in (event.selection.points if event else []) if "customdata" in p]
         if picked:
-            index = int(picked[0]["customdata"][0])
+            data = picked[0]["customdata"]
+            index = int(data[0] if isinstance(data, list) else data)
             image = services.thumbnail(config, index)
             truth, pred = names[labels[index]], names[int(ft_pred[index])]
             if image is not None:
