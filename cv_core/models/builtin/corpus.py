@@ -1,0 +1,166 @@
+"""Deterministic procedural pretraining corpus of the built-in CLIP: captioned images.
+
+Sample ``i`` of a corpus with seed ``s`` depends only on ``(s, i)`` (its own
+``numpy`` generator), so a corpus is reproducible, can be generated in any order and a
+prefix of a large corpus equals the small one. Kinds of samples (weights in ``MIX``):
+printed numerals (many fonts, sizes, weights, slants, positions, contrasts, colours and
+both polarities; half are rendered like the UCI digits: glyph filling the frame, area-
+downsampled to 8x8 and bicubic-upsampled), number words, coloured shapes, textures and
+written text. No handwritten data is used.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from ...errors import InvalidInputError
+from ...registry import Registry
+from . import captions as C
+from . import render as R
+from .shapes import shape_mask, texture_image
+
+Sample = tuple[np.ndarray, str]  # (size, size, 3) uint8 image, caption
+RENDERERS: Registry[Callable[[np.random.Generator, int], Sample]] = Registry("corpus renderer")
+#: Share of each kind of sample in the corpus.
+MIX = {"numeral": 0.6, "number_word": 0.1, "shape": 0.12, "texture": 0.08, "text": 0.1}
+_COLOUR_NAMES = tuple(C.COLOURS)
+_LUM = {n: 0.299 * r + 0.587 * g + 0.114 * b for n, (r, g, b) in C.COLOURS.items()}
+
+
+def _colours(rng: np.random.Generator, light_on_dark: bool | None = None):
+    """Foreground and background (name, rgb (3,) float) with enough contrast and a random level of it."""
+    grey = rng.random() < 0.5
+    names = ("white", "gray", "black") if grey else _COLOUR_NAMES
+    while True:
+        fg, bg = rng.choice(names, size=2)
+        gap = _LUM[fg] - _LUM[bg]
+        if abs(gap) > 60 and (light_on_dark is None or (gap > 0) == light_on_dark):
+            break
+    f, b = np.array(C.COLOURS[fg], np.float32), np.array(C.COLOURS[bg], np.float32)
+    f, b = f + rng.normal(0, 12, 3), b + rng.normal(0, 12, 3)
+    contrast = rng.uniform(0.35, 1.0)
+    mid = (f + b) / 2
+    return str(fg), mid + (f - mid) * contrast, str(bg), mid + (b - mid) * contrast
+
+
+def _glyph(rng: np.random.Generator, text: str, size: int = 44) -> tuple[np.ndarray, dict]:
+    """A randomly styled ink mask of ``text`` and the style facts used for captions."""
+    font = R.FONT_NAMES[rng.integers(len(R.FONT_NAMES))]
+    stroke = int(rng.choice([0, 0, 1, 2, 3, 4]))
+    shear = float(rng.uniform(-0.4, 0.4)) if rng.random() < 0.6 else 0.0
+    mask = R.affine_mask(R.text_mask(text, font, size, stroke), float(np.clip(rng.normal(0, 7), -18, 18)),
+                         shear, float(rng.uniform(0.6, 1.3)))
+    bold = stroke >= 3 or "Bold" in font
+    thin = stroke == 0 and ("ExtraLight" in font or "Mono." in font)
+    style = "bold" if bold else "thin" if thin else "slanted" if abs(shear) > 0.25 else "plain"
+    return mask, {"style": style}
+
+
+def _uci_like(rng: np.random.Generator, mask: np.ndarray, size: int) -> tuple[np.ndarray, int]:
+    """Glyph filling the frame like a UCI digit (before its 8x8 downsampling): (size, size) mask."""
+    box = int(rng.integers(int(size * 0.8), size + 1))
+    fitted = R.fit_mask(mask, box, int(box * rng.uniform(0.75, 1.0)))
+    top = (size - fitted.shape[0]) // 2 + int(rng.integers(-1, 2))
+    left = (size - fitted.shape[1]) // 2 + int(rng.integers(-1, 2))
+    low = int(rng.choice([8, 8, 8, 8, 12, 16]))
+    return R.place(fitted, size, top, left), low
+
+
+def _free_place(rng: np.random.Generator, mask: np.ndarray, size: int, lo: float = 0.3) -> np.ndarray:
+    box = int(rng.integers(int(size * lo), size + 1))
+    fitted = R.fit_mask(mask, box, box)
+    top = int(rng.integers(0, size - fitted.shape[0] + 1))
+    left = int(rng.integers(0, size - fitted.shape[1] + 1))
+    return R.place(fitted, size, top, left)
+
+
+def _finish(rng: np.random.Generator, canvas: np.ndarray, size: int, low: int | None) -> np.ndarray:
+    """Optional noise and resolution loss; returns uint8 (size, size, 3)."""
+    if rng.random() < 0.3:
+        canvas = canvas + rng.normal(0, rng.uniform(2, 18), canvas.shape)
+    if low is None and rng.random() < 0.5:
+        low = int(rng.integers(8, size))
+    return R.to_uint8(R.degrade(canvas, low, size) if low else canvas)
+
+
+@RENDERERS.decorator("numeral")
+def numeral(rng: np.random.Generator, size: int) -> Sample:
+    d = int(rng.integers(10))
+    mask, facts = _glyph(rng, str(d))
+    uci = rng.random() < 0.5
+    fg, fgc, bg, bgc = _colours(rng, light_on_dark=True if uci and rng.random() < 0.8 else None)
+    if uci:
+        placed, low = _uci_like(rng, mask, size)
+    else:
+        placed, low = _free_place(rng, mask, size), None
+        area = float(placed.sum()) / size ** 2
+        facts["style"] = "small" if area < 0.05 else "large" if area > 0.25 else facts["style"]
+    img = _finish(rng, R.composite(placed, fgc, bgc), size, low)
+    if low is not None and low <= 12 and rng.random() < 0.5:
+        facts["style"] = "blurry"
+    if rng.random() < 0.6:
+        template = C.NUMERAL_GENERIC[rng.integers(len(C.NUMERAL_GENERIC))]
+    else:
+        template = C.NUMERAL_DETAILED[rng.integers(len(C.NUMERAL_DETAILED))]
+    caption = template.format(d=d, w=C.NUMBER_WORDS[d], fg=fg, bg=bg, style=C.STYLE_WORDS[facts["style"]])
+    return img, caption
+
+
+@RENDERERS.decorator("number_word")
+def number_word(rng: np.random.Generator, size: int) -> Sample:
+    word = C.NUMBER_WORDS[rng.integers(10)]
+    shown = (word, word.upper(), word.capitalize())[rng.integers(3)]
+    mask, _ = _glyph(rng, shown, size=28)
+    fg, fgc, bg, bgc = _colours(rng)
+    img = _finish(rng, R.composite(_free_place(rng, mask, size, lo=0.7), fgc, bgc), size, None)
+    return img, C.WORD_TEMPLATES[rng.integers(len(C.WORD_TEMPLATES))].format(w=word, fg=fg, bg=bg)
+
+
+@RENDERERS.decorator("shape")
+def shape(rng: np.random.Generator, size: int) -> Sample:
+    name = C.SHAPES[rng.integers(len(C.SHAPES))]
+    fg, fgc, bg, bgc = _colours(rng)
+    scale = float(rng.uniform(0.3, 0.95))
+    mask = shape_mask(rng, name, size, scale)
+    img = _finish(rng, R.composite(mask, fgc, bgc), size, None)
+    template = C.SHAPE_TEMPLATES[rng.integers(len(C.SHAPE_TEMPLATES))]
+    return img, template.format(shape=name, fg=fg, bg=bg, size="small" if scale < 0.55 else "large")
+
+
+@RENDERERS.decorator("texture")
+def texture(rng: np.random.Generator, size: int) -> Sample:
+    name = C.TEXTURES[rng.integers(len(C.TEXTURES))]
+    fg, fgc, bg, bgc = _colours(rng)
+    img = _finish(rng, R.composite(texture_image(rng, name, size), fgc, bgc), size, None)
+    template = C.TEXTURE_TEMPLATES[rng.integers(len(C.TEXTURE_TEMPLATES))]
+    return img, template.format(texture=name, fg=fg, bg=bg)
+
+
+@RENDERERS.decorator("text")
+def text(rng: np.random.Generator, size: int) -> Sample:
+    word = C.TEXT_WORDS[rng.integers(len(C.TEXT_WORDS))]
+    mask, _ = _glyph(rng, word, size=28)
+    fg, fgc, bg, bgc = _colours(rng)
+    img = _finish(rng, R.composite(_free_place(rng, mask, size, lo=0.6), fgc, bgc), size, None)
+    return img, C.TEXT_TEMPLATES[rng.integers(len(C.TEXT_TEMPLATES))].format(t=word, fg=fg, bg=bg)
+
+
+def sample(seed: int, index: int, size: int = 32) -> Sample:
+    """Sample ``index`` of the corpus with ``seed``: ((size, size, 3) uint8, caption)."""
+    rng = np.random.default_rng([seed, index])
+    kinds = list(MIX)
+    kind = kinds[rng.choice(len(kinds), p=np.array([MIX[k] for k in kinds]))]
+    return RENDERERS.get(kind)(rng, size)
+
+
+def generate(n: int, seed: int = 0, size: int = 32, start: int = 0) -> tuple[np.ndarray, list[str]]:
+    """Samples ``start .. start+n-1``: images (n, size, size, 3) uint8 and n captions."""
+    if n < 0 or start < 0 or size < 8:
+        raise InvalidInputError(f"need n >= 0, start >= 0 and size >= 8; got n={n}, start={start}, size={size}")
+    images = np.zeros((n, size, size, 3), dtype=np.uint8)
+    texts: list[str] = []
+    for i in range(n):
+        images[i], caption = sample(seed, start + i, size)
+        texts.append(caption)
+    return images, texts
