@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..errors import InvalidInputError
-from ..math.steering import auto_gamma
+from .latent import gate_thresholds
 from ..progress import Progress, ProgressFn
 from . import properties
 from .audits import audit, summarize
@@ -42,6 +42,7 @@ class ReportConfig:
     probe: bool = True
     max_per_class: int | None = None
     trigger_pair: tuple[int, int] | None = (0, 1)
+    method_options: dict = field(default_factory=dict)  # method name -> options, e.g. {"cv_weight_map": {...}}
 
     def __post_init__(self):
         if self.encoder_classes is not None and self.encoder_classes < 1:
@@ -75,7 +76,7 @@ def evaluate_methods(ctx, methods: list[str], config: ReportConfig, progress: Pr
     results: dict[str, dict] = {}
     for i, (name, c) in enumerate(jobs):
         _emit(progress, i, len(jobs), f"{name}: forgetting class {ctx.class_names[c]}")
-        out = run_method(name, ctx, [c], seed=config.seed)
+        out = run_method(name, ctx, [c], seed=config.seed, options=config.method_options.get(name))
         a = audit(ctx, out, config.seed, probe=config.probe)
         results.setdefault(name, {"classes": [], "per_class": []})
         results[name]["classes"].append(c)
@@ -89,7 +90,7 @@ def evaluate_methods(ctx, methods: list[str], config: ReportConfig, progress: Pr
 
 def property_studies(ctx) -> dict:
     cv, head, test = ctx.class_vectors, ctx.head, ctx.ft["test"]
-    gamma = auto_gamma(cv, ctx.ft["train"])
+    gamma = gate_thresholds(ctx, "auto")
     c = cv.num_classes
     pairs = [(i, (i + 1) % c) for i in range(c)]
     interp = [properties.interpolation(head, test, cv, s, t, gamma) for s, t in pairs]
