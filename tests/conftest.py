@@ -1,5 +1,8 @@
 """Shared fixtures: a tiny open_clip architecture (random weights) and isolated cache/data folders."""
+import os
 from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported: tests never reach a hub
 
 import open_clip
 import pytest
