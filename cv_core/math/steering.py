@@ -61,20 +61,27 @@ def gate_mask(latents: torch.Tensor, edit: SteeringEdit, unit_latents: torch.Ten
     return ((u @ g.T) > edit.gamma.to(latents.device, latents.dtype)).to(latents.dtype)
 
 
-def auto_gamma(cv: ClassVectors, reference: FeatureSet, coverage: float = 0.99) -> torch.Tensor:
-    """Per-class gate thresholds (C,) that keep ``coverage`` of each class's own references inside its gate.
+def auto_gamma(cv: ClassVectors, reference: FeatureSet, own_quantile: float = 0.01) -> torch.Tensor:
+    """Per-class gate thresholds (C,): halfway between class c's own reference latents and the closest
+    latent of any other class, gamma_c = (q_own(own_quantile) + max_other) / 2 of cos(r, mu_ft^c).
 
     reference: fine-tuned latents of labelled reference images (e.g. the train split).
-    The paper does not state gamma; this default makes the gate on for the edited class's own samples.
+    The paper does not state gamma. A threshold that only covers the class's own train latents misses
+    10-25% of unseen test images of that class (their cosines sit lower than the fitted ones); the
+    midpoint keeps the gate on for the class and off for the others.
     """
-    if not 0.0 < coverage <= 1.0:
-        raise InvalidInputError(f"gate coverage must be in (0, 1], got {coverage}")
+    if not 0.0 <= own_quantile < 0.5:
+        raise InvalidInputError(f"own_quantile must be in [0, 0.5), got {own_quantile}")
     cos = torch.nn.functional.normalize(reference.features, dim=-1) @ \
         torch.nn.functional.normalize(cv.mu_ft, dim=-1).T  # (N, C)
-    gammas = torch.empty(cv.num_classes)
+    gammas = torch.zeros(cv.num_classes)
     for c in range(cv.num_classes):
-        own = cos[reference.labels == c, c]
-        gammas[c] = torch.quantile(own, 1.0 - coverage) - 1e-4 if own.numel() else 0.0
+        mine = reference.labels == c
+        own, other = cos[mine, c], cos[~mine, c]
+        if own.numel() and other.numel():
+            gammas[c] = 0.5 * (torch.quantile(own, own_quantile) + other.max())
+        elif own.numel():
+            gammas[c] = torch.quantile(own, own_quantile) - 1e-4
     return gammas
 
 
