@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from ..math.metrics import forget_retain, score
 from .base import MethodOutput, UnlearnContext
@@ -86,9 +87,10 @@ def mia_efficacy(out: MethodOutput, ctx: UnlearnContext, seed: int = 0) -> float
     non_members = non_members[_subsample(len(non_members), n, rng)]
     x = np.concatenate([members, non_members])[:, None]
     y = np.concatenate([np.ones(len(members)), np.zeros(len(non_members))])
-    svc = SVC(C=3, gamma="auto", kernel="rbf").fit(x, y)
     forget_p = tr_p[tr_f.numpy()]
-    return float((svc.predict(forget_p[:, None]) == 0).mean()) if len(forget_p) else float("nan")
+    with threadpool_limits(1):
+        svc = SVC(C=3, gamma="auto", kernel="rbf").fit(x, y)
+        return float((svc.predict(forget_p[:, None]) == 0).mean()) if len(forget_p) else float("nan")
 
 
 _PROBE_CACHE: list[tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]] = []  # (train, test, seed, preds)
@@ -110,8 +112,9 @@ def probe_predictions(train: torch.Tensor, train_y: torch.Tensor, test: torch.Te
     rng = np.random.default_rng(seed)
     keep = _subsample(train.shape[0], PROBE_MAX_TRAIN, rng)
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, C=1.0, random_state=seed))
-    probe.fit(train.double().numpy()[keep], train_y.numpy()[keep])
-    preds = torch.as_tensor(probe.predict(test.double().numpy()))
+    with threadpool_limits(1):  # multi-threaded BLAS on small matrices was 27x slower on a busy 2-core CPU
+        probe.fit(train.double().numpy()[keep], train_y.numpy()[keep])
+        preds = torch.as_tensor(probe.predict(test.double().numpy()))
     _PROBE_CACHE.append((train, test, seed, preds))
     del _PROBE_CACHE[:-4]
     return preds

@@ -97,7 +97,7 @@ def _shift_lines(sweeps: dict) -> list[str]:
         if "skipped" in s:
             lines.append(f"- {name}: skipped ({s['skipped']})")
             continue
-        curve = ", ".join(f"{r['lambda']:+.1f}: {100 * r['accuracy']:.1f}" for r in s["rows"])
+        curve = ", ".join(f"{r['lambda']:+.2f}: {100 * r['accuracy']:.1f}" for r in s["rows"])
         lines.append(f"- `{name}` ({s['kind']}): unedited {100 * s['acc_unedited']:.1f}%; best λ on this test "
                      f"curve {s['best_lambda']:+.2f} → {100 * s['best_accuracy']:.1f}% (optimistic: read off the "
                      f"curve itself). Curve λ: acc% — {curve}")
