@@ -132,3 +132,81 @@ def presenter_bars(before: np.ndarray, after: np.ndarray, class_names: Sequence[
     fig = accuracy_bars(before, after, class_names, edited=(forget,), height=480)
     fig.update_layout(font=dict(size=22), title=dict(font=dict(size=26)))
     return fig
+
+
+def _rgb(color: str) -> tuple[int, int, int]:
+    """'#1f77b4' or 'rgb(31, 119, 180)' -> (31, 119, 180)."""
+    if color.startswith("#"):
+        return tuple(int(color[i:i + 2], 16) for i in (1, 3, 5))
+    return tuple(int(float(v)) for v in color[color.index("(") + 1:-1].split(",")[:3])
+
+
+def raster_points(xy: np.ndarray, labels: np.ndarray, extent: tuple[float, float, float, float],
+                  size: tuple[int, int] = (1000, 560), radius: int = 2, alpha: int = 170) -> str:
+    """Draw points (N, 2) coloured by class into a PNG covering ``extent`` (x0, x1, y0, y1) -> data URI."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    w, h = size
+    x0, x1, y0, y1 = extent
+    img = np.zeros((h, w, 4), dtype=np.uint8)
+    px = np.clip(((xy[:, 0] - x0) / (x1 - x0) * (w - 1)).round().astype(int), 0, w - 1)
+    py = np.clip(((y1 - xy[:, 1]) / (y1 - y0) * (h - 1)).round().astype(int), 0, h - 1)
+    colors = np.array([(*_rgb(class_color(int(c))), alpha) for c in labels], dtype=np.uint8).reshape(-1, 4)
+    for dy in range(-radius + 1, radius):
+        for dx in range(-radius + 1, radius):
+            img[np.clip(py + dy, 0, h - 1), np.clip(px + dx, 0, w - 1)] = colors
+    buf = io.BytesIO()
+    Image.fromarray(img, "RGBA").save(buf, format="PNG", compress_level=1)  # fast, ~100 kB for 10k points
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def map_extent(xy: np.ndarray, pad: float = 0.05) -> tuple[float, float, float, float]:
+    """(x0, x1, y0, y1) around points (N, 2) with a margin."""
+    lo, hi = xy.min(0), xy.max(0)
+    span = np.maximum(hi - lo, 1e-6)
+    return float(lo[0] - pad * span[0]), float(hi[0] + pad * span[0]), float(lo[1] - pad * span[1]), \
+        float(hi[1] + pad * span[1])
+
+
+def live_map(xy: np.ndarray, labels: np.ndarray, preds: np.ndarray, class_names: Sequence[str],
+             moved: np.ndarray, extent: tuple[float, float, float, float], previous_xy: np.ndarray | None = None,
+             still_image: str | None = None, height: int = 560) -> go.Figure:
+    """The map of the live screen: unchanged points as one picture, edited points as live markers.
+
+    Redrawing 10,000 markers on every slider release costs the browser seconds without a GPU (and a
+    WebGL context is rebuilt on every redraw); the unchanged points do not move, so they are sent as
+    an image, and the moved points use SVG markers unless there are thousands of them (no hover on them here: the
+    Geometry page has the fully interactive map). xy: (N, 2); moved: (N,) bool; previous_xy: (M, 2)
+    positions of the moved points before this release, drawn faint; still_image: the picture of
+    the unchanged points from :func:`raster_points` (computed here when not given).
+    """
+    still = ~moved
+    scatter = _scatter(int(moved.sum()) + (0 if previous_xy is None else len(previous_xy)))
+    fig = go.Figure()
+    x0, x1, y0, y1 = extent
+    image = still_image if still_image is not None else raster_points(xy[still], labels[still], extent)
+    fig.add_layout_image(source=image, xref="x", yref="y", x=x0, y=y1,
+                         sizex=x1 - x0, sizey=y1 - y0, sizing="stretch", layer="below")
+    if previous_xy is not None and len(previous_xy):
+        fig.add_trace(scatter(x=previous_xy[:, 0], y=previous_xy[:, 1], mode="markers",
+                                   name="previous positions", hoverinfo="skip",
+                                   marker=dict(size=5, color="rgba(90,90,90,0.25)")))
+    index = np.arange(len(xy))
+    pred_names = np.asarray([str(n) for n in class_names])[np.asarray(preds)]
+    for c, cname in enumerate(class_names):
+        sel = moved & (labels == c)
+        if not sel.any():
+            continue
+        fig.add_trace(scatter(
+            x=xy[sel, 0], y=xy[sel, 1], mode="markers", name=f"{cname} (edited)", customdata=index[sel],
+            marker=dict(size=7, color=class_color(c), line=dict(width=1, color="black")), text=pred_names[sel],
+            hovertemplate=f"true: {cname}<br>predicted: %{{text}}<br>image #%{{customdata}}<extra></extra>"))
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), legend=dict(itemsizing="constant"),
+                      xaxis=dict(range=[x0, x1], showticklabels=False, showgrid=False, zeroline=False),
+                      yaxis=dict(range=[y0, y1], showticklabels=False, showgrid=False, zeroline=False),
+                      title=dict(text=f"Edited fine-tuned latents (UMAP) · {int(moved.sum()):,} of {len(xy):,} "
+                                      "points moved by the edit", font=dict(size=14)))
+    return fig

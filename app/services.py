@@ -25,6 +25,15 @@ EVAL_SPLIT = "test"
 
 
 # ---------------------------------------------------------------- choices shown on the Setup page
+@st.cache_resource(show_spinner=False)
+def warm_imports() -> bool:
+    """Import the heavy libraries once per process (the first Setup screen shows a spinner meanwhile)."""
+    import cv_core.data.datasets  # noqa: F401
+    import cv_core.models.backbones  # noqa: F401
+
+    return True
+
+
 def dataset_choices() -> list[str]:
     from cv_core.data.datasets import list_datasets
 
@@ -176,6 +185,21 @@ def compute_map(config: AppRunConfig, progress: Callable | None = None, cancel: 
     with _RUNS_LOCK:
         maps[config] = points
     return points
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def still_points_image(config: AppRunConfig, moved_bits: bytes) -> tuple[str, tuple[float, float, float, float]]:
+    """(PNG data URI of the map's unchanged points, map extent). moved_bits: np.packbits of the moved mask.
+
+    The same slider keeps the same gated points, so consecutive releases reuse the picture.
+    """
+    from app import charts
+
+    points = cached_map(config)
+    labels = cached_run(config).ft[EVAL_SPLIT].labels.numpy()
+    moved = np.unpackbits(np.frombuffer(moved_bits, dtype=np.uint8), count=len(labels)).astype(bool)
+    extent = charts.map_extent(np.concatenate([points.pre_xy, points.ft_xy]))
+    return charts.raster_points(points.ft_xy[~moved], labels[~moved], extent), extent
 
 
 @st.cache_resource(show_spinner=False)

@@ -22,11 +22,12 @@ PAGES = [
 ]
 
 from app import services  # noqa: E402
+from app.components.run_gate import sidebar_summary  # noqa: E402
 
-services.start_umap_warm_up()  # so that the first map does not pay for numba's compilation
 page = st.navigation(PAGES)
 with st.sidebar:
-    from app.components.run_gate import sidebar_summary
-
     sidebar_summary()
 page.run()
+# After the first page is drawn (not before: it would compete for the CPU with the first screen),
+# compile UMAP's numba code in the background so that the first map does not pay for it.
+services.start_umap_warm_up()

@@ -120,8 +120,8 @@ def edited_map(editor_, res) -> float:
     if previous is not None and len(previous) == len(xy):
         changed = np.flatnonzero((previous != xy).any(1))
         faint = previous[changed] if changed.size else None
-    fig = charts.latent_map(xy, labels, res.preds, names, name="edited fine-tuned", moved=res.moved,
-                            background_xy=faint, background_name="previous positions")
+    image, extent = services.still_points_image(config, np.packbits(res.moved).tobytes())
+    fig = charts.live_map(xy, labels, res.preds, names, res.moved, extent, faint, image)
     st.plotly_chart(fig, key="arith_map")
     state.remember_figure("edited_map", fig)
     state.set_previous_xy(xy)

@@ -55,6 +55,8 @@ def dataset_ui() -> tuple[str | None, int | None]:
     return name, (int(cap) or None)
 
 
+with st.spinner("Loading the catalogue of backbones and datasets (imports torch and open_clip)…"):
+    services.warm_imports()
 backbone = backbone_ui()
 dataset, cap = dataset_ui()
 devices = services.device_choices()

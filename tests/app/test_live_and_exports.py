@@ -99,3 +99,27 @@ def test_the_live_loop_gives_the_numbers_of_the_cli_edit(run, editor):
         res = editor.evaluate(coefs, gamma)
         assert torch.equal(res.after.confusion, report.after.confusion)
         assert res.forget == pytest.approx(report.forget_accuracy)
+
+
+def test_the_live_map_draws_unchanged_points_as_a_picture_and_edited_ones_as_markers(run):
+    xy = np.random.default_rng(1).normal(size=(500, 2)).astype(np.float32)
+    labels = run.ft["test"].labels.numpy()
+    moved = labels == 3
+    fig = charts.live_map(xy, labels, labels, run.head.class_names, moved, charts.map_extent(xy), xy[moved][:5])
+    assert fig.layout.images[0].source.startswith("data:image/png;base64,")
+    markers = [t for t in fig.data if t.name != "previous positions"]
+    assert [t.name for t in markers] == ["class 3 (edited)"] and len(markers[0].x) == moved.sum()
+    assert len(fig.data[0].x) == 5  # the faint trail of the points that moved
+
+
+def test_raster_places_points_where_the_axes_say():
+    import base64
+    import io
+
+    from PIL import Image
+
+    uri = charts.raster_points(np.array([[0.0, 0.0], [1.0, 1.0]]), np.array([0, 1]), (0.0, 1.0, 0.0, 1.0),
+                               size=(11, 11), radius=1)
+    img = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
+    assert img[10, 0, 3] > 0 and img[0, 10, 3] > 0  # (0, 0) bottom-left, (1, 1) top-right
+    assert img[5, 5, 3] == 0

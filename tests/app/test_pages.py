@@ -1,6 +1,8 @@
 """AppTest of every page, on the synthetic run (no model, a few seconds each)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 PAGES = ["app_pages/geometry.py", "app_pages/arithmetic.py", "app_pages/unlearning.py",
@@ -162,4 +164,7 @@ def test_the_map_is_fitted_once_and_then_moves_edited_points(computed_app):
     at.slider(key="coef_slider_0").set_value(-1.0).run()
     no_trouble(at)
     specs = [c.proto.spec for c in at.get("plotly_chart")]
-    assert any("edited fine-tuned latents" in s and "previous positions" in s for s in specs)
+    live = [s for s in specs if "Edited fine-tuned latents" in s]
+    assert live and "previous positions" in live[0]
+    assert json.loads(live[0])["layout"]["images"][0]["source"].startswith("data:image/png;base64,")
+    assert "60 of 600 points moved" in live[0] or "59 of 600 points moved" in live[0]
