@@ -107,16 +107,40 @@ def compute_run(config: AppRunConfig, progress: Callable | None = None, cancel: 
         size = int(os.environ.get(SYNTHETIC_SIZE_ENV, synthetic.SPLIT_SIZES["test"]))
         result = synthetic.make_run(test_size=size, seed=config.seed)
     else:
-        from cv_core import pipeline
-
-        result = pipeline.run(pipeline.RunConfig(backbone=config.backbone, dataset=config.dataset,
-                                                 device=config.device, data_root=config.data_root,
-                                                 max_per_class=config.max_per_class, seed=config.seed,
-                                                 splits=("train", "val", "test")),
-                              progress=progress, cancel=cancel)
+        result = _run_pipeline(config, progress, cancel)
     with _RUNS_LOCK:
         runs[config] = result
     return result
+
+
+def _run_pipeline(config: AppRunConfig, progress, cancel, max_halvings: int = 3):
+    """pipeline.run; when the GPU runs out of memory, retry with half the fine-tuning batch (and say so)."""
+    from dataclasses import replace
+
+    from cv_core import pipeline
+    from cv_core.device import resolve_device
+    from cv_core.models.finetune import FinetuneConfig
+    from cv_core.progress import Progress
+
+    finetune = None
+    for attempt in range(max_halvings + 1):
+        run_config = pipeline.RunConfig(backbone=config.backbone, dataset=config.dataset, device=config.device,
+                                        data_root=config.data_root, max_per_class=config.max_per_class,
+                                        seed=config.seed, splits=("train", "val", "test"), finetune=finetune)
+        try:
+            return pipeline.run(run_config, progress=progress, cancel=cancel)
+        except torch.cuda.OutOfMemoryError:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            base = finetune or FinetuneConfig.default_for(resolve_device(config.device),
+                                                          small_model=config.backbone == "builtin")
+            if attempt == max_halvings or base.batch_size == 1:
+                raise
+            finetune = replace(base, batch_size=max(1, base.batch_size // 2))
+            if progress is not None:
+                progress(Progress("out of memory", attempt + 1, None,
+                                  f"the GPU ran out of memory with batch {base.batch_size}: "
+                                  f"retrying with batch {finetune.batch_size}"))
 
 
 # ---------------------------------------------------------------- derived data

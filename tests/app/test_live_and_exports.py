@@ -123,3 +123,21 @@ def test_raster_places_points_where_the_axes_say():
     img = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
     assert img[10, 0, 3] > 0 and img[0, 10, 3] > 0  # (0, 0) bottom-left, (1, 1) top-right
     assert img[5, 5, 3] == 0
+
+
+def test_out_of_gpu_memory_retries_with_half_the_batch_and_says_so(monkeypatch, run):
+    from app import services
+    from cv_core import pipeline
+
+    seen, events = [], []
+
+    def fake_run(config, progress=None, cancel=None):
+        seen.append(config.finetune)
+        if len(seen) < 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return run
+
+    monkeypatch.setattr(pipeline, "run", fake_run)
+    assert services._run_pipeline(AppRunConfig(device="cpu"), events.append, None) is run
+    assert seen[0] is None and [c.batch_size for c in seen[1:]] == [32, 16]  # built-in default: 64
+    assert "retrying with batch 16" in events[-1].message
