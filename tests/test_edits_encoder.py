@@ -5,7 +5,7 @@ import torch
 from cv_core.edits import UNLEARNING_METHODS, run_method
 from cv_core.edits.context import context_from_run
 from cv_core.edits.encoder_ops import encode, head_logits, visual_copy
-from cv_core.edits.weight_map import EDITABLE_BLOCKS, fit_weight_map, save_checkpoint
+from cv_core.edits.weight_map import EDITABLE_BLOCKS, export_weight_map, fit_weight_map, save_checkpoint
 from cv_core.errors import InvalidInputError
 from cv_core.models.backbones import load_backbone
 from cv_core.models.finetune import FinetuneConfig
@@ -84,11 +84,14 @@ def test_weight_map_trains_only_the_final_norm_and_moves_the_class(ctx):
 
 
 def test_weight_map_checkpoint_loads_as_a_backbone(ctx, tmp_path):
-    visual, _, _ = fit_weight_map(ctx, (3,), 0, {"references": 2, "steps": 5, "lam": 1.0})
-    path = save_checkpoint(ctx, visual, tmp_path / "edited.safetensors")
-    loaded = load_backbone(f"cvs-test-tiny:{path}", "cpu")
+    opts = {"references": 2, "steps": 5, "lam": 1.0}
+    visual, _, _ = fit_weight_map(ctx, (3,), 0, opts)
+    info = export_weight_map(ctx, ["3"], tmp_path / "edited.safetensors", 0, opts)
+    loaded = load_backbone(f"cvs-test-tiny:{info['path']}", "cpu")
     x = ctx.encoder.images["test"][:8]
     assert torch.allclose(loaded.model.encode_image(x), encode(visual, x, torch.device("cpu")), atol=1e-5)
+    with pytest.raises(InvalidInputError, match="safetensors"):
+        save_checkpoint(ctx, visual, tmp_path / "edited.pt")
 
 
 def test_weight_map_bad_inputs(ctx):

@@ -32,7 +32,7 @@ def result(tmp_path_factory):
 def test_report_writes_json_and_markdown(result, tmp_path):
     events = []
     rep = build_report(result, ["cv_steer", "random_vector", "cv_weight_map"], tmp_path, progress=events.append,
-                       config=ReportConfig(encoder_classes=2, probe=True))
+                       config=ReportConfig(encoder_classes=2, probe=True, save_checkpoint=True))
     data = json.loads((tmp_path / "report.json").read_text())
     assert set(data["methods"]) == {"finetuned", "cv_steer", "random_vector", "cv_weight_map"}
     assert data["methods"]["cv_steer"]["classes"] == list(range(10))
@@ -42,6 +42,7 @@ def test_report_writes_json_and_markdown(result, tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "| `cv_steer` |" in md and "by construction" in md and "Sequential shift" in md
     assert rep["files"]["markdown"].endswith("report.md") and events
+    assert (tmp_path / "weight_map_forget_0.safetensors").is_file()
 
 
 def test_report_rejects_unknown_methods_before_working(result, tmp_path):

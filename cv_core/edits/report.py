@@ -43,6 +43,7 @@ class ReportConfig:
     max_per_class: int | None = None
     trigger_pair: tuple[int, int] | None = (0, 1)
     method_options: dict = field(default_factory=dict)  # method name -> options, e.g. {"cv_weight_map": {...}}
+    save_checkpoint: bool = False  # also write the weight-mapped model forgetting class 0 as a checkpoint
 
     def __post_init__(self):
         if self.encoder_classes is not None and self.encoder_classes < 1:
@@ -146,6 +147,11 @@ def build_report(run_result, methods: list[str] | None, out_dir: Path, progress:
     _emit(progress, 0, 1, "shifted datasets (environment / typography)")
     props["shift_removal"] = shifted_sweeps(run_result, ctx)
     props["trigger"] = trigger_study(ctx, config)
+    if config.save_checkpoint and "cv_weight_map" in methods:
+        from .weight_map import export_weight_map
+        report_ckpt = export_weight_map(ctx, [0], Path(out_dir) / "weight_map_forget_0.safetensors", config.seed,
+                                        config.method_options.get("cv_weight_map"))
+        props["weight_map_checkpoint"] = report_ckpt
     report = {
         "backbone": run_result.backbone_name, "dataset": run_result.dataset, "device": str(run_result.device),
         "class_names": list(ctx.class_names), "config": asdict(config),

@@ -155,3 +155,16 @@ def save_checkpoint(ctx: UnlearnContext, visual: torch.nn.Module, path: str | Pa
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path))
     return path
+
+
+def export_weight_map(ctx: UnlearnContext, forget, path: str | Path, seed: int = 0, options=None) -> dict:
+    """Fit weight mapping for ``forget`` and save the edited CLIP to ``path`` (.safetensors) -> info."""
+    from .base import check_forget
+
+    idx = check_forget(ctx.class_names, forget)
+    if ctx.encoder is None:
+        raise InvalidInputError("weight mapping needs the model and images (context_from_run(..., encoder=True))")
+    visual, block, info = fit_weight_map(ctx, idx, seed, dict(options or {}))
+    info["path"] = str(save_checkpoint(ctx, visual, path))
+    info["trainable_params"] = sum(p.numel() for p in block.parameters())
+    return info
