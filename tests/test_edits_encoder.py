@@ -137,3 +137,11 @@ def test_trigger_moves_latents_along_the_class_vector_shift(ctx, kind):
         optimize_trigger(ctx, 3, 3)
     with pytest.raises(InvalidInputError, match="patch"):
         optimize_trigger(ctx, 3, 4, "sticker")
+
+
+def test_capped_context_keeps_images_and_latents_aligned(result):
+    small = context_from_run(result, encoder=True, max_per_class=3, seed=2)
+    for s in ("train", "val", "test"):
+        assert torch.bincount(small.labels(s)).max() <= 3
+    again = encode(visual_copy(small), small.encoder.images["test"], torch.device("cpu"))
+    assert torch.allclose(again, small.ft["test"].features, atol=1e-4)

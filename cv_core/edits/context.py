@@ -68,6 +68,21 @@ def _subset(fs: FeatureSet, idx: torch.Tensor, split: str) -> FeatureSet:
     return replace(fs.subset(idx), split=split)
 
 
+class _View:
+    """The images ``indices`` of an ImageDataset, in that order (what ``preprocess_once`` needs)."""
+
+    def __init__(self, base, indices: torch.Tensor):
+        self.base, self.indices = base, indices.tolist()
+        self.targets = [base.targets[i] for i in self.indices]
+        self.class_names = base.class_names
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.base[self.indices[i]]
+
+
 def _encoder_inputs(result, src) -> EncoderInputs:
     from safetensors.torch import load_file
 
@@ -75,17 +90,18 @@ def _encoder_inputs(result, src) -> EncoderInputs:
 
     backbone = result.backbone()
     images: dict[str, torch.Tensor] = {}
-    cache: dict[str, torch.Tensor] = {}
     for s in SPLITS:
         origin, idx = src[s]
-        if origin not in cache:
-            prepared = preprocess_once(result.images(origin), backbone.preprocess)
-            if prepared is None:
-                raise InvalidInputError(f"split {origin!r} is too large to hold in memory for encoder methods; "
-                                        "pass a smaller max_per_class")
-            cache[origin] = prepared.images
-        images[s] = cache[origin][idx]
+        prepared = preprocess_once(_View(result.images(origin), idx), backbone.preprocess)
+        if prepared is None:
+            raise InvalidInputError(f"the {len(idx)} images of split {s!r} are too large to hold in memory for "
+                                    "encoder methods; pass a smaller max_per_class")
+        images[s] = prepared.images
     labels = {s: result.ft[o].labels[idx] for s, (o, idx) in src.items()}
+    for s in SPLITS:
+        if images[s].shape[0] != labels[s].shape[0]:
+            raise InvalidInputError(f"split {s!r}: {images[s].shape[0]} images but {labels[s].shape[0]} latents; "
+                                    "the cached latents do not match the dataset (rerun the pipeline)")
     model = backbone.model
     pre_state = {k: v.detach().clone() for k, v in model.visual.state_dict().items()}
     return EncoderInputs(model, pre_state, load_file(str(result.encoder_path)), images, labels, result.device)
