@@ -62,11 +62,15 @@ def backbone_choices() -> list[str]:
 
 
 @st.cache_data(show_spinner=False, ttl=60)
-def backbone_availability(spec: str) -> tuple[bool, str]:
-    """(usable offline, plain message). Never downloads."""
+def backbone_availability(spec: str) -> tuple[bool | None, str]:
+    """(usable offline, plain message); None when the spec itself is invalid. Never downloads."""
+    from cv_core.errors import CVError
     from cv_core.models.backbones import check_backbone
 
-    a = check_backbone(spec)
+    try:
+        a = check_backbone(spec)
+    except CVError as err:
+        return None, str(err)
     return a.available_offline, a.message
 
 

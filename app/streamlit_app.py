@@ -27,7 +27,12 @@ from app.components.run_gate import sidebar_summary  # noqa: E402
 page = st.navigation(PAGES)
 with st.sidebar:
     sidebar_summary()
-page.run()
+try:
+    page.run()
+except Exception as err:  # a bug must still read as a sentence, never as a traceback
+    from app.components.compute import plain_error
+
+    st.error(f"This page could not be drawn: {plain_error(err)}")
 # After the first page is drawn (not before: it would compete for the CPU with the first screen),
 # compile UMAP's numba code in the background so that the first map does not pay for it.
 services.start_umap_warm_up()

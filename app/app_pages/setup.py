@@ -32,7 +32,10 @@ def backbone_ui() -> str | None:
             return None
         spec = f"{model}:{Path(path).expanduser()}"
     ok, message = services.backbone_availability(spec)
-    (st.success if ok else st.warning)(f"{spec}: {message}" + ("" if ok else " (no network here: it will fail)"))
+    if ok is None:
+        st.error(message)
+        return None
+    (st.success if ok else st.warning)(f"{spec}: {message}")
     return spec
 
 

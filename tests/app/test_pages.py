@@ -168,3 +168,25 @@ def test_the_map_is_fitted_once_and_then_moves_edited_points(computed_app):
     assert live and "previous positions" in live[0]
     assert json.loads(live[0])["layout"]["images"][0]["source"].startswith("data:image/png;base64,")
     assert "60 of 600 points moved" in live[0] or "59 of 600 points moved" in live[0]
+
+
+def test_an_unknown_architecture_is_an_error_in_words(new_app, tmp_path):
+    at = new_app()
+    at.radio(key="setup_backbone_kind").set_value("local checkpoint").run()
+    at.text_input(key="setup_ckpt_model").input("No-Such-Net").run()
+    at.text_input(key="setup_ckpt_path").input(str(tmp_path / "w.safetensors")).run()
+    assert not at.exception
+    assert any("unknown open_clip model 'No-Such-Net'" in e.value for e in at.error)
+    assert at.button(key="setup_compute").disabled
+
+
+def test_an_unexpected_failure_on_a_page_is_reported_in_words(computed_app, monkeypatch):
+    from app import services
+
+    def broken(config):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(services, "collapse_table", broken)
+    at = computed_app.switch_page("app_pages/geometry.py").run()
+    assert not at.exception
+    assert any("disk on fire" in e.value and "could not be drawn" in e.value for e in at.error)
