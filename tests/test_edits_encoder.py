@@ -145,3 +145,14 @@ def test_capped_context_keeps_images_and_latents_aligned(result):
         assert torch.bincount(small.labels(s)).max() <= 3
     again = encode(visual_copy(small), small.encoder.images["test"], torch.device("cpu"))
     assert torch.allclose(again, small.ft["test"].features, atol=1e-4)
+
+
+def test_builtin_architecture_checkpoint_spec_parses_in_a_fresh_process(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("from cv_core.models.backbones import parse_spec; "
+            f"print(parse_spec('cvs-tiny-clip:{tmp_path / 'edited.safetensors'}').source)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-500:]
+    assert out.stdout.strip() == "file"

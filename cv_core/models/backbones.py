@@ -74,6 +74,9 @@ def parse_spec(spec: str) -> BackboneSpec:
     if not sep or not model or not tag:
         raise InvalidInputError(f"backbone {spec!r} must be 'builtin', MODEL:TAG (e.g. ViT-B-32:openai) or "
                                 "MODEL:/path/to/checkpoint.safetensors")
+    from .builtin import BUILTIN_MODEL_NAME, register_config
+    if model == BUILTIN_MODEL_NAME:
+        register_config()  # checkpoints of the built-in architecture, e.g. a weight-mapped edit
     if model not in open_clip.list_models():
         raise UnknownNameError("open_clip model", model, open_clip.list_models())
     if tag == "random":
