@@ -19,6 +19,10 @@ import streamlit as st
 from cv_core.errors import Cancelled, CVError
 
 
+#: How long a cancelled computation may hold the page; a long step then finishes in the background.
+JOIN_S = 5.0
+
+
 @dataclass
 class Outcome:
     """What the computation gave: ``value`` on success, else a plain ``error`` message."""
@@ -39,7 +43,7 @@ def describe_event(ev) -> str:
         parts.append(f"loss {ev.loss:.3f}")
     if ev.eta_s is not None:
         parts.append(f"ETA {ev.eta_s:.0f} s")
-    if ev.message:
+    if ev.message and ev.message not in " · ".join(parts):
         parts.append(ev.message)
     return " · ".join(parts)
 
@@ -79,8 +83,8 @@ def run_with_progress(fn: Callable, label: str) -> Outcome:
                 time.sleep(0.15)
         finally:
             if thread.is_alive():  # interrupted (Cancel pressed, page left): stop the library cleanly
-                stop.set()
-                thread.join(timeout=120)
+                stop.set()  # the library raises Cancelled at its next check and keeps nothing
+                thread.join(timeout=JOIN_S)
         err = box.get("error")
         if err is None:
             status.update(label=f"{label}: done in {time.perf_counter() - start:.1f} s", state="complete",

@@ -141,3 +141,14 @@ def test_out_of_gpu_memory_retries_with_half_the_batch_and_says_so(monkeypatch, 
     assert services._run_pipeline(AppRunConfig(device="cpu"), events.append, None) is run
     assert seen[0] is None and [c.batch_size for c in seen[1:]] == [32, 16]  # built-in default: 64
     assert "retrying with batch 16" in events[-1].message
+
+
+def test_progress_lines_name_the_stage_steps_loss_and_eta_once():
+    from app.components.compute import describe_event, plain_error
+    from cv_core.errors import DatasetError
+    from cv_core.progress import Progress
+
+    line = describe_event(Progress("finetune", 40, 200, "step 40/200", loss=0.5123, eta_s=12.4))
+    assert line == "finetune · step 40/200 · loss 0.512 · ETA 12 s"
+    assert plain_error(DatasetError("no images in /x")) == "no images in /x"
+    assert "ran out of memory" in plain_error(RuntimeError("CUDA out of memory. Tried to allocate"))
