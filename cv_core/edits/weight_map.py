@@ -97,7 +97,7 @@ def fit_weight_map(ctx: UnlearnContext, forget, seed: int, options) -> tuple[tor
     # default: up to DEFAULT_REFERENCES per class; an explicit number is enforced (clear error if too few)
     refs = option(options, "references", min(DEFAULT_REFERENCES, int(torch.bincount(y_all).min())), int)
     steps, lr = option(options, "steps", 100, int, 1), option(options, "lr", 0.05, float, 0.0)
-    preserve = option(options, "preserve", 1.0, float, 0.0)
+    preserve = option(options, "preserve", 0.0, float, 0.0)  # 0: the paper's loss (docs/methods.md)
     lam, _ = _steering_setup(ctx, forget, options)
     torch.manual_seed(seed)
     visual = visual_copy(ctx).requires_grad_(False)
