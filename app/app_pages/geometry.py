@@ -24,7 +24,8 @@ if points is None:
                                     "Fitting the UMAP map")
         if outcome.error:
             (st.warning if outcome.cancelled else st.error)(outcome.error)
-        points = services.cached_map(config)
+        else:
+            st.rerun()  # draw the page again without the fitting panel
 
 if points is not None:
     pre_pred, ft_pred = services.predictions(config)
