@@ -1,0 +1,169 @@
+"""The shared 2-D map of latents (UMAP) and the fast re-projection of edited latents onto it.
+
+``LatentMap`` follows the umap-learn estimator protocol: settings in ``__init__``, ``fit`` returns
+self, fitted state in trailing-underscore attributes, ``NotFittedError``-style message before fit.
+
+Fit: exact k nearest neighbours on the reduced latents (see ``geometry``), handed to umap-learn as a
+precomputed graph, so no approximate-neighbour index has to be built or compiled.
+Re-projection: a new latent is placed where umap-learn's ``transform`` starts it: the membership-
+weighted mean of the map positions of its k nearest fitted latents. It skips the stochastic layout
+epochs that make ``transform`` take seconds; latents equal to a fitted latent keep its position.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+from ..errors import InvalidInputError
+from ..progress import CancelFn, Progress, ProgressFn, check_cancel
+from .geometry import METRICS, Reduction, as_latents, fit_reduction, knn, membership_weights
+
+STAGE = "projection"
+
+
+class LatentMap:
+    """A 2-D UMAP map of latents (N, D) with fast re-projection of edited latents.
+
+    n_neighbors: neighbourhood size of the map and of re-projection (>= 2)
+    min_dist: UMAP's minimum distance in the map, in [0, 3)
+    metric: "cosine" (default, as for CLIP latents) or "euclidean"
+    random_state: seed of the layout (None: faster, parallel, not reproducible)
+    n_epochs: layout optimisation epochs
+    reduce_dim: number of principal directions kept before neighbour search (None: keep all)
+
+    Fitted attributes: ``embedding_`` (N, 2) float32, ``latents_`` (N, D) float32,
+    ``reduction_`` (Reduction), ``reduced_`` (N, d) float32.
+    """
+
+    def __init__(self, n_neighbors: int = 15, min_dist: float = 0.1, metric: str = "cosine",
+                 random_state: int | None = 0, n_epochs: int = 200, reduce_dim: int | None = 64):
+        self.n_neighbors, self.min_dist, self.metric = n_neighbors, min_dist, metric
+        self.random_state, self.n_epochs, self.reduce_dim = random_state, n_epochs, reduce_dim
+        self._validate()
+
+    def _validate(self) -> None:
+        if not isinstance(self.n_neighbors, int) or self.n_neighbors < 2:
+            raise InvalidInputError(f"n_neighbors must be an integer >= 2, got {self.n_neighbors!r}")
+        if not 0.0 <= float(self.min_dist) < 3.0:
+            raise InvalidInputError(f"min_dist must be in [0, 3), got {self.min_dist!r}")
+        if self.metric not in METRICS:
+            raise InvalidInputError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
+        if not isinstance(self.n_epochs, int) or self.n_epochs < 1:
+            raise InvalidInputError(f"n_epochs must be a positive integer, got {self.n_epochs!r}")
+        if self.reduce_dim is not None and (not isinstance(self.reduce_dim, int) or self.reduce_dim < 2):
+            raise InvalidInputError(f"reduce_dim must be None or an integer >= 2, got {self.reduce_dim!r}")
+        if self.random_state is not None and not isinstance(self.random_state, int):
+            raise InvalidInputError(f"random_state must be None or an integer, got {self.random_state!r}")
+
+    def settings(self) -> dict:
+        """The settings that determine the map (part of its cache key)."""
+        return {"n_neighbors": self.n_neighbors, "min_dist": float(self.min_dist), "metric": self.metric,
+                "random_state": self.random_state, "n_epochs": self.n_epochs, "reduce_dim": self.reduce_dim}
+
+    def __repr__(self) -> str:
+        return "LatentMap(" + ", ".join(f"{k}={v!r}" for k, v in self.settings().items()) + ")"
+
+    # ----------------------------------------------------------------------------------------- fit
+    def fit(self, latents, progress: ProgressFn = None, cancel: CancelFn = None) -> LatentMap:
+        """Fit the map on latents (N, D) (torch or numpy). Sets ``embedding_`` (N, 2). Returns self."""
+        x = as_latents(latents)
+        if x.shape[0] <= self.n_neighbors:
+            raise InvalidInputError(f"a map needs more than n_neighbors={self.n_neighbors} latents, "
+                                    f"got {x.shape[0]}: lower n_neighbors or add samples")
+        _emit(progress, 0, "reducing the latents")
+        reduction = fit_reduction(x, self.metric, self.reduce_dim)
+        reduced = reduction(x)
+        check_cancel(cancel, "the map")
+        _emit(progress, 1, f"finding {self.n_neighbors} nearest neighbours of {x.shape[0]} latents")
+        idx, dist = self._self_knn(reduced)
+        check_cancel(cancel, "the map")
+        _emit(progress, 2, "laying out the map (the first time in a session also compiles UMAP, ~10-30 s)")
+        embedding = self._layout(reduced, idx, dist)
+        _emit(progress, 3, "map ready")
+        return self._set_fitted(x, embedding, reduction, reduced)
+
+    def _self_knn(self, reduced: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # umap-learn expects each point's own index first (distance 0) in a precomputed graph.
+        idx, dist = knn(reduced, reduced, self.n_neighbors - 1, self.metric, exclude_self=True)
+        own = np.arange(reduced.shape[0], dtype=np.int32)[:, None]
+        return np.hstack([own, idx]), np.hstack([np.zeros_like(own, dtype=np.float32), dist])
+
+    def _layout(self, reduced: np.ndarray, idx: np.ndarray, dist: np.ndarray) -> np.ndarray:
+        import umap  # deferred: importing umap costs seconds
+
+        model = umap.UMAP(n_neighbors=self.n_neighbors, min_dist=self.min_dist, metric=self.metric,
+                          random_state=self.random_state, n_epochs=self.n_epochs,
+                          precomputed_knn=(idx, dist), n_jobs=1 if self.random_state is not None else -1)
+        with warnings.catch_warnings():  # "n_jobs overridden by random_state", "no search index"
+            warnings.simplefilter("ignore", UserWarning)
+            return np.ascontiguousarray(model.fit_transform(reduced), dtype=np.float32)
+
+    def fit_embedding(self, latents, embedding) -> LatentMap:
+        """Adopt an embedding (N, 2) computed elsewhere (the cache, or a reference umap-learn fit) for
+        latents (N, D): prepares the re-projection state without running UMAP. Returns self."""
+        x = as_latents(latents)
+        e = as_latents(embedding, "embedding")
+        if e.shape != (x.shape[0], 2):
+            raise InvalidInputError(f"embedding must be ({x.shape[0]}, 2) for {x.shape[0]} latents, got {e.shape}")
+        reduction = fit_reduction(x, self.metric, self.reduce_dim)
+        return self._set_fitted(x, e, reduction, reduction(x))
+
+    def _set_fitted(self, x, embedding, reduction: Reduction, reduced) -> LatentMap:
+        self.latents_, self.embedding_ = x, embedding
+        self.reduction_, self.reduced_ = reduction, np.ascontiguousarray(reduced)
+        return self
+
+    # ------------------------------------------------------------------------------ re-projection
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "embedding_"):
+            raise InvalidInputError("this LatentMap is not fitted yet: call fit(latents) (or fit_embedding) "
+                                    "before transform or reproject")
+
+    def transform(self, latents) -> np.ndarray:
+        """Place new latents (M, D) on the fitted map -> (M, 2) float32 (the fast re-projection)."""
+        return self.reproject(latents)
+
+    def reproject(self, latents, index=None) -> np.ndarray:
+        """Positions (M, 2) float32 of latents (M, D) on the fitted map.
+
+        index: optional (M,) indices of the fitted latents these rows were edited from. Rows equal to
+        their fitted latent keep its position without any search: only edited rows are computed.
+        Without index, a row equal to some fitted latent still gets that latent's position.
+        """
+        self._check_fitted()
+        x = as_latents(latents, dim=self.latents_.shape[1])
+        out = np.empty((x.shape[0], 2), dtype=np.float32)
+        todo = np.arange(x.shape[0])
+        if index is not None:
+            index = self._check_index(index, x.shape[0])
+            same = (x == self.latents_[index]).all(1)
+            out[same] = self.embedding_[index[same]]
+            todo = np.flatnonzero(~same)
+        if todo.size:
+            out[todo] = self._place(x[todo])
+        return out
+
+    def _check_index(self, index, m: int) -> np.ndarray:
+        index = index.cpu().numpy() if isinstance(index, torch.Tensor) else np.asarray(index)
+        if index.shape != (m,) or not np.issubdtype(index.dtype, np.integer):
+            raise InvalidInputError(f"index must be ({m},) integers, got shape {index.shape} of {index.dtype}")
+        if index.size and (index.min() < 0 or index.max() >= self.latents_.shape[0]):
+            raise InvalidInputError(f"index values must lie in [0, {self.latents_.shape[0]}), "
+                                    f"got [{index.min()}, {index.max()}]")
+        return index.astype(np.int64)
+
+    def _place(self, x: np.ndarray) -> np.ndarray:
+        """(M, D) -> (M, 2): membership-weighted mean of the k nearest fitted positions."""
+        idx, dist = knn(self.reduction_(x), self.reduced_, self.n_neighbors, self.metric)
+        w = membership_weights(dist)
+        pos = np.einsum("mk,mkj->mj", w, self.embedding_[idx])
+        exact = dist[:, 0] <= 1e-6  # numerically identical to a fitted latent: take its position
+        pos[exact] = self.embedding_[idx[exact, 0]]
+        return pos.astype(np.float32)
+
+
+def _emit(progress: ProgressFn, step: int, message: str) -> None:
+    if progress is not None:
+        progress(Progress(STAGE, step, 3, message))
