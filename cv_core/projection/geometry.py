@@ -92,9 +92,10 @@ def knn(queries: np.ndarray, points: np.ndarray, k: int, metric: str, chunk: int
     return torch.cat(idx).numpy().astype(np.int32), d.numpy().astype(np.float32)
 
 
-def membership_weights(dists: np.ndarray, iterations: int = 48) -> np.ndarray:
+def membership_weights(dists: np.ndarray, iterations: int = 48, normalise: bool = True) -> np.ndarray:
     """UMAP's transform weights for neighbour distances (M, k): exp(-d / sigma_i) with sigma_i chosen
-    (binary search, vectorised over rows) so that each row sums to log2(k); rows normalised to sum 1.
+    (binary search, vectorised over rows) so that each row sums to log2(k); with ``normalise``, rows are
+    scaled to sum 1 (the initial position is then the weighted mean of the neighbours' positions).
 
     This is what umap-learn's ``transform`` uses (local connectivity 0) to initialise new points.
     """
@@ -109,6 +110,8 @@ def membership_weights(dists: np.ndarray, iterations: int = 48) -> np.ndarray:
         hi = np.where(over, sigma, hi)
         lo = np.where(over, lo, sigma)
         sigma = np.where(np.isinf(hi), sigma * 2.0, (lo + hi) / 2.0)
+    if not normalise:
+        return np.exp(-d / np.maximum(sigma, 1e-12)[:, None]).astype(np.float32)
     # Shifting by the row minimum leaves the normalised weights unchanged and avoids underflow.
     w = np.exp(-(d - d.min(1, keepdims=True)) / np.maximum(sigma, 1e-12)[:, None])
     w /= w.sum(1, keepdims=True)

@@ -19,6 +19,7 @@ import torch
 from ..errors import InvalidInputError
 from ..progress import CancelFn, Progress, ProgressFn, check_cancel
 from .geometry import METRICS, Reduction, as_latents, fit_reduction, knn, membership_weights
+from .refine import refine_layout
 
 STAGE = "projection"
 
@@ -32,15 +33,19 @@ class LatentMap:
     random_state: seed of the layout (None: faster, parallel, not reproducible)
     n_epochs: layout optimisation epochs
     reduce_dim: number of principal directions kept before neighbour search (None: keep all)
+    refine: layout epochs run on re-projected points ("auto": n_epochs // 3, as umap's transform;
+        default 0: none, since they cost ~3x the search and barely change fidelity, see docs/benchmarks.md)
 
     Fitted attributes: ``embedding_`` (N, 2) float32, ``latents_`` (N, D) float32,
     ``reduction_`` (Reduction), ``reduced_`` (N, d) float32.
     """
 
     def __init__(self, n_neighbors: int = 15, min_dist: float = 0.1, metric: str = "cosine",
-                 random_state: int | None = 0, n_epochs: int = 200, reduce_dim: int | None = 64):
+                 random_state: int | None = 0, n_epochs: int = 200, reduce_dim: int | None = 64,
+                 refine: int | str = 0):
         self.n_neighbors, self.min_dist, self.metric = n_neighbors, min_dist, metric
         self.random_state, self.n_epochs, self.reduce_dim = random_state, n_epochs, reduce_dim
+        self.refine = refine
         self._validate()
 
     def _validate(self) -> None:
@@ -54,6 +59,8 @@ class LatentMap:
             raise InvalidInputError(f"n_epochs must be a positive integer, got {self.n_epochs!r}")
         if self.reduce_dim is not None and (not isinstance(self.reduce_dim, int) or self.reduce_dim < 2):
             raise InvalidInputError(f"reduce_dim must be None or an integer >= 2, got {self.reduce_dim!r}")
+        if self.refine != "auto" and (not isinstance(self.refine, int) or self.refine < 0):
+            raise InvalidInputError(f"refine must be 'auto' or an integer >= 0, got {self.refine!r}")
         if self.random_state is not None and not isinstance(self.random_state, int):
             raise InvalidInputError(f"random_state must be None or an integer, got {self.random_state!r}")
 
@@ -155,10 +162,13 @@ class LatentMap:
         return index.astype(np.int64)
 
     def _place(self, x: np.ndarray) -> np.ndarray:
-        """(M, D) -> (M, 2): membership-weighted mean of the k nearest fitted positions."""
+        """(M, D) -> (M, 2): membership-weighted mean of the k nearest fitted positions, then (refine > 0)
+        that many of transform's layout epochs against the fixed map."""
         idx, dist = knn(self.reduction_(x), self.reduced_, self.n_neighbors, self.metric)
-        w = membership_weights(dist)
-        pos = np.einsum("mk,mkj->mj", w, self.embedding_[idx])
+        raw = membership_weights(dist, normalise=False)
+        pos = np.einsum("mk,mkj->mj", membership_weights(dist), self.embedding_[idx])
+        epochs = self.n_epochs // 3 if self.refine == "auto" else int(self.refine)
+        pos = refine_layout(pos, self.embedding_, idx, raw, self.min_dist, epochs, self.random_state)
         exact = dist[:, 0] <= 1e-6  # numerically identical to a fitted latent: take its position
         pos[exact] = self.embedding_[idx[exact, 0]]
         return pos.astype(np.float32)

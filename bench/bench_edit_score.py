@@ -1,0 +1,114 @@
+"""Part 1: edit and score on cached latents (steering + per-class accuracy + confusion matrix).
+
+Methods: cv_core full (steer every row), cv_core gated rows (steer and re-classify only the rows the
+gate lets through, as the app's live loop does), a straightforward NumPy version, and re-encoding
+the images with a model (estimated from a measured images/s, see bench_pipeline).
+Target: <= 5 ms at N=10k, D=512, C=10 with the cv_core path.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import torch
+
+from _common import RESULTS, median_time, print_table, synth_latents, write_results
+
+from cv_core.math.metrics import score  # noqa: E402
+from cv_core.math.steering import auto_gamma, edit_from_coefficients, gate_mask, steer  # noqa: E402
+from cv_core.results import FeatureSet  # noqa: E402
+from cv_core.results import ClassVectors  # noqa: E402
+
+CLIP_CPU_IMAGES_PER_S = 7.0  # ViT-B/32 on these 2 cores (CONTEXT.md); replaced by bench_pipeline's figure if present
+
+
+def setup(n: int, d: int, c: int):
+    pre, y = synth_latents(n, d, c, seed=1)
+    rng = np.random.default_rng(2)
+    kappa = (rng.normal(size=(c, d)) / np.sqrt(d)).astype(np.float32) * 2.0
+    ft = pre + kappa[y]
+    names = tuple(str(i) for i in range(c))
+    mu_pre = np.stack([pre[y == k].mean(0) for k in range(c)])
+    mu_ft = np.stack([ft[y == k].mean(0) for k in range(c)])
+    cv = ClassVectors(torch.from_numpy(kappa), torch.from_numpy(mu_pre), torch.from_numpy(mu_ft), names,
+                      torch.from_numpy(np.bincount(y, minlength=c)))
+    w = torch.nn.functional.normalize(torch.from_numpy(mu_ft), dim=1)  # head rows (C, D)
+    return torch.from_numpy(ft), torch.from_numpy(y), cv, w
+
+
+def cv_core_full(lat, unit, y, cv, w, coefs, gamma):
+    edit = edit_from_coefficients(cv, coefs, gamma)
+    preds = torch.nn.functional.normalize(steer(lat, edit, unit), dim=1) @ w.T
+    return score(preds.argmax(1), y, cv.num_classes)
+
+
+def cv_core_gated(lat, unit, y, cv, w, coefs, gamma, base_preds):
+    edit = edit_from_coefficients(cv, coefs, gamma)
+    rows = torch.nonzero(gate_mask(lat, edit, unit).sum(1) > 0).flatten()
+    preds = base_preds.clone()
+    sub = steer(lat[rows], edit, unit[rows])
+    preds[rows] = (torch.nn.functional.normalize(sub, dim=1) @ w.T).argmax(1)
+    return score(preds, y, cv.num_classes)
+
+
+def numpy_plain(lat, y, kappa, mu_ft, w, coefs, gamma):
+    c = w.shape[0]
+    u = lat / np.linalg.norm(lat, axis=1, keepdims=True)
+    g = mu_ft / np.linalg.norm(mu_ft, axis=1, keepdims=True)
+    gate = (u @ g.T > gamma[None, :]).astype(np.float32)         # (N, C)
+    edited = lat + (gate * coefs) @ kappa
+    preds = (edited / np.linalg.norm(edited, axis=1, keepdims=True) @ w.T).argmax(1)
+    conf = np.bincount(y * c + preds, minlength=c * c).reshape(c, c)
+    return np.diag(conf) / np.maximum(conf.sum(1), 1), conf
+
+
+def images_per_s() -> tuple[float, str]:
+    path = RESULTS / "pipeline_throughput.json"
+    try:
+        rows = json.loads(path.read_text())["rows"]
+        r = next(r for r in rows if r.get("what") == "extraction" and r.get("method") == "cv_core")
+        return float(r["images_per_s"]), f"built-in model, measured ({path.name})"
+    except Exception:  # noqa: BLE001 - no measurement yet
+        return CLIP_CPU_IMAGES_PER_S, "ViT-B/32 on 2 CPU cores, CONTEXT.md figure"
+
+
+def main(sizes=None) -> list[dict]:
+    torch.set_num_threads(2)
+    sizes = sizes or [(n, d, c) for n in (1_000, 10_000, 100_000) for d in (512, 768) for c in (10, 100)]
+    ips, ips_src = images_per_s()
+    rows = []
+    for n, d, c in sizes:
+        lat, y, cv, w = setup(n, d, c)
+        unit = torch.nn.functional.normalize(lat, dim=1)
+        coefs = torch.zeros(c)
+        coefs[3] = -1.0  # forget class 3
+        # the app's default gate: per-class thresholds that keep 99% of each class's own latents inside
+        gamma = auto_gamma(cv, FeatureSet(lat, y, cv.class_names, encoder="finetuned"))
+        moved = float((gate_mask(lat, edit_from_coefficients(cv, coefs, gamma), unit).sum(1) > 0).float().mean())
+        base = (unit @ w.T).argmax(1)
+        full, _ = median_time(lambda: cv_core_full(lat, unit, y, cv, w, coefs, gamma), repeat=9 if n < 100_000 else 3)
+        gated, _ = median_time(lambda: cv_core_gated(lat, unit, y, cv, w, coefs, gamma, base),
+                               repeat=9 if n < 100_000 else 3)
+        args = (lat.numpy(), y.numpy(), cv.kappa.numpy(), cv.mu_ft.numpy(), w.numpy(), coefs.numpy(), gamma.numpy())
+        plain, _ = median_time(lambda: numpy_plain(*args), repeat=5 if n < 100_000 else 2)
+        a = cv_core_gated(lat, unit, y, cv, w, coefs, gamma, base).per_class.numpy()
+        b = numpy_plain(*args)[0]
+        assert np.allclose(a, b, atol=1e-3), "methods disagree"
+        rows.append({"N": n, "D": d, "C": c, "gated_share": moved, "cv_core_gated_ms": gated * 1e3, "cv_core_full_ms": full * 1e3,
+                     "numpy_ms": plain * 1e3, "numpy/gated": plain / gated,
+                     "reencode_s_est": n / ips, "reencode/gated": n / ips / gated})
+    print_table("edit + score (median ms)", rows)
+    print(f"re-encoding estimate: {ips:.1f} images/s ({ips_src})")
+    target = next((r for r in rows if (r["N"], r["D"], r["C"]) == (10_000, 512, 10)), None)
+    verdict = None
+    if target:
+        verdict = "met" if target["cv_core_gated_ms"] <= 5.0 else "missed"
+        print(f"target <= 5 ms at N=10k, D=512, C=10: {target['cv_core_gated_ms']:.2f} ms -> {verdict}")
+    write_results("edit_score", rows, {"reencode_images_per_s": ips, "reencode_source": ips_src,
+                                       "target_5ms": verdict})
+    return rows
+
+
+if __name__ == "__main__":
+    main([(10_000, 512, 10)] if "--quick" in sys.argv else None)

@@ -1,0 +1,76 @@
+"""Part 2: re-projection of edited latents onto an existing map: LatentMap.reproject vs umap's transform.
+
+One reference umap-learn model is fitted on N latents (pretrained + fine-tuned halves, like the app's
+shared map); LatentMap adopts its embedding (fit_embedding), so both methods place points on the same
+map. Fidelity: mean share of each edited point's 10 nearest map neighbours that agree with
+transform's placement, and sklearn's trustworthiness (k=10) of each placement of the edited points.
+Target: <= 100 ms at N = 10k with fidelity >= 0.9.
+"""
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from _common import median_time, print_table, synth_latents, write_results
+
+from cv_core.projection import LatentMap, neighbour_agreement, trustworthiness  # noqa: E402
+
+
+def scene(n: int, d: int = 512, c: int = 10):
+    """Map latents (n, d) = [pretrained; fine-tuned] halves, labels, and class vectors (c, d)."""
+    pre, y = synth_latents(n // 2, d, c, seed=3)
+    kappa = (np.random.default_rng(4).normal(size=(c, d)) / np.sqrt(d) * 2.0).astype(np.float32)
+    ft = pre + kappa[y]
+    return np.vstack([pre, ft]), np.concatenate([y, y]), ft, y, kappa
+
+
+def edits(ft, y, kappa):
+    """name -> (rows of ft that the gate moves, their edited latents)."""
+    rows = np.flatnonzero(y == 3)
+    return {"forget 3 (lambda=0.5)": (rows, ft[rows] - 0.5 * kappa[3]),
+            "move 3->5 (alpha=1)": (rows, ft[rows] - kappa[3] + kappa[5])}
+
+
+def main(n: int = 10_000) -> list[dict]:
+    import umap
+
+    x, labels, ft, y, kappa = scene(n)
+    t = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = umap.UMAP(n_neighbors=15, min_dist=0.1, metric="cosine", random_state=0, n_epochs=200).fit(x)
+    fit_s = time.perf_counter() - t
+    maps = {f"reproject(reduce_dim={r}, refine={f})": LatentMap(reduce_dim=r, refine=f).fit_embedding(x, ref.embedding_)
+            for r, f in ((64, "auto"), (64, 0), (None, "auto"))}
+    rows = []
+    offset = n // 2  # fine-tuned rows follow the pretrained ones in the map
+    for edit_name, (idx, edited) in edits(ft, y, kappa).items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t_ref, _ = median_time(lambda: ref.transform(edited), repeat=2, warmup=1)
+            target = ref.transform(edited)
+        full = ft.copy()
+        full[idx] = edited
+        rows.append({"edit": edit_name, "method": "umap transform", "M": len(idx), "ms": t_ref * 1e3,
+                     "fidelity@10": 1.0, "trust@10": trustworthiness(edited, target), "speed-up": 1.0})
+        for name, m in maps.items():
+            every = np.arange(offset, offset + len(ft))
+            t_ours, _ = median_time(lambda: m.reproject(full, index=every), repeat=9)
+            pos = m.reproject(full, index=every)[idx]
+            rows.append({"edit": edit_name, "method": name, "M": len(idx),
+                         "ms": t_ours * 1e3,
+                         "fidelity@10": float(neighbour_agreement(pos, target, ref.embedding_, k=10).mean()),
+                         "trust@10": trustworthiness(edited, pos), "speed-up": t_ref / t_ours})
+    print_table(f"re-projection onto a map of N={n} latents (reference umap fit {fit_s:.1f} s)", rows)
+    best = [r for r in rows if "reduce_dim=64, refine=0" in r["method"]]
+    ok = all(r["ms"] <= 100 and r["fidelity@10"] >= 0.9 for r in best)
+    print(f"target <= 100 ms and fidelity >= 0.9 at N={n} (reduce_dim=64, refine=0, the default): {'met' if ok else 'missed'}")
+    write_results("reproject", rows, {"N": n, "reference_fit_s": fit_s, "target": "met" if ok else "missed"})
+    return rows
+
+
+if __name__ == "__main__":
+    main(2_000 if "--quick" in sys.argv else 10_000)
