@@ -23,7 +23,7 @@ from .shapes import shape_mask, texture_image
 Sample = tuple[np.ndarray, str]  # (size, size, 3) uint8 image, caption
 RENDERERS: Registry[Callable[[np.random.Generator, int], Sample]] = Registry("corpus renderer")
 #: Share of each kind of sample in the corpus.
-MIX = {"numeral": 0.6, "number_word": 0.1, "shape": 0.12, "texture": 0.08, "text": 0.1}
+MIX = {"numeral": 0.65, "number_word": 0.08, "shape": 0.11, "texture": 0.07, "text": 0.09}
 _COLOUR_NAMES = tuple(C.COLOURS)
 _LUM = {n: 0.299 * r + 0.587 * g + 0.114 * b for n, (r, g, b) in C.COLOURS.items()}
 
@@ -44,13 +44,18 @@ def _colours(rng: np.random.Generator, light_on_dark: bool | None = None):
     return str(fg), mid + (f - mid) * contrast, str(bg), mid + (b - mid) * contrast
 
 
-def _glyph(rng: np.random.Generator, text: str, size: int = 44) -> tuple[np.ndarray, dict]:
-    """A randomly styled ink mask of ``text`` and the style facts used for captions."""
+def _glyph(rng: np.random.Generator, text: str, size: int = 44, warp: float = 0.0) -> tuple[np.ndarray, dict]:
+    """A randomly styled ink mask of ``text`` and the style facts used for captions.
+
+    warp: probability of a smooth elastic distortion of the printed glyph (wobbly strokes).
+    """
     font = R.FONT_NAMES[rng.integers(len(R.FONT_NAMES))]
     stroke = int(rng.choice([0, 0, 1, 2, 3, 4]))
     shear = float(rng.uniform(-0.4, 0.4)) if rng.random() < 0.6 else 0.0
     mask = R.affine_mask(R.text_mask(text, font, size, stroke), float(np.clip(rng.normal(0, 7), -18, 18)),
                          shear, float(rng.uniform(0.6, 1.3)))
+    if rng.random() < warp:
+        mask = R.elastic_mask(mask, rng, strength=float(rng.uniform(0.04, 0.12)), smooth=0.12)
     bold = stroke >= 3 or "Bold" in font
     thin = stroke == 0 and ("ExtraLight" in font or "Mono." in font)
     style = "bold" if bold else "thin" if thin else "slanted" if abs(shear) > 0.25 else "plain"
@@ -87,8 +92,8 @@ def _finish(rng: np.random.Generator, canvas: np.ndarray, size: int, low: int | 
 @RENDERERS.decorator("numeral")
 def numeral(rng: np.random.Generator, size: int) -> Sample:
     d = int(rng.integers(10))
-    mask, facts = _glyph(rng, str(d))
-    uci = rng.random() < 0.5
+    mask, facts = _glyph(rng, str(d), warp=0.7)
+    uci = rng.random() < 0.65
     fg, fgc, bg, bgc = _colours(rng, light_on_dark=True if uci and rng.random() < 0.8 else None)
     if uci:
         placed, low = _uci_like(rng, mask, size)
@@ -154,10 +159,27 @@ def sample(seed: int, index: int, size: int = 32) -> Sample:
     return RENDERERS.get(kind)(rng, size)
 
 
-def generate(n: int, seed: int = 0, size: int = 32, start: int = 0) -> tuple[np.ndarray, list[str]]:
-    """Samples ``start .. start+n-1``: images (n, size, size, 3) uint8 and n captions."""
-    if n < 0 or start < 0 or size < 8:
-        raise InvalidInputError(f"need n >= 0, start >= 0 and size >= 8; got n={n}, start={start}, size={size}")
+def _chunk(args: tuple[int, int, int, int]) -> tuple[np.ndarray, list[str]]:
+    return generate(*args)
+
+
+def generate(n: int, seed: int = 0, size: int = 32, start: int = 0, workers: int = 1
+             ) -> tuple[np.ndarray, list[str]]:
+    """Samples ``start .. start+n-1``: images (n, size, size, 3) uint8 and n captions.
+
+    workers > 1 renders chunks in processes; the result is identical (samples depend on (seed, i) only).
+    """
+    if n < 0 or start < 0 or size < 8 or workers < 1:
+        raise InvalidInputError(f"need n >= 0, start >= 0, size >= 8, workers >= 1; got n={n}, "
+                                f"start={start}, size={size}, workers={workers}")
+    if workers > 1 and n >= 1000:
+        from multiprocessing import get_context
+
+        bounds = np.linspace(0, n, 8 * workers + 1).astype(int)
+        jobs = [(int(b - a), seed, size, start + int(a)) for a, b in zip(bounds[:-1], bounds[1:])]
+        with get_context("spawn").Pool(workers) as pool:
+            parts = pool.map(_chunk, jobs)
+        return np.concatenate([p[0] for p in parts]), [c for p in parts for c in p[1]]
     images = np.zeros((n, size, size, 3), dtype=np.uint8)
     texts: list[str] = []
     for i in range(n):

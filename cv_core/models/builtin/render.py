@@ -73,6 +73,24 @@ def affine_mask(mask: np.ndarray, rotate_deg: float, shear: float, aspect: float
     return crop_to_ink(np.asarray(out, dtype=np.float32) / 255.0)
 
 
+def elastic_mask(mask: np.ndarray, rng: np.random.Generator, strength: float, smooth: float) -> np.ndarray:
+    """Warp a (h, w) mask by a smooth random displacement field (Simard-style elastic distortion).
+
+    strength: displacement scale as a share of the mask height; smooth: field smoothness, same unit.
+    """
+    from scipy.ndimage import gaussian_filter, map_coordinates
+
+    h, w = mask.shape
+    pad = int(0.15 * h) + 2
+    m = np.pad(mask, pad)
+    sigma = max(1.0, smooth * h)
+    field = [gaussian_filter(rng.uniform(-1, 1, m.shape), sigma, mode="constant") for _ in range(2)]
+    scale = strength * h / max(1e-6, max(np.abs(f).max() for f in field))
+    yy, xx = np.mgrid[0:m.shape[0], 0:m.shape[1]].astype(np.float32)
+    coords = [yy + scale * field[0], xx + scale * field[1]]
+    return crop_to_ink(map_coordinates(m, coords, order=1, mode="constant").astype(np.float32))
+
+
 def fit_mask(mask: np.ndarray, box_h: int, box_w: int) -> np.ndarray:
     """Resize a mask (keeping its aspect ratio) so it fits inside (box_h, box_w)."""
     h, w = mask.shape
