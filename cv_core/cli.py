@@ -113,7 +113,7 @@ def cmd_list(args) -> int:
     return 0
 
 
-def config_from_args(args):
+def config_from_args(args, splits: tuple[str, ...] = ("train", "test")):
     from .models.finetune import FinetuneConfig
     from .pipeline import RunConfig
     from .device import resolve_device
@@ -124,12 +124,13 @@ def config_from_args(args):
                                              "warmup": min(base.warmup, max(0, args.steps // 10))})
     return RunConfig(backbone=args.backbone, dataset=args.dataset, device=args.device, data_root=args.data_root,
                      cache_dir=args.cache_dir, finetune=finetune, max_per_class=args.max_per_class,
-                     references_per_class=args.references, seed=args.seed, download=not args.no_download)
+                     references_per_class=args.references, seed=args.seed, download=not args.no_download,
+                     splits=splits)
 
 
-def _run(args):
+def _run(args, splits: tuple[str, ...] = ("train", "test")):
     from .pipeline import run
-    return run(config_from_args(args), progress=_progress_printer())
+    return run(config_from_args(args, splits), progress=_progress_printer())
 
 
 def _out_dir(args) -> Path:
@@ -196,8 +197,10 @@ def cmd_report(args) -> int:
         from .edits.report import build_report
     except ImportError:
         raise InvalidInputError("the report needs cv_core.edits.report, which is not installed") from None
+    import torch
+    torch.set_num_threads(1)  # the methods' many small tensor ops are faster single-threaded
     out = _out_dir(args)
-    result = _run(args)
+    result = _run(args, ("train", "val", "test"))  # lambda and gates are chosen on val, never on test
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     report = build_report(result, methods, out, progress=_progress_printer())
     print(json.dumps({k: v for k, v in report.items() if k in ("methods", "files")}, indent=1, default=str)[:2000])
