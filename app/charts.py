@@ -81,7 +81,9 @@ def accuracy_bars(before: np.ndarray, after: np.ndarray, class_names: Sequence[s
         go.Bar(x=names, y=100 * np.asarray(after), name="after", marker_color="#d62728",
                hovertemplate="%{x}: %{y:.1f}%<extra>after</extra>"),
     ])
+    # category axis: digit class names ("0".."9") would otherwise make a numeric axis that drops "3 *"
     fig.update_layout(barmode="group", height=height, yaxis=dict(range=[0, 101], title="accuracy (%)"),
+                      xaxis=dict(type="category"),
                       margin=dict(l=10, r=10, t=30, b=10), title=dict(text="Per-class accuracy", font=dict(size=14)),
                       legend=dict(orientation="h", y=1.12, x=1, xanchor="right"))
     return fig

@@ -41,6 +41,7 @@ class LiveResult:
     preds: np.ndarray
     moved: np.ndarray
     moved_latents: torch.Tensor
+    forget_before: float = float("nan")
 
 
 class LiveEditor:
@@ -90,11 +91,12 @@ class LiveEditor:
         after = score(preds, self.labels, self.cv.num_classes) if rows.numel() else self.base
         if forgotten:
             forget, retain = forget_retain(after.per_class, forgotten)
-            _, retain_before = forget_retain(self.base.per_class, forgotten)
+            forget_before, retain_before = forget_retain(self.base.per_class, forgotten)
         else:
             forget, retain, retain_before = float("nan"), after.accuracy, self.base.accuracy
+            forget_before = float("nan")
         return LiveResult(self.base, after, edited, forget, retain, retain_before, preds.numpy(),
-                          moved.numpy(), new)
+                          moved.numpy(), new, forget_before)
 
     def positions(self, res: LiveResult) -> np.ndarray | None:
         """Map positions (N, 2) after the edit: moved points re-projected, the others unchanged."""

@@ -86,7 +86,9 @@ def results(gamma) -> None:
     res = editor_.evaluate(coefs, gamma, moves)
     m1, m2, m3 = st.columns(3)
     m1.metric("Edited classes", ", ".join(names[c] for c in res.edited_classes) or "none")
-    m2.metric("Forget accuracy", "—" if math.isnan(res.forget) else f"{100 * res.forget:.1f}%")
+    m2.metric("Forget accuracy", "—" if math.isnan(res.forget) else f"{100 * res.forget:.1f}%",
+              delta=None if math.isnan(res.forget) else f"{100 * (res.forget - res.forget_before):+.1f} pts",
+              delta_color="inverse")
     m3.metric("Retain accuracy", "—" if math.isnan(res.retain) else f"{100 * res.retain:.1f}%",
               delta=None if math.isnan(res.retain) else f"{100 * (res.retain - res.retain_before):+.1f} pts")
     terms = [f"{names[c]} × {a:+.2f}" for c, a in enumerate(coefs) if a]

@@ -124,6 +124,8 @@ def test_forget_one_class_in_the_browser(server):
             wait_until_idle(page)
             value = box.locator('[data-testid="stSliderThumbValue"]').inner_text()
             forget, retain = percent(metric(page, "Forget accuracy")), percent(metric(page, "Retain accuracy"))
+            forget_change = percent(page.locator('[data-testid="stMetric"]').filter(has_text="Forget accuracy")
+                                    .first.locator('[data-testid="stMetricDelta"]').inner_text())
             retain_change = percent(page.locator('[data-testid="stMetric"]').filter(has_text="Retain accuracy")
                                     .first.locator('[data-testid="stMetricDelta"]').inner_text())
             page.screenshot(path=str(ARTIFACTS / "browser_e2e.png"), full_page=True)
@@ -131,5 +133,7 @@ def test_forget_one_class_in_the_browser(server):
         finally:
             browser.close()
     assert float(value) == -1.0, f"the slider should be at -1, it is at {value}"
-    assert forget < 20, f"class {TARGET} should be forgotten, still {forget}% right"
+    # At -1 the class returns to its pretrained centroid, so what is left is roughly the built-in model's
+    # zero-shot accuracy on that class (assets/builtin/MODEL_CARD.md): a clear drop, not zero.
+    assert forget_change <= -10, f"class {TARGET} should drop clearly, it changed by {forget_change} to {forget}%"
     assert retain_change >= -3, f"the other classes fell by {-retain_change} points to {retain}%"

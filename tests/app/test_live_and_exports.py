@@ -152,3 +152,12 @@ def test_progress_lines_name_the_stage_steps_loss_and_eta_once():
     assert line == "finetune · step 40/200 · loss 0.512 · ETA 12 s"
     assert plain_error(DatasetError("no images in /x")) == "no images in /x"
     assert "ran out of memory" in plain_error(RuntimeError("CUDA out of memory. Tried to allocate"))
+
+
+def test_accuracy_bars_keep_numeric_class_names_as_categories():
+    """Digit names ("0".."9") must not turn the x axis numeric, which silently drops the edited "3 *" bar."""
+    import numpy as np
+
+    from app.charts import accuracy_bars
+    fig = accuracy_bars(np.full(10, 0.9), np.full(10, 0.8), [str(i) for i in range(10)], edited=[3])
+    assert fig.layout.xaxis.type == "category" and "3 *" in list(fig.data[0].x)
