@@ -122,7 +122,12 @@ def probe_predictions(train: torch.Tensor, train_y: torch.Tensor, test: torch.Te
 
 def probe_recovery(train: torch.Tensor, train_y: torch.Tensor, test: torch.Tensor, test_y: torch.Tensor,
                    forget: Sequence[int], seed: int = 0) -> tuple[float, float]:
-    """Linear probe on (N, D) train latents -> (accuracy on forget classes, on retain classes) of test."""
+    """Linear probe on (N, D) train latents -> (accuracy on forget classes, on retain classes) of test.
+
+    A method whose encoder diverged (NaN/inf latents, e.g. NegGrad on a tiny model) gets NaN: nothing to probe.
+    """
+    if not (torch.isfinite(train).all() and torch.isfinite(test).all()):
+        return float("nan"), float("nan")
     pred = probe_predictions(train, train_y, test, seed)
     is_f = _forget_mask(test_y, forget)
     correct = (pred == test_y).double()
@@ -176,10 +181,17 @@ def audit(ctx: UnlearnContext, out: MethodOutput, seed: int = 0, probe: bool = T
         if out.pre_block_latents is not None:
             pre = out.pre_block_latents
             pre_f, _ = probe_recovery(pre["train"], y_tr, pre["test"], y_te, out.forget, seed)
-    b, cal_f, cal_r = calibration_check(out, ctx)
-    return Audit(out.method, out.forget, acc_f, acc_r, 1.0 - tr_f, tr_r, acc_r, mia_efficacy(out, ctx, seed),
+    info = dict(out.info)
+    diverged = not all(torch.isfinite(t).all() for d in (out.logits, out.latents) for t in d.values())
+    if diverged:  # e.g. NegGrad blowing up the encoder: report it instead of crashing the whole report
+        info["note"] = "diverged: the edited model outputs NaN/inf; MIA and calibration not computed"
+        b = cal_f = cal_r = mia = nan
+    else:
+        b, cal_f, cal_r = calibration_check(out, ctx)
+        mia = mia_efficacy(out, ctx, seed)
+    return Audit(out.method, out.forget, acc_f, acc_r, 1.0 - tr_f, tr_r, acc_r, mia,
                  probe_f, probe_r, cal_f, cal_r, b, out.seconds, out.trainable_params, out.encoder_changed,
-                 pre_f, dict(out.info))
+                 pre_f, info)
 
 
 METRICS = ("acc_f", "acc_r", "ua", "ra", "ta", "mia", "probe_f", "probe_r", "calib_acc_f", "calib_acc_r",
