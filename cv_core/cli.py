@@ -25,7 +25,7 @@ def _progress_printer():
             return
         bar = bars.get(p.stage)
         if bar is None:
-            bar = bars[p.stage] = tqdm(total=p.total, desc=p.stage, unit="step" if p.stage == "finetune" else "img",
+            bar = bars[p.stage] = tqdm(total=p.total, desc=p.stage, unit="img" if p.stage.startswith("extract") else "step",
                                        file=sys.stderr, leave=False, dynamic_ncols=True)
         bar.update(p.step - bar.n)
         if p.loss is not None:
