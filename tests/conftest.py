@@ -26,3 +26,23 @@ def _isolated_dirs(tmp_path, monkeypatch):
 @pytest.fixture
 def tiny_spec() -> str:
     return f"{TINY}:random"
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Tiny tensors: thread hand-offs cost more than the maths on a shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny_digits_run(tmp_path_factory):
+    """A real pipeline run of the tiny random CLIP on 12 digits per class (shared by a test module)."""
+    from cv_core.models.finetune import FinetuneConfig
+    from cv_core.pipeline import RunConfig, run
+    cfg = RunConfig(backbone=f"{TINY}:random", dataset="digits", device="cpu",
+                    cache_dir=str(tmp_path_factory.mktemp("cache")), max_per_class=12,
+                    finetune=FinetuneConfig(steps=6, batch_size=32, lr=1e-3, warmup=1))
+    return run(cfg)

@@ -8,28 +8,17 @@ from cv_core.edits.encoder_ops import encode, head_logits, visual_copy
 from cv_core.edits.weight_map import EDITABLE_BLOCKS, export_weight_map, fit_weight_map, save_checkpoint
 from cv_core.errors import InvalidInputError
 from cv_core.models.backbones import load_backbone
-from cv_core.models.finetune import FinetuneConfig
-from cv_core.pipeline import RunConfig, run
 
 ENCODER_METHODS = [n for n, m in UNLEARNING_METHODS.items() if m.needs_encoder]
 QUICK = {"steps": 3}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny tensors: thread hand-offs cost more than the maths on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    cfg = RunConfig(backbone="cvs-test-tiny:random", dataset="digits", device="cpu",
-                    cache_dir=str(tmp_path_factory.mktemp("cache")), max_per_class=12,
-                    finetune=FinetuneConfig(steps=6, batch_size=32, lr=1e-3, warmup=1))
-    return run(cfg)
+def result(tiny_digits_run):
+    return tiny_digits_run
 
 
 @pytest.fixture(scope="module")

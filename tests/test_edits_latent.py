@@ -11,13 +11,7 @@ from cv_core.errors import InvalidInputError, UnknownNameError
 LATENT_METHODS = [n for n, m in UNLEARNING_METHODS.items() if not m.needs_encoder]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny tensors: thread hand-offs cost more than the maths on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,24 +9,14 @@ from cv_core.edits.report import ReportConfig, build_report
 from cv_core.edits.synthetic import make_context
 from cv_core.errors import InvalidInputError, UnknownNameError
 from cv_core.math.steering import steer
-from cv_core.models.finetune import FinetuneConfig
-from cv_core.pipeline import RunConfig, run
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    cfg = RunConfig(backbone="cvs-test-tiny:random", dataset="digits", device="cpu",
-                    cache_dir=str(tmp_path_factory.mktemp("cache")), max_per_class=12,
-                    finetune=FinetuneConfig(steps=6, batch_size=32, lr=1e-3, warmup=1))
-    return run(cfg)
+def result(tiny_digits_run):
+    return tiny_digits_run
 
 
 def test_report_writes_json_and_markdown(result, tmp_path):

@@ -37,30 +37,14 @@ def finetuned(ctx: UnlearnContext, forget, seed, options) -> MethodOutput:
     return output(ctx, _latents(ctx, "ft"))
 
 
-def margin_gamma(ctx: UnlearnContext, split: str = "train", own_quantile: float = 0.01) -> torch.Tensor:
-    """(C,) gate thresholds halfway between a class's own latents and the closest other-class latent.
-
-    gamma_c = (q_own(1%) + max_other) / 2 of cos(r, mu_ft^c) on ``split``. Thresholds that only cover the
-    class's own train latents (``auto_gamma``) miss unseen test images of the class, whose cosines are
-    lower because fine-tuning fitted the train images; the midpoint leaves room on both sides.
-    """
-    fs = ctx.ft[split]
-    cos = torch.nn.functional.normalize(fs.features, dim=-1) @ \
-        torch.nn.functional.normalize(ctx.class_vectors.mu_ft, dim=-1).T  # (N, C)
-    gammas = torch.empty(ctx.num_classes)
-    for c in range(ctx.num_classes):
-        own, other = cos[fs.labels == c, c], cos[fs.labels != c, c]
-        gammas[c] = 0.5 * (torch.quantile(own, own_quantile) + other.max())
-    return gammas
-
-
 def gate_thresholds(ctx: UnlearnContext, gamma) -> torch.Tensor:
-    """(C,) gate thresholds: 'auto' = :func:`margin_gamma`; 'own' = core ``auto_gamma`` (99% of each
-    class's own train latents inside its gate); or one cosine in [-1, 1]."""
+    """(C,) gate thresholds from the core's ``auto_gamma`` on the train latents: 'auto' = halfway between
+    a class's own latents and the closest other class; 'own' = 99% of each class's own train latents inside
+    its gate; or one cosine in [-1, 1]."""
     if gamma is None or gamma == "auto":
-        return margin_gamma(ctx)
-    if gamma == "own":
         return auto_gamma(ctx.class_vectors, ctx.ft["train"])
+    if gamma == "own":
+        return auto_gamma(ctx.class_vectors, ctx.ft["train"], margin=False)
     g = _finite(gamma, "gate gamma")
     if not -1.0 <= g <= 1.0:
         raise InvalidInputError(f"gate gamma must be a cosine in [-1, 1], 'auto' or 'own', got {gamma!r}")

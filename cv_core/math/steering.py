@@ -61,7 +61,8 @@ def gate_mask(latents: torch.Tensor, edit: SteeringEdit, unit_latents: torch.Ten
     return ((u @ g.T) > edit.gamma.to(latents.device, latents.dtype)).to(latents.dtype)
 
 
-def auto_gamma(cv: ClassVectors, reference: FeatureSet, own_quantile: float = 0.01) -> torch.Tensor:
+def auto_gamma(cv: ClassVectors, reference: FeatureSet, own_quantile: float = 0.01,
+               margin: bool = True) -> torch.Tensor:
     """Per-class gate thresholds (C,): halfway between class c's own reference latents and the closest
     latent of any other class, gamma_c = (q_own(own_quantile) + max_other) / 2 of cos(r, mu_ft^c).
 
@@ -69,6 +70,7 @@ def auto_gamma(cv: ClassVectors, reference: FeatureSet, own_quantile: float = 0.
     The paper does not state gamma. A threshold that only covers the class's own train latents misses
     10-25% of unseen test images of that class (their cosines sit lower than the fitted ones); the
     midpoint keeps the gate on for the class and off for the others.
+    margin=False: the threshold covers only the class's own references, q_own(own_quantile).
     """
     if not 0.0 <= own_quantile < 0.5:
         raise InvalidInputError(f"own_quantile must be in [0, 0.5), got {own_quantile}")
@@ -78,7 +80,7 @@ def auto_gamma(cv: ClassVectors, reference: FeatureSet, own_quantile: float = 0.
     for c in range(cv.num_classes):
         mine = reference.labels == c
         own, other = cos[mine, c], cos[~mine, c]
-        if own.numel() and other.numel():
+        if margin and own.numel() and other.numel():
             gammas[c] = 0.5 * (torch.quantile(own, own_quantile) + other.max())
         elif own.numel():
             gammas[c] = torch.quantile(own, own_quantile) - 1e-4

@@ -172,21 +172,22 @@ def _weights_file(s: BackboneSpec) -> str:
             "or choose the built-in backbone ('builtin').") from None
 
 
-def weights_identity(s: BackboneSpec, seed: int = 0) -> str:
+def weights_identity(s: BackboneSpec, seed: int = 0, path: str | None = None) -> str:
     """What identifies the weights in cache keys, known before loading: the file's sha256 for local
-    and built-in weights, the immutable open_clip tag for hub weights, the seed for random ones."""
+    and built-in weights, the immutable open_clip tag for hub weights, the seed for random ones.
+    path: the already resolved weights file, to avoid resolving (and verifying) it again."""
     if s.source == "random":
         return f"random:{seed}"
     if s.source == "pretrained":
         return f"open_clip:{s.model}:{s.tag}"
-    path = _weights_file(s)
-    return _sha256(path)
+    return _sha256(path or _weights_file(s))
 
 
 def load_backbone(spec: str, device: torch.device | str = "cpu", seed: int = 0) -> Backbone:
     """Create the model, load its weights safely, and return it in eval mode on ``device``."""
     s = parse_spec(spec)
     quick = _needs_quick_gelu(s)
+    path = None
     if s.source == "random":
         torch.manual_seed(seed)
         model = _create(s.model, quick)
@@ -194,7 +195,7 @@ def load_backbone(spec: str, device: torch.device | str = "cpu", seed: int = 0) 
         path = _weights_file(s)
         model = _create(s.model, quick)
         _load_weights(model, path, s)
-    weights_id = weights_identity(s, seed)
+    weights_id = weights_identity(s, seed, path)
     model = model.to(device).eval()
     preprocess = _preprocess(model, s)
     tokenizer = open_clip.get_tokenizer(s.model)
