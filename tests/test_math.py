@@ -8,7 +8,8 @@ from cv_core.errors import DatasetError, InvalidInputError, NumericalError, Unkn
 from cv_core.math.class_vectors import class_means, compute_class_vectors, cosine_matrix
 from cv_core.math.collapse import collapse_metrics
 from cv_core.math.metrics import forget_retain, score
-from cv_core.math.steering import auto_gamma, edit_from_coefficients, move_edit, steer
+from cv_core.math.steering import (auto_gamma, centroid_cosines, edit_from_coefficients, gate_mask, move_edit,
+                                   steer, steer_rows)
 from cv_core.results import FeatureSet, ZeroShotHead
 
 NAMES = ("a", "b", "c")
@@ -68,6 +69,28 @@ def test_steering_minus_kappa_returns_class_to_pretrained_centroid():
     b = ft.labels == 1
     assert torch.allclose(out[b].mean(0), cv.mu_pre[1], atol=1e-5)
     assert torch.equal(out[~b], ft.features[~b])  # the gate keeps other classes untouched
+
+
+def test_gate_from_precomputed_centroid_cosines_equals_the_direct_gate():
+    g = torch.Generator().manual_seed(1)
+    pre = torch.randn(300, 16, generator=g)
+    labels = torch.arange(3).repeat(100)
+    ft = FeatureSet(pre + 2.0 * torch.eye(16)[labels], labels, NAMES)
+    cv = compute_class_vectors(FeatureSet(pre, labels, NAMES), ft)
+    cos = centroid_cosines(ft.features, cv)
+    assert cos.shape == (300, 3)
+    gamma = torch.tensor([0.3, 0.5, 0.2])
+    for edit in (edit_from_coefficients(cv, [-1.0, 0.0, 0.5], gamma), move_edit(cv, "b", "c", 0.7, gamma)):
+        direct = gate_mask(ft.features, edit)
+        assert 0 < direct.sum() < direct.numel()  # the gate really selects
+        assert torch.equal(gate_mask(ft.features, edit, centroid_cosines=cos), direct)
+        assert torch.equal(steer(ft.features, edit, centroid_cosines=cos), steer(ft.features, edit))
+        rows, new = steer_rows(ft.features, edit, centroid_cosines=cos)
+        assert torch.equal(rows, torch.nonzero(direct.any(1)).flatten())
+        full = steer(ft.features, edit)
+        assert torch.allclose(new, full[rows]) and torch.equal(full[direct.any(1) == 0], ft.features[direct.any(1) == 0])
+    with pytest.raises(InvalidInputError, match="rows"):
+        gate_mask(ft.features[:10], edit, centroid_cosines=cos)
 
 
 def test_ungated_sum_and_coefficient_validation():

@@ -17,11 +17,17 @@ from ..results import ClassVectors, FeatureSet, check_finite, class_index
 
 @dataclass(frozen=True)
 class SteeringEdit:
-    """vectors: (K, D) edit terms z_k; gate_centroids: (K, D) or None; gamma: (K,) thresholds."""
+    """vectors: (K, D) edit terms z_k; gate_centroids: (K, D) or None; gamma: (K,) thresholds.
+
+    gate_classes: optional (K,) class index of each term's gate centroid (row of ``ClassVectors.mu_ft``);
+    it lets ``gate_mask`` read the gate from precomputed ``centroid_cosines`` instead of a pass over
+    the (N, D) latents.
+    """
 
     vectors: torch.Tensor
     gate_centroids: torch.Tensor | None = None
     gamma: torch.Tensor | None = None
+    gate_classes: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.vectors.ndim != 2:
@@ -33,32 +39,74 @@ class SteeringEdit:
                                         f"{tuple(self.vectors.shape)}, got {tuple(self.gate_centroids.shape)}")
             if self.gamma is None or self.gamma.shape != (self.vectors.shape[0],):
                 raise InvalidInputError("a gated edit needs one threshold gamma per term")
+        if self.gate_classes is not None and (self.gate_centroids is None
+                                              or self.gate_classes.shape != (self.vectors.shape[0],)):
+            raise InvalidInputError("gate_classes needs gate centroids and one class index per term")
 
     @property
     def is_empty(self) -> bool:
         return self.vectors.shape[0] == 0
 
 
-def steer(latents: torch.Tensor, edit: SteeringEdit, unit_latents: torch.Tensor | None = None) -> torch.Tensor:
+def steer(latents: torch.Tensor, edit: SteeringEdit, unit_latents: torch.Tensor | None = None,
+          centroid_cosines: torch.Tensor | None = None) -> torch.Tensor:
     """latents (N, D) -> edited latents (N, D).
 
-    unit_latents: optional precomputed normalize(latents) (N, D), to save a pass in live loops.
+    unit_latents: optional precomputed normalize(latents) (N, D), to save a pass in live loops;
+    centroid_cosines: optional precomputed ``centroid_cosines(latents, cv)`` (N, C), see ``gate_mask``.
     """
     if edit.is_empty:
         return latents
     z = edit.vectors.to(latents.device, latents.dtype)
     if edit.gate_centroids is None:
         return latents + z.sum(0)
-    return latents + gate_mask(latents, edit, unit_latents) @ z
+    return latents + gate_mask(latents, edit, unit_latents, centroid_cosines) @ z
 
 
-def gate_mask(latents: torch.Tensor, edit: SteeringEdit, unit_latents: torch.Tensor | None = None) -> torch.Tensor:
-    """(N, K) float mask: 1 where term k applies to latent n."""
+def steer_rows(latents: torch.Tensor, edit: SteeringEdit, unit_latents: torch.Tensor | None = None,
+               centroid_cosines: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Only the latents an edit changes: (rows (M,) int64, their edited latents (M, D)).
+
+    Equal to ``steer(latents, edit)[rows]``, with every other row unchanged, but it touches only the
+    M gated rows after the gate: the live loop's path (M is one class's share of N for a forget edit).
+    """
+    n = latents.shape[0]
+    if edit.is_empty:
+        return torch.zeros(0, dtype=torch.long, device=latents.device), latents[:0]
+    z = edit.vectors.to(latents.device, latents.dtype)
+    if edit.gate_centroids is None:
+        return torch.arange(n, device=latents.device), latents + z.sum(0)
+    mask = gate_mask(latents, edit, unit_latents, centroid_cosines)          # (N, K)
+    rows = torch.nonzero(mask.any(1)).flatten()
+    return rows, latents[rows] + mask[rows] @ z
+
+
+def centroid_cosines(latents: torch.Tensor, cv: ClassVectors) -> torch.Tensor:
+    """(N, C) cosines of latents (N, D) with every fine-tuned class centroid: the only thing a gate
+    needs from the latents. Computed once per set of cached latents, it makes every later gate an
+    (N, K) lookup instead of a pass over (N, D)."""
+    u = torch.nn.functional.normalize(latents.float(), dim=-1)
+    return u @ torch.nn.functional.normalize(cv.mu_ft.to(u.device, u.dtype), dim=-1).T
+
+
+def gate_mask(latents: torch.Tensor, edit: SteeringEdit, unit_latents: torch.Tensor | None = None,
+              centroid_cosines: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, K) float mask: 1 where term k applies to latent n.
+
+    centroid_cosines: (N, C) from ``centroid_cosines`` for these latents; used when the edit knows its
+    gate classes (edits built by ``edit_from_coefficients`` / ``move_edit`` do), same result.
+    """
     if edit.gate_centroids is None:
         return torch.ones(latents.shape[0], edit.vectors.shape[0], dtype=latents.dtype, device=latents.device)
+    gamma = edit.gamma.to(latents.device, latents.dtype)
+    if centroid_cosines is not None and edit.gate_classes is not None:
+        if centroid_cosines.shape[0] != latents.shape[0]:
+            raise InvalidInputError(f"centroid cosines have {centroid_cosines.shape[0]} rows for "
+                                    f"{latents.shape[0]} latents: compute them from these latents")
+        return (centroid_cosines[:, edit.gate_classes] > gamma).to(latents.dtype)
     u = unit_latents if unit_latents is not None else torch.nn.functional.normalize(latents, dim=-1)
     g = torch.nn.functional.normalize(edit.gate_centroids.to(latents.device, latents.dtype), dim=-1)
-    return ((u @ g.T) > edit.gamma.to(latents.device, latents.dtype)).to(latents.dtype)
+    return ((u @ g.T) > gamma).to(latents.dtype)
 
 
 def auto_gamma(cv: ClassVectors, reference: FeatureSet, own_quantile: float = 0.01,
@@ -111,7 +159,7 @@ def edit_from_coefficients(cv: ClassVectors, coefs: Mapping[str | int, float] | 
     g = _gamma_vector(gamma, cv.num_classes)
     if g is None:
         return SteeringEdit(vectors)
-    return SteeringEdit(vectors, cv.mu_ft[active], g[active])
+    return SteeringEdit(vectors, cv.mu_ft[active], g[active], active)
 
 
 def move_edit(cv: ClassVectors, source: str | int, target: str | int, alpha: float,
@@ -122,4 +170,4 @@ def move_edit(cv: ClassVectors, source: str | int, target: str | int, alpha: flo
     g = _gamma_vector(gamma, cv.num_classes)
     if g is None:
         return SteeringEdit(vec)
-    return SteeringEdit(vec, cv.mu_ft[s][None], g[s:s + 1])
+    return SteeringEdit(vec, cv.mu_ft[s][None], g[s:s + 1], torch.tensor([s]))
