@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from cv_core.math.metrics import Scores, forget_retain, score
-from cv_core.math.steering import SteeringEdit, edit_from_coefficients, gate_mask, move_edit, steer
+from cv_core.math.steering import SteeringEdit, centroid_cosines, edit_from_coefficients, move_edit, steer_rows
 from cv_core.results import ClassVectors, FeatureSet, ZeroShotHead
 
 #: Re-projects edited latents (M, D) float32 onto the map -> (M, 2) float32.
@@ -60,6 +60,7 @@ class LiveEditor:
         self.test, self.head, self.cv = test, head, cv
         self.latents = test.features.float()                                   # (N, D)
         self.unit = torch.nn.functional.normalize(self.latents, dim=-1)        # (N, D)
+        self.cosines = centroid_cosines(self.latents, cv)                      # (N, C), for the gates
         self.weights_t = head.weights.float().T.contiguous()                   # (D, C)
         self.labels = test.labels
         self.xy = None if xy is None else np.asarray(xy, dtype=np.float32)
@@ -80,12 +81,9 @@ class LiveEditor:
         # forgotten = negative coefficients (as in `python -m cv_core edit`) and moved-away classes
         forgotten = tuple(sorted({int(c) for c in np.flatnonzero(a < 0)} | {int(s) for s, _, al in moves if al}))
         preds = self.base_preds.clone()
-        if edit.is_empty:
-            moved = torch.zeros(self.latents.shape[0], dtype=torch.bool)
-        else:
-            moved = gate_mask(self.latents, edit, self.unit).sum(1) > 0                 # (N,)
-        rows = torch.nonzero(moved).flatten()
-        new = steer(self.latents[rows], edit, self.unit[rows]) if rows.numel() else self.latents[:0]  # (M, D)
+        rows, new = steer_rows(self.latents, edit, self.unit, self.cosines)           # (M,), (M, D)
+        moved = torch.zeros(self.latents.shape[0], dtype=torch.bool)
+        moved[rows] = True
         if rows.numel():
             preds[rows] = self._predict_unit(torch.nn.functional.normalize(new, dim=-1))
         after = score(preds, self.labels, self.cv.num_classes) if rows.numel() else self.base
@@ -123,7 +121,8 @@ def build_edit(cv: ClassVectors, coefs: Sequence[float], gamma, moves: Sequence[
         return parts[0]
     if parts[0].gate_centroids is None:
         return SteeringEdit(vectors)
-    return SteeringEdit(vectors, torch.cat([p.gate_centroids for p in parts]), torch.cat([p.gamma for p in parts]))
+    return SteeringEdit(vectors, torch.cat([p.gate_centroids for p in parts]), torch.cat([p.gamma for p in parts]),
+                        torch.cat([p.gate_classes for p in parts]))
 
 
 def preset_forget(num_classes: int, target: int, strength: float = 1.0) -> list[float]:
