@@ -2,7 +2,7 @@
 
 Importing this package registers every method in :data:`UNLEARNING_METHODS`.
 """
-from . import baselines, latent, weight_map  # noqa: F401  (register the methods)
+from . import baselines, latent, task_vector, weight_map  # noqa: F401  (register the methods)
 from .audits import Audit, audit, summarize
 from .base import (UNLEARNING_METHODS, EncoderInputs, MethodOutput, UnlearnContext, UnlearningMethod,
                    check_forget, run_method)

@@ -2,6 +2,7 @@
 
 All train a copy of the image encoder through the frozen zero-shot head, starting from the
 fine-tuned weights (``retrain`` starts from the pretrained ones), with AdamW and gradient clipping.
+Task-vector negation lives in :mod:`.task_vector`.
 Settings are options with CPU-sized defaults for the built-in model; every run is seeded.
 """
 from __future__ import annotations
@@ -87,21 +88,6 @@ def retrain(ctx: UnlearnContext, forget, seed, options) -> MethodOutput:
     n = train(visual.parameters(), lambda _: _ce(ctx, visual, x, y, r_idx[next(stream)]), steps, lr,
               weight_decay=0.1, what="retraining")
     return _finish(ctx, visual, n, start, steps=steps, lr=lr)
-
-
-@register_method("task_vector", "task-vector negation theta_pre - lam (theta_ft - theta_pre): forgets the "
-                                "whole task, not one class", needs_encoder=True, encoder_changed=True)
-def task_vector(ctx: UnlearnContext, forget, seed, options) -> MethodOutput:
-    start = time.perf_counter()
-    lam = option(options, "lam", 1.0)
-    enc = ctx.encoder
-    state = {}
-    for k, pre in enc.pre_state.items():
-        ft = enc.ft_state[k]
-        state[k] = pre - lam * (ft - pre) if pre.is_floating_point() else ft
-    visual = visual_copy(ctx, "pre")
-    visual.load_state_dict(state)
-    return _finish(ctx, visual, 0, start, lam=lam)
 
 
 @register_method("forget_vector", "one input perturbation delta added to every image, optimised on the frozen "
