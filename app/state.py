@@ -115,11 +115,14 @@ def set_previous_xy(xy) -> None:
 
 
 def remember_figure(name: str, fig) -> None:
+    """Keep a figure for the Export page: a Plotly figure, or a function that builds it (the live
+    screen passes builders, so that it does not pay for figures nobody exports)."""
     st.session_state.setdefault(LAST_FIGURES, {})[name] = fig
 
 
 def figures() -> dict:
-    return dict(st.session_state.get(LAST_FIGURES, {}))
+    """name -> Plotly figure of every remembered figure (builders are called here)."""
+    return {name: fig() if callable(fig) else fig for name, fig in st.session_state.get(LAST_FIGURES, {}).items()}
 
 
 def unlearn_rows() -> list[dict] | None:

@@ -8,7 +8,7 @@ import numpy as np
 
 import streamlit as st
 
-from app import charts, live, services, state
+from app import charts, html_charts, live, services, state
 from app.components.run_gate import require_run
 
 config, run = require_run()
@@ -95,13 +95,16 @@ def results(gamma) -> None:
     terms += [f"{names[s]}→{names[t]} (α={a:g})" for s, t, a in moves]
     edit_text = "Edit: " + ("; ".join(terms) if terms else "none")
     st.caption(edit_text)
-    bars = charts.accuracy_bars(res.before.per_class.numpy(), res.after.per_class.numpy(), names, res.edited_classes)
-    conf = charts.confusion_heatmap(res.after.confusion.numpy(), names, "Confusion matrix after the edit")
+    before, after, confusion = res.before.per_class.numpy(), res.after.per_class.numpy(), res.after.confusion.numpy()
     c1, c2 = st.columns([3, 2])
-    c1.plotly_chart(bars, key="arith_bars")
-    c2.plotly_chart(conf, key="arith_confusion")
-    state.remember_figure("accuracy_bars", bars)
-    state.remember_figure("confusion", conf)
+    with c1:  # plain HTML: redrawn in milliseconds on every release (see app/html_charts.py)
+        st.html(html_charts.accuracy_bars_html(before, after, names, res.edited_classes))
+    with c2:
+        st.html(html_charts.confusion_html(confusion, names))
+    # the Plotly versions are built only when the Export page asks for them
+    state.remember_figure("accuracy_bars", lambda: charts.accuracy_bars(before, after, names, res.edited_classes))
+    state.remember_figure("confusion", lambda: charts.confusion_heatmap(confusion, names,
+                                                                        "Confusion matrix after the edit"))
     charts_ms = 1000 * (time.perf_counter() - start)
     map_ms = edited_map(editor_, res) if with_map else None
     if not with_map:
