@@ -4,6 +4,10 @@ One reference umap-learn model is fitted on N latents (pretrained + fine-tuned h
 shared map); LatentMap adopts its embedding (fit_embedding), so both methods place points on the same
 map. Fidelity: mean share of each edited point's 10 nearest map neighbours that agree with
 transform's placement, and sklearn's trustworthiness (k=10) of each placement of the edited points.
+Ceiling: the same fidelity between two runs of transform itself that differ only in ``transform_seed``
+- no placement can be expected to agree with transform more than transform agrees with itself;
+"fidelity / ceiling" is reported next to the raw figure. "same cluster": share of points whose 10
+nearest map neighbours have the same majority class under both placements (what a viewer sees).
 Target: <= 100 ms at N = 10k with fidelity >= 0.9.
 """
 from __future__ import annotations
@@ -34,6 +38,18 @@ def edits(ft, y, kappa):
             "move 3->5 (alpha=1)": (rows, ft[rows] - kappa[3] + kappa[5])}
 
 
+def same_cluster(pos, ref_pos, fitted, labels, k: int = 10) -> float:
+    """Share of points whose k nearest fitted map points have the same majority class in both placements."""
+    import torch
+
+    def majority(p):
+        idx = torch.cdist(torch.from_numpy(np.asarray(p, np.float32)), torch.from_numpy(fitted)).topk(
+            k, largest=False).indices.numpy()
+        return np.array([np.bincount(labels[i]).argmax() for i in idx])
+
+    return float((majority(pos) == majority(ref_pos)).mean())
+
+
 def main(n: int = 10_000) -> list[dict]:
     import umap
 
@@ -43,32 +59,47 @@ def main(n: int = 10_000) -> list[dict]:
         warnings.simplefilter("ignore")
         ref = umap.UMAP(n_neighbors=15, min_dist=0.1, metric="cosine", random_state=0, n_epochs=200).fit(x)
     fit_s = time.perf_counter() - t
-    maps = {f"reproject(reduce_dim={r}, refine={f})": LatentMap(reduce_dim=r, refine=f).fit_embedding(x, ref.embedding_)
-            for r, f in ((64, "auto"), (64, 0), (None, "auto"))}
+    maps = {f"reproject(refine={f})": LatentMap(refine=f).fit_embedding(x, ref.embedding_)
+            for f in (20, 0, "auto")}
     rows = []
     offset = n // 2  # fine-tuned rows follow the pretrained ones in the map
     for edit_name, (idx, edited) in edits(ft, y, kappa).items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            t_ref, _ = median_time(lambda: ref.transform(edited), repeat=2, warmup=1)
+            t_ref, _ = median_time(lambda: ref.transform(edited), repeat=3, warmup=1)
             target = ref.transform(edited)
+            ref.transform_seed = 1
+            other = ref.transform(edited)
+            ref.transform_seed = 42  # umap-learn's default
         full = ft.copy()
         full[idx] = edited
+        ceiling = float(neighbour_agreement(other, target, ref.embedding_, k=10).mean())
         rows.append({"edit": edit_name, "method": "umap transform", "M": len(idx), "ms": t_ref * 1e3,
-                     "fidelity@10": 1.0, "trust@10": trustworthiness(edited, target), "speed-up": 1.0})
+                     "fidelity@10": 1.0, "ceiling@10": ceiling, "fidelity/ceiling": None,
+                     "same cluster": 1.0, "trust@10": trustworthiness(edited, target), "speed-up": 1.0})
+        rows.append({"edit": edit_name, "method": "umap transform, transform_seed=1", "M": len(idx), "ms": t_ref * 1e3,
+                     "fidelity@10": ceiling, "ceiling@10": ceiling, "fidelity/ceiling": 1.0,
+                     "same cluster": same_cluster(other, target, ref.embedding_, labels),
+                     "trust@10": trustworthiness(edited, other), "speed-up": 1.0})
         for name, m in maps.items():
             every = np.arange(offset, offset + len(ft))
             t_ours, _ = median_time(lambda: m.reproject(full, index=every), repeat=9)
             pos = m.reproject(full, index=every)[idx]
+            fid = float(neighbour_agreement(pos, target, ref.embedding_, k=10).mean())
             rows.append({"edit": edit_name, "method": name, "M": len(idx),
-                         "ms": t_ours * 1e3,
-                         "fidelity@10": float(neighbour_agreement(pos, target, ref.embedding_, k=10).mean()),
+                         "ms": t_ours * 1e3, "fidelity@10": fid, "ceiling@10": ceiling,
+                         "fidelity/ceiling": fid / ceiling,
+                         "same cluster": same_cluster(pos, target, ref.embedding_, labels),
                          "trust@10": trustworthiness(edited, pos), "speed-up": t_ref / t_ours})
     print_table(f"re-projection onto a map of N={n} latents (reference umap fit {fit_s:.1f} s)", rows)
-    best = [r for r in rows if "reduce_dim=64, refine=0" in r["method"]]
-    ok = all(r["ms"] <= 100 and r["fidelity@10"] >= 0.9 for r in best)
-    print(f"target <= 100 ms and fidelity >= 0.9 at N={n} (reduce_dim=64, refine=0, the default): {'met' if ok else 'missed'}")
-    write_results("reproject", rows, {"N": n, "reference_fit_s": fit_s, "target": "met" if ok else "missed"})
+    best = [r for r in rows if r["method"] == "reproject(refine=20)"]
+    fast = all(r["ms"] <= 100 for r in best)
+    ok = fast and all(r["fidelity@10"] >= 0.9 for r in best)
+    print(f"target <= 100 ms and fidelity >= 0.9 at N={n} (the default, refine=20): {'met' if ok else 'missed'} "
+          f"(time {'met' if fast else 'missed'}; fidelity "
+          + ", ".join(f"{r['fidelity@10']:.2f} of a ceiling of {r['ceiling@10']:.2f}" for r in best) + ")")
+    write_results("reproject", rows, {"N": n, "reference_fit_s": fit_s, "target": "met" if ok else "missed",
+                                      "time_target": "met" if fast else "missed"})
     return rows
 
 

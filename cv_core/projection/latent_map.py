@@ -6,8 +6,10 @@ self, fitted state in trailing-underscore attributes, ``NotFittedError``-style m
 Fit: exact k nearest neighbours on the reduced latents (see ``geometry``), handed to umap-learn as a
 precomputed graph, so no approximate-neighbour index has to be built or compiled.
 Re-projection: a new latent is placed where umap-learn's ``transform`` starts it: the membership-
-weighted mean of the map positions of its k nearest fitted latents. It skips the stochastic layout
-epochs that make ``transform`` take seconds; latents equal to a fitted latent keep its position.
+weighted mean of the map positions of its k nearest fitted latents, then a few of transform's layout
+epochs on that exact neighbour graph (umap-learn's own numba routine). It skips the approximate
+neighbour search and graph building that make ``transform`` slow; latents equal to a fitted latent
+keep its position.
 """
 from __future__ import annotations
 
@@ -33,8 +35,9 @@ class LatentMap:
     random_state: seed of the layout (None: faster, parallel, not reproducible)
     n_epochs: layout optimisation epochs
     reduce_dim: number of principal directions kept before neighbour search (None: keep all)
-    refine: layout epochs run on re-projected points ("auto": n_epochs // 3, as umap's transform;
-        default 0: none, since they cost ~3x the search and barely change fidelity, see docs/benchmarks.md)
+    refine: layout epochs run on re-projected points against the fixed map ("auto": n_epochs // 3, as
+        umap's transform; default 20: most of transform's agreement at a fraction of its epochs; 0: only
+        the neighbour-weighted mean, which lands between clusters, see docs/benchmarks.md)
 
     Fitted attributes: ``embedding_`` (N, 2) float32, ``latents_`` (N, D) float32,
     ``reduction_`` (Reduction), ``reduced_`` (N, d) float32.
@@ -42,7 +45,7 @@ class LatentMap:
 
     def __init__(self, n_neighbors: int = 15, min_dist: float = 0.1, metric: str = "cosine",
                  random_state: int | None = 0, n_epochs: int = 200, reduce_dim: int | None = 64,
-                 refine: int | str = 0):
+                 refine: int | str = 20):
         self.n_neighbors, self.min_dist, self.metric = n_neighbors, min_dist, metric
         self.random_state, self.n_epochs, self.reduce_dim = random_state, n_epochs, reduce_dim
         self.refine = refine
