@@ -1,41 +1,43 @@
 """Run every benchmark part that this machine can run; print tables, write bench/results/*.json.
 
-    python bench/run_all.py            # all CPU parts (about 5 minutes on 2 cores)
-    python bench/run_all.py --quick    # part 1 at the target size only
+    python bench/run_all.py            # all CPU parts (about 8-10 minutes on 2 quiet cores)
+    python bench/run_all.py --quick    # smaller sizes and fewer repeats (about 4 minutes)
 
-Parts 4-6 (pipeline throughput, product cold start, browser) are not written yet: they are reported
-as skipped with the reason, never as passed.
+The GPU half of part 4 runs only when CUDA is available; otherwise it is reported as skipped with the
+reason. Part 6 needs Chromium at /usr/bin/chromium and is skipped with the reason when it is missing.
+Run it on a quiet machine: the parts time each other's neighbours otherwise.
 """
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 
-import _common
+import bench_browser
+import bench_cold_start
 import bench_edit_score
 import bench_first_map
+import bench_pipeline
 import bench_reproject
-
-NOT_BUILT = "not implemented yet in bench/ (see docs/benchmarks.md, 'Missing')"
-
-
-def gpu_name() -> str | None:
-    return _common.machine()["gpu"]
 
 
 def main() -> None:
     quick = "--quick" in sys.argv
     start = time.perf_counter()
-    bench_edit_score.main([(10_000, 512, 10)] if quick else None)
-    bench_reproject.main()
-    bench_first_map.main()
-    gpu = gpu_name()
-    _common.skip("pipeline_throughput", NOT_BUILT + ("" if gpu else "; the GPU half also needs a GPU (none here)"))
-    _common.skip("cold_start", NOT_BUILT)
-    chromium = shutil.which("chromium") or shutil.which("/usr/bin/chromium")
-    _common.skip("browser", NOT_BUILT + ("" if chromium else "; and Chromium is not installed at /usr/bin/chromium"))
-    print(f"\nall parts done in {time.perf_counter() - start:.0f} s; results in {_common.RESULTS}")
+    parts = [
+        ("1 edit + score", lambda: bench_edit_score.main([(10_000, 512, 10)] if quick else None)),
+        ("2 re-projection", lambda: bench_reproject.main(2_000 if quick else 10_000)),
+        ("3 first map", bench_first_map.main),
+        ("4 pipeline throughput", lambda: bench_pipeline.main(["--quick"] if quick else [])),
+        ("5 cold start", lambda: bench_cold_start.main(1 if quick else 3)),
+        ("6 browser (and the app's first screen)", bench_browser.main),
+    ]
+    took = {}
+    for name, fn in parts:
+        t = time.perf_counter()
+        fn()
+        took[name] = time.perf_counter() - t
+    print("\n" + "\n".join(f"part {k}: {v:.0f} s" for k, v in took.items()))
+    print(f"all parts done in {time.perf_counter() - start:.0f} s; results in bench/results/")
 
 
 if __name__ == "__main__":
