@@ -24,7 +24,6 @@ t0 = time.perf_counter()
 sys.path.insert(0, {root!r})
 from cv_core.pipeline import RunConfig, run
 stages = {{}}
-last = {{}}
 def progress(e):
     now = time.perf_counter()
     key = e.stage.split(":")[0]

@@ -92,9 +92,7 @@ def steps_per_s(stamps: list[float]) -> float:
 # ------------------------------------------------------------------------------------ scenarios
 def measure(name, backbone, dataset, device, batch_size: int, steps: int, lr: float, repeat: int) -> list[dict]:
     model, preprocess = backbone.model.to(device), backbone.preprocess
-    names = dataset.class_names
-    head = build_head(backbone, names, get_dataset_info("digits").templates if len(names) == 10 else ("a photo of {}.",),
-                      device)
+    head = build_head(backbone, dataset.class_names, get_dataset_info("digits").templates, device)  # digit names
     n = len(dataset)
 
     def ours_from_pil():  # what a first run pays: preprocess (once, reused by 3 passes) + one encoder pass

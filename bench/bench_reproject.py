@@ -21,6 +21,7 @@ import numpy as np
 from _common import median_time, print_table, synth_latents, write_results
 
 from cv_core.projection import LatentMap, neighbour_agreement, trustworthiness  # noqa: E402
+from cv_core.projection.fidelity import _map_neighbours  # noqa: E402  (the k-NN of neighbour_agreement)
 
 
 def scene(n: int, d: int = 512, c: int = 10):
@@ -40,11 +41,8 @@ def edits(ft, y, kappa):
 
 def same_cluster(pos, ref_pos, fitted, labels, k: int = 10) -> float:
     """Share of points whose k nearest fitted map points have the same majority class in both placements."""
-    import torch
-
     def majority(p):
-        idx = torch.cdist(torch.from_numpy(np.asarray(p, np.float32)), torch.from_numpy(fitted)).topk(
-            k, largest=False).indices.numpy()
+        idx = _map_neighbours(np.asarray(p, np.float32), fitted, k).numpy()
         return np.array([np.bincount(labels[i]).argmax() for i in idx])
 
     return float((majority(pos) == majority(ref_pos)).mean())
