@@ -1,9 +1,10 @@
 """The live loop of the Class-arithmetic screen, without Streamlit (testable, benchmarkable).
 
 One :class:`LiveEditor` is built per computed run; each slider release calls
-:meth:`LiveEditor.evaluate`, which steers the fine-tuned test latents with the library's
-``cv_core.math.steering`` and scores them with ``cv_core.math.metrics``. Only the latents the
-gate actually changed are re-projected onto the 2-D map.
+:meth:`LiveEditor.evaluate`, which scores the gated class-vector edit of the fine-tuned test
+latents with the library's factored arithmetic (``cv_core.math.factored``, the same the browser
+runs while a slider moves) and ``cv_core.math.metrics``. Only the latents the gate actually
+changed are rebuilt and re-projected onto the 2-D map.
 """
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from cv_core.math.factored import FactoredScores, Move
 from cv_core.math.metrics import Scores, forget_retain, score
-from cv_core.math.steering import SteeringEdit, centroid_cosines, edit_from_coefficients, move_edit, steer_rows
 from cv_core.results import ClassVectors, FeatureSet, ZeroShotHead
 
 #: Re-projects edited latents (M, D) float32 onto the map -> (M, 2) float32.
@@ -30,7 +31,8 @@ class LiveResult:
     edited_classes: classes with a non-zero term; forget/retain: accuracy on the forgotten classes
     (negative coefficient or moved away, as in ``python -m cv_core edit``) and on the others;
     preds: (N,) predicted class after the edit; moved: (N,) bool, the points the edit changed;
-    moved_latents: (M, D) their edited latents (M = moved.sum()), for :meth:`LiveEditor.positions`.
+    moved_weights: (M, C) float64 their class-vector weights (M = moved.sum()): the edited latent
+    is r + moved_weights @ kappa (see :meth:`LiveEditor.moved_latents`).
     """
 
     before: Scores
@@ -41,7 +43,7 @@ class LiveResult:
     retain_before: float
     preds: np.ndarray
     moved: np.ndarray
-    moved_latents: torch.Tensor
+    moved_weights: torch.Tensor
     forget_before: float = float("nan")
 
 
@@ -67,10 +69,12 @@ def one_thread() -> Iterator[None]:
 
 
 class LiveEditor:
-    """Holds the precomputed parts of a run so that one edit costs a few matrix products.
+    """Holds the precomputed parts of a run so that one edit costs a few (N, C) operations.
 
-    Only the rows the gate lets through are steered and re-classified: the gate is decided row by
-    row, so this equals steering every row (``steer`` on the full matrix), at a fraction of the cost.
+    Predictions come from :class:`cv_core.math.factored.FactoredScores` (the same arithmetic the
+    browser runs on every slider movement): an edit only adds class vectors, so its logits are
+    r . w_j + b . (kappa . w_j), and the (N, D) latents are touched only for the points the map
+    re-projects.
 
     test: fine-tuned latents of the evaluation split (N, D); head: the frozen zero-shot head;
     cv: the class vectors; xy: (N, 2) map positions of ``test`` (or None without a map);
@@ -81,17 +85,12 @@ class LiveEditor:
                  xy: np.ndarray | None = None, reproject: Reproject | None = None):
         self.test, self.head, self.cv = test, head, cv
         self.latents = test.features.float()                                   # (N, D)
-        self.unit = torch.nn.functional.normalize(self.latents, dim=-1)        # (N, D)
-        self.cosines = centroid_cosines(self.latents, cv)                      # (N, C), for the gates
-        self.weights_t = head.weights.float().T.contiguous()                   # (D, C)
+        self.factored = FactoredScores.from_latents(self.latents, head.weights, cv)
         self.labels = test.labels
         self.xy = None if xy is None else np.asarray(xy, dtype=np.float32)
         self.reproject = reproject
-        self.base_preds = self._predict_unit(self.unit)
+        self.base_preds = self.factored.predict()
         self.base = score(self.base_preds, self.labels, cv.num_classes)
-
-    def _predict_unit(self, unit: torch.Tensor) -> torch.Tensor:
-        return (unit @ self.weights_t).argmax(dim=-1)
 
     def evaluate(self, coefs: Sequence[float], gamma: float | torch.Tensor | None,
                  moves: Sequence[Move] = ()) -> LiveResult:
@@ -101,17 +100,15 @@ class LiveEditor:
             return self._evaluate(coefs, gamma, moves)
 
     def _evaluate(self, coefs, gamma, moves) -> LiveResult:
-        edit = build_edit(self.cv, coefs, gamma, moves)
         a = np.asarray(coefs, dtype=np.float64)
         edited = tuple(sorted({int(c) for c in np.flatnonzero(a)} | {int(s) for s, _, al in moves if al}))
         # forgotten = negative coefficients (as in `python -m cv_core edit`) and moved-away classes
         forgotten = tuple(sorted({int(c) for c in np.flatnonzero(a < 0)} | {int(s) for s, _, al in moves if al}))
-        preds = self.base_preds.clone()
-        rows, new = steer_rows(self.latents, edit, self.unit, self.cosines)           # (M,), (M, D)
+        weights = self.factored.edit_weights(coefs, gamma, [m for m in moves if m[2]])   # (N, C)
+        rows = self.factored.changed_rows(weights)                                       # (M,)
+        preds = self.factored.predict(weights) if rows.numel() else self.base_preds
         moved = torch.zeros(self.latents.shape[0], dtype=torch.bool)
         moved[rows] = True
-        if rows.numel():
-            preds[rows] = self._predict_unit(torch.nn.functional.normalize(new, dim=-1))
         after = score(preds, self.labels, self.cv.num_classes) if rows.numel() else self.base
         if forgotten:
             forget, retain = forget_retain(after.per_class, forgotten)
@@ -120,7 +117,12 @@ class LiveEditor:
             forget, retain, retain_before = float("nan"), after.accuracy, self.base.accuracy
             forget_before = float("nan")
         return LiveResult(self.base, after, edited, forget, retain, retain_before, preds.numpy(),
-                          moved.numpy(), new, forget_before)
+                          moved.numpy(), weights[rows], forget_before)
+
+    def moved_latents(self, res: LiveResult) -> torch.Tensor:
+        """(M, D) edited latents of the moved points: r + b @ kappa."""
+        rows = torch.from_numpy(np.flatnonzero(res.moved))
+        return (self.latents[rows].double() + res.moved_weights @ self.cv.kappa.double()).float()
 
     def positions(self, res: LiveResult) -> np.ndarray | None:
         """Map positions (N, 2) after the edit: moved points re-projected, the others unchanged."""
@@ -130,27 +132,8 @@ class LiveEditor:
         if res.moved.any() and self.reproject is not None:
             index = np.flatnonzero(res.moved)
             with one_thread():  # the exact k-NN search of the re-projection is the same kind of work
-                xy[index] = self.reproject(res.moved_latents.numpy(), index)
+                xy[index] = self.reproject(self.moved_latents(res).numpy(), index)
         return xy
-
-Move = tuple[int, int, float]
-
-
-def build_edit(cv: ClassVectors, coefs: Sequence[float], gamma, moves: Sequence[Move] = ()) -> SteeringEdit:
-    """Slider terms a_c kappa_c (gated on class c) plus move terms alpha (kappa_t - kappa_s) (gated on s)."""
-    parts = [edit_from_coefficients(cv, list(coefs), gamma)]
-    parts += [move_edit(cv, s, t, a, gamma) for s, t, a in moves if a]
-    parts = [p for p in parts if not p.is_empty]
-    if not parts:
-        return SteeringEdit(torch.zeros(0, cv.kappa.shape[1]))
-    vectors = torch.cat([p.vectors for p in parts])
-    if len(parts) == 1:
-        return parts[0]
-    if parts[0].gate_centroids is None:
-        return SteeringEdit(vectors)
-    return SteeringEdit(vectors, torch.cat([p.gate_centroids for p in parts]), torch.cat([p.gamma for p in parts]),
-                        torch.cat([p.gate_classes for p in parts]))
-
 
 def preset_forget(num_classes: int, target: int, strength: float = 1.0) -> list[float]:
     """Forget class ``target``: coefficient -strength on it, 0 elsewhere."""

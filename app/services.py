@@ -243,6 +243,15 @@ def live_editor(config: AppRunConfig, with_map: bool) -> LiveEditor:
                       lambda latents, index: points.projector.reproject(latents, index=index + n))
 
 
+@st.cache_resource(show_spinner=False)
+def live_tables(config: AppRunConfig) -> dict:
+    """The browser's tables of one run (see app/components/live_editor.py): built once, sent on each draw."""
+    from app.components.live_editor import payload
+
+    editor = live_editor(config, False)
+    return payload(editor.factored, editor.labels, editor.cv.class_names)
+
+
 @st.cache_data(show_spinner=False)
 def collapse_table(config: AppRunConfig) -> list[dict]:
     """NC1-NC4 of the pretrained and fine-tuned test latents, with one-line explanations."""

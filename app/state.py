@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import streamlit as st
 
 RUN_CONFIG = "run_config"            # the AppRunConfig of the computed run the pages show
-COEFS = "coefs"                      # list[float], one slider coefficient per class
+COEFS = "coefs"                      # list[float], one coefficient per class (the sliders' values)
 GATE = "gate"                        # "auto", a cosine threshold gamma, or None (no gate)
 PREVIOUS_XY = "previous_xy"          # edited map positions before the last slider move (faint points)
 LAST_FIGURES = "last_figures"        # dict name -> plotly Figure, for the Export page
@@ -17,9 +17,8 @@ UNLEARN_ROWS = "unlearn_rows"        # list[dict] of the last unlearning compari
 MOVES = "moves"                      # list of (source, target, alpha) move terms set by the presets
 
 
-def slider_key(class_index: int) -> str:
-    """Widget key of the coefficient slider of one class."""
-    return f"coef_slider_{class_index}"
+LIVE_EDITOR = "live_editor"          # the browser component of the sliders (its state: the last release)
+REVISION = "coefs_revision"          # int, bumped whenever the server sets the coefficients (presets, reset)
 
 
 GATE_SLIDER = "gate_slider"
@@ -52,31 +51,25 @@ def set_run_config(config: AppRunConfig) -> None:
     st.session_state[RUN_CONFIG] = config
 
 
-def init_sliders(num_classes: int) -> None:
-    """Give every class slider its saved value (widget state is dropped when another page is shown)."""
-    saved = st.session_state.get(COEFS) or []
-    for c in range(num_classes):
-        if slider_key(c) not in st.session_state:
-            st.session_state[slider_key(c)] = float(saved[c]) if c < len(saved) else 0.0
-
-
 def coefficients(num_classes: int) -> list[float]:
-    """Current slider coefficients (0 for an untouched slider); also saved for the other pages."""
-    values = [float(st.session_state.get(slider_key(c), 0.0)) for c in range(num_classes)]
-    st.session_state[COEFS] = values
-    return values
-
-
-def saved_coefficients(num_classes: int) -> list[float]:
-    """The coefficients of the last edit, readable from any page."""
+    """The coefficients of the current edit (0 for an untouched class), readable from any page."""
     saved = list(st.session_state.get(COEFS) or [])
-    return (saved + [0.0] * num_classes)[:num_classes]
+    return ([float(v) for v in saved] + [0.0] * num_classes)[:num_classes]
+
+
+def revision() -> int:
+    """Changes whenever the server sets the coefficients, so the browser's sliders follow."""
+    return int(st.session_state.get(REVISION, 0))
 
 
 def set_coefficients(values: list[float]) -> None:
-    """Set every class slider (used by the presets, from button callbacks)."""
-    for c, v in enumerate(values):
-        st.session_state[slider_key(c)] = float(v)
+    """Set every class coefficient from the server (presets): the browser's sliders move to them."""
+    st.session_state[COEFS] = [float(v) for v in values]
+    st.session_state[REVISION] = revision() + 1
+
+
+def set_released(values: list[float]) -> None:
+    """Record the coefficients the browser's sliders were released at (they already show them)."""
     st.session_state[COEFS] = [float(v) for v in values]
 
 
@@ -90,10 +83,9 @@ def set_gate(value: str | float | None) -> None:
 
 
 def reset_edit(num_classes: int | None) -> None:
-    """Sliders back to 0, previous positions forgotten."""
-    for key in [k for k in st.session_state if str(k).startswith("coef_slider_")]:
-        st.session_state[key] = 0.0
+    """Coefficients back to 0, moves and previous positions forgotten."""
     st.session_state.pop(COEFS, None)
+    st.session_state[REVISION] = revision() + 1
     st.session_state.pop(PREVIOUS_XY, None)
     st.session_state.pop(MOVES, None)
 

@@ -8,7 +8,8 @@ import numpy as np
 
 import streamlit as st
 
-from app import charts, html_charts, live, services, state
+from app import charts, live, services, state
+from app.components import live_editor
 from app.components.run_gate import require_run
 
 config, run = require_run()
@@ -17,7 +18,9 @@ C = len(names)
 
 st.title("Class arithmetic")
 st.caption("Each slider adds a × κ_c to the latents of images that look like class c (the gate). "
-           "a = −1 sends class c back to its pretrained centroid: it is forgotten; the others should stay.")
+           "a = −1 sends class c back to its pretrained centroid: it is forgotten; the others should stay. "
+           "Accuracy and confusion follow the slider as it moves (computed in your browser); "
+           "the map follows when you release it.")
 
 
 def apply_forget(c: int) -> None:
@@ -64,55 +67,52 @@ def gate_ui():
     return float(gamma)
 
 
+def on_release() -> None:
+    values = live_editor.release_values(state.LIVE_EDITOR)
+    if values is not None and len(values) == C:
+        state.set_released(values)
+
+
 @st.fragment
 def editor() -> None:
     left, right = st.columns([1, 3])
     with left:
         presets_ui()
         gamma = gate_ui()
-        st.markdown("**Class coefficients**")
-        state.init_sliders(C)
-        for c in range(C):
-            st.slider(names[c], -2.0, 2.0, step=0.05, key=state.slider_key(c))
     with right:
-        results(gamma)
+        # sliders, bars, summary and confusion: re-scored in the browser while a slider moves
+        live_editor.live_editor(services.live_tables(config), state.coefficients(C), gamma, state.moves(),
+                                state.revision(), state.LIVE_EDITOR, on_release)
+    server_side(gamma)
 
 
-def results(gamma) -> None:
+def server_side(gamma) -> None:
+    """After a release: the map with the edited points moved, and the figures the Export page offers."""
     start = time.perf_counter()
     with_map = services.cached_map(config) is not None
     editor_ = services.live_editor(config, with_map)
     moves, coefs = state.moves(), state.coefficients(C)
     res = editor_.evaluate(coefs, gamma, moves)
-    m1, m2, m3 = st.columns(3)
-    m1.metric("Edited classes", ", ".join(names[c] for c in res.edited_classes) or "none")
-    m2.metric("Forget accuracy", "—" if math.isnan(res.forget) else f"{100 * res.forget:.1f}%",
-              delta=None if math.isnan(res.forget) else f"{100 * (res.forget - res.forget_before):+.1f} pts",
-              delta_color="inverse")
-    m3.metric("Retain accuracy", "—" if math.isnan(res.retain) else f"{100 * res.retain:.1f}%",
-              delta=None if math.isnan(res.retain) else f"{100 * (res.retain - res.retain_before):+.1f} pts")
     terms = [f"{names[c]} × {a:+.2f}" for c, a in enumerate(coefs) if a]
     terms += [f"{names[s]}→{names[t]} (α={a:g})" for s, t, a in moves]
     edit_text = "Edit: " + ("; ".join(terms) if terms else "none")
-    st.caption(edit_text)
     before, after, confusion = res.before.per_class.numpy(), res.after.per_class.numpy(), res.after.confusion.numpy()
-    c1, c2 = st.columns([3, 2])
-    with c1:  # plain HTML: redrawn in milliseconds on every release (see app/html_charts.py)
-        st.html(html_charts.accuracy_bars_html(before, after, names, res.edited_classes))
-    with c2:
-        st.html(html_charts.confusion_html(confusion, names))
-    # the Plotly versions are built only when the Export page asks for them
+    # the Plotly versions of the browser's charts are built only when the Export page asks for them
     state.remember_figure("accuracy_bars", lambda: charts.accuracy_bars(before, after, names, res.edited_classes))
     state.remember_figure("confusion", lambda: charts.confusion_heatmap(confusion, names,
                                                                         "Confusion matrix after the edit"))
-    charts_ms = 1000 * (time.perf_counter() - start)
+    scores_ms = 1000 * (time.perf_counter() - start)
     map_ms = edited_map(editor_, res) if with_map else None
     if not with_map:
         st.info("Fit the map on the Geometry page to see the edited points move here.")
         st.page_link("app_pages/geometry.py", label="Open Geometry", icon=":material/scatter_plot:")
-    timing = f"accuracy and confusion in {charts_ms:.0f} ms" + ("" if map_ms is None else f", map in {map_ms:.0f} ms")
-    st.caption(f"Updated on the server: {timing} ({int(res.moved.sum()):,} of {len(res.moved):,} points edited; "
-               f"{edit_text.lower()}).")
+    timing = f"scores in {scores_ms:.0f} ms" + ("" if map_ms is None else f", map in {map_ms:.0f} ms")
+    st.caption(f"Server, after the last release: {timing} ({int(res.moved.sum()):,} of {len(res.moved):,} points "
+               f"edited; {edit_text.lower()}; forget {_pct(res.forget)}, retain {_pct(res.retain)}).")
+
+
+def _pct(value: float) -> str:
+    return "—" if math.isnan(value) else f"{100 * value:.1f}%"
 
 
 def edited_map(editor_, res) -> float:

@@ -12,7 +12,7 @@ C = len(run.head.class_names)
 st.title("Export")
 st.caption("Everything here reflects the current run and the last edit made on the Class arithmetic page.")
 
-files = services.export_bundle(config, state.saved_coefficients(C), state.moves(), state.gate(),
+files = services.export_bundle(config, state.coefficients(C), state.moves(), state.gate(),
                                state.unlearn_rows())
 KINDS = {
     "class_vectors.safetensors": ("Class vectors (safetensors)", "application/octet-stream",

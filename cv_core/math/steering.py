@@ -135,7 +135,8 @@ def auto_gamma(cv: ClassVectors, reference: FeatureSet, own_quantile: float = 0.
     return gammas
 
 
-def _gamma_vector(gamma, num_classes: int) -> torch.Tensor | None:
+def gamma_vector(gamma, num_classes: int) -> torch.Tensor | None:
+    """A gate setting as (C,) float32 thresholds: None stays None (no gate), one cosine is repeated."""
     if gamma is None:
         return None
     g = torch.as_tensor(gamma, dtype=torch.float32).flatten()
@@ -156,7 +157,7 @@ def edit_from_coefficients(cv: ClassVectors, coefs: Mapping[str | int, float] | 
     a = cv.coefficients(coefs)
     active = torch.nonzero(a).flatten()
     vectors = a[active, None] * cv.kappa[active]
-    g = _gamma_vector(gamma, cv.num_classes)
+    g = gamma_vector(gamma, cv.num_classes)
     if g is None:
         return SteeringEdit(vectors)
     return SteeringEdit(vectors, cv.mu_ft[active], g[active], active)
@@ -167,7 +168,7 @@ def move_edit(cv: ClassVectors, source: str | int, target: str | int, alpha: flo
     """Move class ``source`` towards ``target``: z = alpha (kappa_target - kappa_source), gated on the source."""
     s, t = class_index(cv.class_names, source), class_index(cv.class_names, target)
     vec = (float(alpha) * (cv.kappa[t] - cv.kappa[s]))[None]
-    g = _gamma_vector(gamma, cv.num_classes)
+    g = gamma_vector(gamma, cv.num_classes)
     if g is None:
         return SteeringEdit(vec)
     return SteeringEdit(vec, cv.mu_ft[s][None], g[s:s + 1], torch.tensor([s]))

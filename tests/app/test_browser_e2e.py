@@ -1,5 +1,7 @@
 """One real-browser journey: start the app on localhost, compute the default built-in pipeline on
-digits, move one class slider to -1, and check that this class's accuracy drops while the others stay.
+digits, move one class slider to -1 (the browser component of the Class-arithmetic screen), and check
+that this class's accuracy drops while the others stay, and that the server's scores of the released
+edit agree with what the browser drew.
 
 Needs Debian's ``chromium`` (/usr/bin/chromium) and the ``playwright`` Python package; skipped with
 the reason otherwise. A screenshot goes to test-artifacts/browser_e2e.png. The computation runs in
@@ -73,10 +75,9 @@ def server(tmp_path):
         log.close()
 
 
-def metric(page, label: str) -> str:
-    """Text of the st.metric value whose label starts with ``label``."""
-    box = page.locator('[data-testid="stMetric"]').filter(has_text=label).first
-    return box.locator('[data-testid="stMetricValue"]').inner_text().strip()
+def live_metric(page, label: str, part: str = "value") -> str:
+    """Text of the live editor's metric ``label`` (its value or its delta), drawn by the browser."""
+    return page.locator(f'.cvs-live .metric[data-metric="{label}"] .{part}').inner_text().strip()
 
 
 def wait_until_idle(page, timeout_s: float = 90) -> None:
@@ -112,22 +113,20 @@ def test_forget_one_class_in_the_browser(server):
             assert page.locator('[data-testid="stException"]').count() == 0
 
             page.get_by_role("link", name="Class arithmetic").first.click()
-            page.get_by_text("Class coefficients").wait_for(timeout=60_000)
-
-            label = page.locator('[data-testid="stWidgetLabel"]').filter(has_text=re.compile(f"^{re.escape(TARGET)}$"))
-            box = page.locator('[data-testid="stSlider"]').filter(has=label)
-            slider = box.get_by_role("slider")
+            slider = page.get_by_role("slider", name=TARGET, exact=True)
+            slider.wait_for(timeout=60_000)
             slider.focus()
             for _ in range(20):  # step 0.05: twenty presses from 0 to -1
                 slider.press("ArrowLeft")
-            page.get_by_text(f"Edit: {TARGET} × -1.00", exact=True).wait_for(timeout=90_000)
+            # the browser re-scores at once; the server (map, exports) follows the release
+            page.locator(".cvs-live .edit").filter(has_text=f"Edit: {TARGET} × -1.00").wait_for(timeout=10_000)
+            page.get_by_text(f"edit: {TARGET} × -1.00", exact=False).wait_for(timeout=90_000)
             wait_until_idle(page)
-            value = box.locator('[data-testid="stSliderThumbValue"]').inner_text()
-            forget, retain = percent(metric(page, "Forget accuracy")), percent(metric(page, "Retain accuracy"))
-            forget_change = percent(page.locator('[data-testid="stMetric"]').filter(has_text="Forget accuracy")
-                                    .first.locator('[data-testid="stMetricDelta"]').inner_text())
-            retain_change = percent(page.locator('[data-testid="stMetric"]').filter(has_text="Retain accuracy")
-                                    .first.locator('[data-testid="stMetricDelta"]').inner_text())
+            value = slider.input_value()
+            forget, retain = percent(live_metric(page, "Forget accuracy")), percent(live_metric(page, "Retain accuracy"))
+            forget_change = percent(live_metric(page, "Forget accuracy", "delta"))
+            retain_change = percent(live_metric(page, "Retain accuracy", "delta"))
+            server = page.get_by_text("Server, after the last release").inner_text()
             page.screenshot(path=str(ARTIFACTS / "browser_e2e.png"), full_page=True)
             assert page.locator('[data-testid="stException"]').count() == 0
         finally:
@@ -137,3 +136,5 @@ def test_forget_one_class_in_the_browser(server):
     # zero-shot accuracy on that class (assets/builtin/MODEL_CARD.md): a clear drop, not zero.
     assert forget_change <= -10, f"class {TARGET} should drop clearly, it changed by {forget_change} to {forget}%"
     assert retain_change >= -3, f"the other classes fell by {-retain_change} points to {retain}%"
+    # the server's own scoring of the released edit agrees with what the browser drew
+    assert f"forget {forget:.1f}%, retain {retain:.1f}%" in server, server

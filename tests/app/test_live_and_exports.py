@@ -114,15 +114,6 @@ def test_the_live_map_draws_unchanged_points_as_a_picture_and_edited_ones_as_mar
     assert len(fig.data[0].x) == 5  # the faint trail of the points that moved
 
 
-def test_html_bars_and_confusion_show_percentages_and_escape_names():
-    from app import html_charts
-
-    bars = html_charts.accuracy_bars_html(np.array([1.0, 0.5]), np.array([0.0, 0.5]), ["a<b", "c"], edited=(0,))
-    assert 'title="a&lt;b *: before 100.0%, after 0.0%"' in bars and "a<b" not in bars
-    conf = html_charts.confusion_html(np.array([[3, 1], [0, 4]]), ["a", "b"])
-    assert 'title="true a, predicted b: 25.0% (1)"' in conf and ">75</td>" in conf
-
-
 def test_raster_places_points_where_the_axes_say():
     import base64
     import io

@@ -1,6 +1,7 @@
 """AppTest of every page, on the synthetic run (no model, a few seconds each)."""
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -14,10 +15,33 @@ def metric(at, label_start: str) -> str:
 
 
 def edited_points(at) -> tuple[int, int]:
-    """(edited, total) from the caption under the charts."""
+    """(edited, total) from the server's caption under the live editor."""
     text = next(c.value for c in at.caption if "points edited" in c.value)
     edited, total = text.split("(")[1].split(" points")[0].split(" of ")
     return int(edited.replace(",", "")), int(total.replace(",", ""))
+
+
+def live_data(at) -> dict:
+    """The data the page sends to the browser's live editor (sliders, tables, gate, moves)."""
+    (component,) = [e for e in at.get("bidi_component") if e.proto.component_name == "cvs_live_editor"]
+    return json.loads(component.proto.json)
+
+
+def release(at, coefs: list[float]):
+    """What the browser sends when a slider is released: the page's state holds the coefficients.
+    (The browser side itself is exercised by tests/app/test_browser_e2e.py.)"""
+    from app import state
+
+    at.session_state[state.COEFS] = coefs
+    return at.run()
+
+
+def server_caption(at) -> str:
+    return next(c.value for c in at.caption if c.value.startswith("Server, after the last release"))
+
+
+def server_percent(at, what: str) -> float:
+    return float(server_caption(at).split(f"{what} ")[1].split("%")[0])
 
 
 def no_trouble(at) -> None:
@@ -72,44 +96,52 @@ def test_pages_without_a_run_point_to_setup(new_app, page):
     assert any("No computed run" in i.value for i in at.info)
 
 
-def test_a_forget_slider_drops_that_class_and_keeps_the_others(computed_app):
+def test_the_live_editor_gets_the_runs_tables_and_a_release_updates_the_server_side(computed_app):
     at = computed_app.switch_page("app_pages/arithmetic.py").run()
     no_trouble(at)
-    assert metric(at, "Edited classes") == "none"
-    at.slider(key="coef_slider_3").set_value(-1.0).run()
+    data = live_data(at)
+    assert data["names"] == [f"class {c}" for c in range(10)] and len(data["labels"]) == 600
+    assert len(base64.b64decode(data["base"])) == len(base64.b64decode(data["cosines"])) == 600 * 10 * 4
+    assert data["coefs"] == [0.0] * 10 and data["moves"] == [] and len(data["gammas"]) == 10
+    assert "edit: none" in server_caption(at)
+    release(at, [0.0, 0.0, 0.0, -1.0] + [0.0] * 6)
     no_trouble(at)
-    assert metric(at, "Edited classes") == "class 3"
-    assert any(c.value == "Edit: class 3 × -1.00" for c in at.caption)
-    assert float(metric(at, "Forget accuracy").rstrip("%")) < 10
-    assert float(metric(at, "Retain accuracy").rstrip("%")) > 99
+    assert "edit: class 3 × -1.00" in server_caption(at)
+    assert server_percent(at, "forget") < 10 and server_percent(at, "retain") > 99
+    assert live_data(at)["rev"] == data["rev"]  # a release does not push values back to the sliders
 
 
 def test_presets_set_the_sliders_and_reset_clears_them(computed_app):
     at = computed_app.switch_page("app_pages/arithmetic.py").run()
+    rev = live_data(at)["rev"]
     at.selectbox(key="preset_forget_class").select(2).run()
     at.button(key="preset_forget").click().run()
-    assert at.slider(key="coef_slider_2").value == -1.0
-    assert float(metric(at, "Forget accuracy").rstrip("%")) < 10
+    data = live_data(at)
+    assert data["coefs"][2] == -1.0 and data["rev"] > rev  # the browser's sliders move to the preset
+    assert server_percent(at, "forget") < 10
     at.button(key="preset_shift").click().run()
     no_trouble(at)
-    assert at.slider(key="coef_slider_2").value == 0.0
-    assert any("class 9→class 0 (α=1)" in c.value for c in at.caption)
+    data = live_data(at)
+    assert data["coefs"][2] == 0.0 and [9, 0, 1.0] in data["moves"]
+    assert "class 9→class 0 (α=1)" in server_caption(at)
     at.button(key="preset_reset").click().run()
-    assert metric(at, "Edited classes") == "none"
-    assert all(at.slider(key=f"coef_slider_{c}").value == 0.0 for c in range(10))
+    assert "edit: none" in server_caption(at)
+    assert live_data(at)["coefs"] == [0.0] * 10 and live_data(at)["moves"] == []
 
 
 def test_the_gate_can_be_fixed_or_switched_off(computed_app):
     at = computed_app.switch_page("app_pages/arithmetic.py").run()
-    at.slider(key="coef_slider_1").set_value(-1.0).run()
+    release(at, [0.0, -1.0] + [0.0] * 8)
     edited, total = edited_points(at)
     assert total == 600 and 55 <= edited <= 60  # the auto gate: (about 99% of) class 1's 60 images
     at.radio(key="gate_auto").set_value("off").run()
     no_trouble(at)
     assert edited_points(at) == (600, 600)  # no gate: -kappa_1 is added to every image
+    assert live_data(at)["gammas"] is None
     at.radio(key="gate_auto").set_value("fixed γ").run()
     no_trouble(at)
     assert at.slider(key="gate_slider").value == 0.5
+    assert live_data(at)["gammas"] == [0.5] * 10
 
 
 def test_unlearning_compares_the_registered_methods(computed_app):
@@ -127,7 +159,7 @@ def test_unlearning_compares_the_registered_methods(computed_app):
 
 def test_export_offers_every_file_and_a_cli_recipe(computed_app):
     at = computed_app.switch_page("app_pages/arithmetic.py").run()
-    at.slider(key="coef_slider_4").set_value(-1.0).run()
+    release(at, [0.0] * 4 + [-1.0] + [0.0] * 5)
     at.switch_page("app_pages/export.py").run()
     no_trouble(at)
     recipe = at.code[0].value
@@ -161,7 +193,7 @@ def test_the_map_is_fitted_once_and_then_moves_edited_points(computed_app):
     assert any("latents (UMAP)" in c.proto.spec for c in charts_)
     at.switch_page("app_pages/arithmetic.py").run()
     assert not any("Fit the map" in i.value for i in at.info)  # the map is served from the cache
-    at.slider(key="coef_slider_0").set_value(-1.0).run()
+    release(at, [-1.0] + [0.0] * 9)
     no_trouble(at)
     specs = [c.proto.spec for c in at.get("plotly_chart")]
     live = [s for s in specs if "Edited fine-tuned latents" in s]

@@ -1,0 +1,224 @@
+// Class arithmetic in the browser: one slider per class vector, and the per-class accuracy,
+// forget/retain summary and confusion matrix re-scored on every slider movement, without a
+// round trip to the server.
+//
+// The arithmetic is cv_core.math.factored (see its docstring): an edit only adds class vectors,
+// r' = r + sum_c b_c kappa_c, so the prediction is argmax_j base[n, j] + sum_c b[n, c] kh[c, j]
+// with base = r . w_j (N x C), kh = kappa_c . w_j (C x C) and the gates read from the (N x C)
+// cosines to the fine-tuned centroids. The server sends those tables once per run; on release
+// the coefficients go back to Python ("coefs" state) so the map and the exports follow.
+
+const CACHE = new WeakMap(); // parentElement -> view state (survives reruns that send new data)
+const BEFORE = "rgba(120,120,120,0.55)";
+const AFTER = "#d62728";
+const LABELLED_UP_TO = 20; // above this many classes the confusion cells carry no numbers
+
+export function decodeFloat32(b64) {
+  const bin = atob(b64);
+  const bytes = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  return new Float32Array(bytes.buffer);
+}
+
+// The tables of one run, decoded once: base and cos are (N*C) row-major, kh is (C*C).
+export function decodeTables(data) {
+  return {
+    n: data.labels.length, c: data.names.length, labels: Int32Array.from(data.labels),
+    base: decodeFloat32(data.base), cos: decodeFloat32(data.cosines), kh: decodeFloat32(data.kappa_head),
+  };
+}
+
+// Predictions (N) after the edit, and how many points it moved. coefs: (C) numbers; gammas: (C)
+// thresholds or null (no gate); moves: [[source, target, alpha], ...], each gated on its source.
+export function predict(t, coefs, gammas, moves) {
+  const { n, c, base, cos, kh } = t;
+  const preds = new Int32Array(n);
+  const b = new Float64Array(c);
+  const active = [];
+  for (let k = 0; k < c; k++) if (coefs[k] !== 0) active.push(k);
+  const liveMoves = moves.filter((m) => m[2] !== 0);
+  let moved = 0;
+  for (let i = 0; i < n; i++) {
+    const row = i * c;
+    b.fill(0);
+    let touched = false;
+    for (const k of active) {
+      if (gammas === null || cos[row + k] > gammas[k]) { b[k] += coefs[k]; touched = true; }
+    }
+    for (const [s, tgt, alpha] of liveMoves) {
+      if (gammas === null || cos[row + s] > gammas[s]) { b[tgt] += alpha; b[s] -= alpha; touched = true; }
+    }
+    let best = 0;
+    let bestValue = -Infinity;
+    for (let j = 0; j < c; j++) {
+      let v = base[row + j];
+      if (touched) for (let k = 0; k < c; k++) if (b[k] !== 0) v += b[k] * kh[k * c + j];
+      if (v > bestValue) { bestValue = v; best = j; }
+    }
+    preds[i] = best;
+    if (touched) moved++;
+  }
+  return { preds, moved };
+}
+
+// Per-class accuracy (C, NaN for an empty class) and the confusion matrix (C*C, rows = true class).
+export function scoreOf(preds, labels, c) {
+  const confusion = new Int32Array(c * c);
+  for (let i = 0; i < preds.length; i++) confusion[labels[i] * c + preds[i]]++;
+  const perClass = new Float64Array(c);
+  for (let k = 0; k < c; k++) {
+    let support = 0;
+    for (let j = 0; j < c; j++) support += confusion[k * c + j];
+    perClass[k] = support ? confusion[k * c + k] / support : NaN;
+  }
+  return { perClass, confusion };
+}
+
+// Mean accuracy of the forgotten classes and of the others, ignoring classes without samples.
+export function forgetRetain(perClass, forgotten) {
+  const f = [], r = [];
+  perClass.forEach((v, k) => { if (!Number.isNaN(v)) (forgotten.has(k) ? f : r).push(v); });
+  const mean = (xs) => (xs.length ? xs.reduce((a, x) => a + x, 0) / xs.length : NaN);
+  return [mean(f), mean(r)];
+}
+
+const esc = (s) => String(s).replace(/[&<>"']/g, (ch) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[ch]));
+const pct = (v) => (Number.isFinite(v) ? Math.min(Math.max(100 * v, 0), 100) : 0);
+const blue = (p) => {
+  const t = Math.min(Math.max(p, 0), 100) / 100;
+  const mix = (lo, hi) => Math.round(lo + t * (hi - lo));
+  return `rgb(${mix(247, 8)},${mix(251, 48)},${mix(255, 107)})`;
+};
+
+function barsHtml(before, after, names, edited) {
+  const groups = names.map((name, k) => {
+    const label = esc(edited.has(k) ? `${name} *` : name);
+    const b = pct(before[k]), a = pct(after[k]);
+    return `<div class="group" title="${label}: before ${b.toFixed(1)}%, after ${a.toFixed(1)}%">` +
+      `<div class="pair"><div style="height:${b.toFixed(1)}%;background:${BEFORE}"></div>` +
+      `<div style="height:${a.toFixed(1)}%;background:${AFTER}"></div></div>` +
+      `<div class="tick${edited.has(k) ? " edited" : ""}">${label}</div></div>`;
+  });
+  return `<div class="title">Per-class accuracy</div><div class="legend"><span style="color:${BEFORE}">■</span> before ` +
+    `&nbsp; <span style="color:${AFTER}">■</span> after &nbsp; (* edited class; 0–100%)</div>` +
+    `<div class="bars">${groups.join("")}</div>`;
+}
+
+function confusionHtml(confusion, names) {
+  const c = names.length;
+  const numbers = c <= LABELLED_UP_TO;
+  const head = names.map((n) => `<th>${esc(n)}</th>`).join("");
+  const rows = names.map((name, i) => {
+    let support = 0;
+    for (let j = 0; j < c; j++) support += confusion[i * c + j];
+    const cells = names.map((other, j) => {
+      const p = (100 * confusion[i * c + j]) / Math.max(support, 1);
+      return `<td style="background:${blue(p)};color:${p > 55 ? "#fff" : "#000"}" title="true ${esc(name)}, ` +
+        `predicted ${esc(other)}: ${p.toFixed(1)}% (${confusion[i * c + j]})">${numbers ? p.toFixed(0) : ""}</td>`;
+    }).join("");
+    return `<tr><th class="row">${esc(name)}</th>${cells}</tr>`;
+  }).join("");
+  return `<div class="title">Confusion matrix after the edit</div><div class="legend">rows: true class, columns: ` +
+    `predicted (% of the row)</div><table class="confusion"><tr><th></th>${head}</tr>${rows}</table>`;
+}
+
+function metricHtml(label, value, delta, inverse) {
+  let d = "";
+  if (delta !== null && Number.isFinite(delta)) {
+    const good = inverse ? delta < 0 : delta > 0;
+    const cls = delta === 0 ? "flat" : good ? "good" : "bad";
+    d = `<div class="delta ${cls}">${delta >= 0 ? "+" : ""}${delta.toFixed(1)} pts</div>`;
+  }
+  return `<div class="metric" data-metric="${esc(label)}"><div class="label">${esc(label)}</div>` +
+    `<div class="value">${esc(value)}</div>${d}</div>`;
+}
+
+function build(root, data) {
+  root.innerHTML = "";
+  const view = { root, digest: data.digest, rev: null, names: data.names, tables: decodeTables(data) };
+  const wrap = document.createElement("div");
+  wrap.className = "cvs-live";
+  wrap.innerHTML = `<div class="sliders" role="group" aria-label="Class coefficients"><div class="title">` +
+    `Class coefficients</div></div><div class="results"><div class="metrics"></div><div class="edit"></div>` +
+    `<div class="charts"><div class="chart bars-chart"></div><div class="chart confusion-chart"></div></div>` +
+    `<div class="timing"></div></div>`;
+  root.appendChild(wrap);
+  view.wrap = wrap;
+  view.sliders = data.names.map((name, k) => {
+    const line = document.createElement("label");
+    line.className = "slider";
+    line.innerHTML = `<span class="name">${esc(name)}</span><input type="range" min="-2" max="2" step="0.05" ` +
+      `value="0" aria-label="${esc(name)}" data-class="${k}"><output>0.00</output>`;
+    wrap.querySelector(".sliders").appendChild(line);
+    const input = line.querySelector("input");
+    input.addEventListener("input", () => { line.querySelector("output").textContent = (+input.value).toFixed(2); draw(view); });
+    input.addEventListener("change", () => view.setStateValue("coefs", { values: coefsOf(view), rev: view.rev }));
+    return input;
+  });
+  const before = predict(view.tables, new Array(data.names.length).fill(0), null, []);
+  view.before = scoreOf(before.preds, view.tables.labels, view.tables.c);
+  return view;
+}
+
+const coefsOf = (view) => view.sliders.map((s) => +s.value);
+
+function draw(view) {
+  const start = performance.now();
+  const { names, tables } = view;
+  const coefs = coefsOf(view);
+  const moves = view.moves;
+  const { preds, moved } = predict(tables, coefs, view.gammas, moves);
+  const after = scoreOf(preds, tables.labels, tables.c);
+  const edited = new Set(), forgotten = new Set();
+  coefs.forEach((a, k) => { if (a !== 0) edited.add(k); if (a < 0) forgotten.add(k); });
+  moves.forEach(([s, , alpha]) => { if (alpha !== 0) { edited.add(s); forgotten.add(s); } });
+  let forget = NaN, retain, forgetBefore = NaN, retainBefore;
+  if (forgotten.size) {
+    [forget, retain] = forgetRetain(after.perClass, forgotten);
+    [forgetBefore, retainBefore] = forgetRetain(view.before.perClass, forgotten);
+  } else {
+    retain = after.perClass.reduce((a, v, k) => a + after.confusion[k * tables.c + k], 0) / tables.n;
+    retainBefore = view.before.perClass.reduce((a, v, k) => a + view.before.confusion[k * tables.c + k], 0) / tables.n;
+  }
+  const show = (v) => (Number.isNaN(v) ? "—" : `${(100 * v).toFixed(1)}%`);
+  const editedNames = [...edited].sort((x, y) => x - y).map((k) => names[k]).join(", ") || "none";
+  view.wrap.querySelector(".metrics").innerHTML =
+    metricHtml("Edited classes", editedNames, null, false) +
+    metricHtml("Forget accuracy", show(forget), Number.isNaN(forget) ? null : 100 * (forget - forgetBefore), true) +
+    metricHtml("Retain accuracy", show(retain), Number.isNaN(retain) ? null : 100 * (retain - retainBefore), false);
+  const terms = coefs.flatMap((a, k) => (a ? [`${names[k]} × ${a >= 0 ? "+" : ""}${a.toFixed(2)}`] : []))
+    .concat(moves.filter((m) => m[2]).map(([s, t, a]) => `${names[s]}→${names[t]} (α=${a})`));
+  view.wrap.querySelector(".edit").textContent = `Edit: ${terms.length ? terms.join("; ") : "none"}`;
+  view.wrap.querySelector(".bars-chart").innerHTML = barsHtml(view.before.perClass, after.perClass, names, edited);
+  view.wrap.querySelector(".confusion-chart").innerHTML = confusionHtml(after.confusion, names);
+  const ms = performance.now() - start;
+  const timing = view.wrap.querySelector(".timing");
+  timing.textContent = `Scored in your browser in ${ms.toFixed(1)} ms (${moved.toLocaleString()} of ` +
+    `${tables.n.toLocaleString()} points edited).`;
+  timing.dataset.ms = ms.toFixed(2);
+  view.wrap.dataset.coefs = coefs.join(",");
+  view.wrap.dataset.drawn = String((+view.wrap.dataset.drawn || 0) + 1);
+}
+
+export default function (component) {
+  const { parentElement, data, setStateValue } = component;
+  if (!data || !data.names) return;
+  // build inside the component's own root: the parent (a shadow root) also holds the stylesheet
+  const root = parentElement.querySelector(".cvs-live-root") || parentElement;
+  let view = CACHE.get(root);
+  if (!view || view.digest !== data.digest) {
+    view = build(root, data);
+    CACHE.set(root, view);
+  }
+  view.setStateValue = setStateValue;
+  view.gammas = data.gammas;
+  view.moves = data.moves || [];
+  if (view.rev !== data.rev) { // the server set the coefficients (a preset, a reset, another page)
+    view.rev = data.rev;
+    view.sliders.forEach((s, k) => {
+      s.value = String(data.coefs[k]);
+      s.parentElement.querySelector("output").textContent = (+data.coefs[k]).toFixed(2);
+    });
+  }
+  draw(view);
+}

@@ -1,0 +1,69 @@
+"""The class-arithmetic sliders and their charts as one browser component (Streamlit components v2).
+
+The sliders, the per-class accuracy bars, the forget/retain summary and the confusion matrix are
+re-scored in the browser on every slider movement (``live_editor.js``), from tables the server
+sends once per run (:func:`payload`). A release sends the coefficients back as the ``coefs``
+state, so the rest of the page (the map, the exports) follows on the server. Nothing here
+computes: the tables come from :class:`cv_core.math.factored.FactoredScores`.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+import torch
+
+from cv_core.math.factored import FactoredScores
+from cv_core.math.steering import gamma_vector
+
+_HERE = Path(__file__).parent
+_COMPONENT = st.components.v2.component(
+    "cvs_live_editor",
+    html='<div class="cvs-live-root"></div>',
+    css=(_HERE / "live_editor.css").read_text(),
+    js=(_HERE / "live_editor.js").read_text(),
+)
+
+
+def _b64(tensor: torch.Tensor) -> str:
+    return base64.b64encode(np.ascontiguousarray(tensor.numpy(), dtype="<f4").tobytes()).decode("ascii")
+
+
+def payload(factored: FactoredScores, labels: torch.Tensor, names: Sequence[str]) -> dict:
+    """The run's tables for the browser: base (N, C), cosines (N, C), kappa_head (C, C) as
+    little-endian float32 in base64, labels (N,) and class names. ``digest`` names the content,
+    so the browser decodes a run's tables once."""
+    data = {"names": [str(n) for n in names], "labels": [int(v) for v in labels.tolist()],
+            "base": _b64(factored.base), "cosines": _b64(factored.cosines),
+            "kappa_head": _b64(factored.kappa_head)}
+    h = hashlib.sha256()
+    for k in ("base", "cosines", "kappa_head"):
+        h.update(data[k].encode())
+    h.update(repr((data["names"], data["labels"])).encode())
+    data["digest"] = h.hexdigest()[:16]
+    return data
+
+
+def live_editor(tables: dict, coefs: Sequence[float], gamma,
+                moves: Sequence[tuple[int, int, float]], revision: int, key: str,
+                on_release: Callable[[], None]) -> None:
+    """Mount the component. coefs: (C,) slider values to show when ``revision`` changes (a preset,
+    a reset); gamma: the gate as the library takes it (None, one cosine or (C,) thresholds), sent as
+    the float32 thresholds the server compares with, so both sides gate the same points; on_release: called after a slider is
+    released, with the new values in ``release_values(key)``."""
+    gammas = gamma_vector(gamma, len(tables["names"]))
+    data = dict(tables, coefs=[float(a) for a in coefs], rev=int(revision),
+                gammas=None if gammas is None else gammas.tolist(),
+                moves=[[int(s), int(t), float(a)] for s, t, a in moves])
+    _COMPONENT(key=key, data=data, on_coefs_change=on_release)
+
+
+def release_values(key: str) -> list[float] | None:
+    """The coefficients the browser sent with its last release, or None."""
+    state = st.session_state.get(key) or {}
+    value = state.get("coefs") if hasattr(state, "get") else None
+    return None if not value else [float(v) for v in value["values"]]

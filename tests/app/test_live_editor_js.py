@@ -1,0 +1,111 @@
+"""The browser's arithmetic (app/components/live_editor.js) against the library's, in Chromium.
+
+The sliders of the Class-arithmetic screen are scored by this JavaScript; these tests run its
+exported functions on the tables the server sends (``app.components.live_editor.payload``) and
+require the same predictions, per-class accuracies and forget/retain figures as
+``cv_core.math.factored`` / ``cv_core.math.metrics``. Skipped without Debian's chromium.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from cv_core.math.factored import FactoredScores
+from cv_core.math.metrics import forget_retain, score
+from cv_core.math.steering import gamma_vector
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    pytest.skip("no browser: /usr/bin/chromium is missing (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+from tests.app.test_browser_e2e import CHROMIUM_ARGS  # noqa: E402
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
+
+RUN_IN_PAGE = """async ([src, data, cases]) => {
+  const url = URL.createObjectURL(new Blob([src], {type: "text/javascript"}));
+  const m = await import(url);
+  const t = m.decodeTables(data);
+  return cases.map(([coefs, gammas, moves, forgotten]) => {
+    const {preds, moved} = m.predict(t, coefs, gammas, moves);
+    const s = m.scoreOf(preds, t.labels, t.c);
+    return {preds: Array.from(preds), moved, perClass: Array.from(s.perClass, (v) => Number.isNaN(v) ? null : v),
+            confusion: Array.from(s.confusion), fr: m.forgetRetain(s.perClass, new Set(forgotten))};
+  });
+}"""
+
+
+@pytest.fixture(scope="module")
+def page():
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        pg = browser.new_page()
+        pg.set_content("<html><body></body></html>")
+        yield pg
+        browser.close()
+
+
+def _run(n=2000, c=8, d=40, seed=3):
+    """Latents with class structure, class vectors that send each class to an unrelated pretrained centroid."""
+    from cv_core.results import ClassVectors
+
+    g = torch.Generator().manual_seed(seed)
+    mu_ft = 3 * torch.randn(c, d, generator=g)
+    labels = torch.randint(0, c, (n,), generator=g)
+    latents = mu_ft[labels] + 1.5 * torch.randn(n, d, generator=g)
+    kappa = mu_ft - 3 * torch.randn(c, d, generator=g)
+    cv = ClassVectors(kappa, mu_ft - kappa, mu_ft, tuple(f"c<{i}>" for i in range(c)))
+    head = torch.nn.functional.normalize(mu_ft + 0.5 * torch.randn(c, d, generator=g), dim=-1)
+    return FactoredScores.from_latents(latents, head, cv), labels, cv.class_names
+
+
+CASES = [  # coefs, gamma, moves
+    ([0, -1, 0, 0, 0, 0, 0, 0], "per-class", []),
+    ([0.55, -2, 0, 1.25, 0, 0, -0.75, 0], 0.3, []),
+    ([0, 0, -1, 0, 0, 0, 0.35, 0], None, []),
+    ([0] * 8, "per-class", [(2, 5, 0.6)]),
+    ([0, 0, 0, -0.5, 0, 0, 0, 0], 0.2, [(c, (c + 1) % 8, 1.0) for c in range(8)]),
+]
+
+
+def test_the_browser_scores_every_edit_as_the_library_does(page):
+    from app.components.live_editor import payload
+
+    factored, labels, names = _run()
+    data = payload(factored, labels, names)
+    per_class_gamma = torch.linspace(0.1, 0.6, 8)
+    cases, expected = [], []
+    for coefs, gamma, moves in CASES:
+        gamma = per_class_gamma if gamma == "per-class" else gamma
+        g = gamma_vector(gamma, 8)
+        forgotten = sorted({c for c, a in enumerate(coefs) if a < 0} | {s for s, _, a in moves if a})
+        cases.append([coefs, None if g is None else g.tolist(), [list(m) for m in moves], forgotten])
+        weights = factored.edit_weights(coefs, gamma, moves)
+        expected.append((factored.predict(weights), len(factored.changed_rows(weights)), forgotten))
+    src = (ROOT / "app" / "components" / "live_editor.js").read_text()
+    got = page.evaluate(RUN_IN_PAGE, [src, data, cases])
+    for (preds, moved, forgotten), js in zip(expected, got):
+        assert js["preds"] == preds.tolist()
+        assert js["moved"] == moved and moved > 0
+        s = score(preds, labels, 8)
+        assert js["confusion"] == s.confusion.flatten().tolist()
+        assert js["perClass"] == pytest.approx(s.per_class.double().tolist(), abs=1e-6)
+        assert js["fr"] == pytest.approx(list(forget_retain(s.per_class, forgotten)), abs=1e-6, nan_ok=True)
+
+
+def test_the_browser_decodes_the_servers_float32_tables_exactly(page):
+    from app.components.live_editor import payload
+
+    factored, labels, names = _run(n=50)
+    data = payload(factored, labels, names)
+    src = (ROOT / "app" / "components" / "live_editor.js").read_text()
+    got = page.evaluate("""async ([src, data]) => {
+      const m = await import(URL.createObjectURL(new Blob([src], {type: "text/javascript"})));
+      const t = m.decodeTables(data);
+      return [Array.from(t.base), Array.from(t.cos), Array.from(t.kh), t.n, t.c];
+    }""", [src, data])
+    assert got[0] == factored.base.flatten().tolist() and got[1] == factored.cosines.flatten().tolist()
+    assert got[2] == factored.kappa_head.flatten().tolist() and got[3:] == [50, 8]

@@ -1,0 +1,81 @@
+"""The factored live loop (cv_core.math.factored) against steering the latents and predicting."""
+import pytest
+import torch
+
+from cv_core.errors import InvalidInputError
+from cv_core.math.factored import FactoredScores
+from cv_core.math.steering import edit_from_coefficients, move_edit, steer
+from cv_core.results import ClassVectors
+
+
+def _random_run(n=3000, c=7, d=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mu_ft = 3 * torch.randn(c, d, generator=g)
+    labels = torch.randint(0, c, (n,), generator=g)
+    latents = mu_ft[labels] + 1.5 * torch.randn(n, d, generator=g)
+    kappa = mu_ft - 3 * torch.randn(c, d, generator=g)  # pretrained centroids unrelated to the head
+    cv = ClassVectors(kappa, mu_ft - kappa, mu_ft, tuple(f"class {i}" for i in range(c)))
+    head = torch.nn.functional.normalize(mu_ft + 0.5 * torch.randn(c, d, generator=g), dim=-1)
+    return latents, head, cv
+
+
+def _full_predictions(latents, head, cv, coefs, gamma, moves):
+    """The reference: steer every latent with the library's gated edit terms, then the head's argmax."""
+    edited = steer(latents, edit_from_coefficients(cv, coefs, gamma))
+    for s, t, a in moves:
+        edited = edited + (steer(latents, move_edit(cv, s, t, a, gamma)) - latents)
+    return (torch.nn.functional.normalize(edited, dim=-1) @ head.T).argmax(-1)
+
+
+@pytest.mark.parametrize("gamma", [None, 0.2, "per-class"])
+@pytest.mark.parametrize("coefs,moves", [
+    ([0, -1, 0, 0, 0, 0, 0], []),
+    ([0.5, -2, 0, 1.25, 0, 0, -0.75], []),
+    ([0] * 7, [(2, 5, 0.6)]),
+    ([0, 0, -1, 0, 0, 0, 0.3], [(c, (c + 1) % 7, 1.0) for c in range(7)]),
+])
+def test_factored_predictions_equal_steering_the_latents(coefs, moves, gamma):
+    latents, head, cv = _random_run()
+    if gamma == "per-class":
+        gamma = torch.linspace(0.1, 0.6, 7)
+    f = FactoredScores.from_latents(latents, head, cv)
+    weights = f.edit_weights(coefs, gamma, moves)
+    expected = _full_predictions(latents, head, cv, coefs, gamma, moves)
+    got = f.predict(weights)
+    assert (got == expected).float().mean() == 1.0
+    # the rows it reports as changed are exactly the rows the gates let through
+    assert (expected != f.predict()).sum() > 0
+    changed = torch.zeros(len(latents), dtype=torch.bool)
+    changed[f.changed_rows(weights)] = True
+    assert not (got != f.predict())[~changed].any()
+
+
+def test_edited_latents_are_the_latents_plus_weighted_class_vectors():
+    latents, head, cv = _random_run(n=200)
+    f = FactoredScores.from_latents(latents, head, cv)
+    coefs = [0, -1, 0, 0.5, 0, 0, 0]
+    b = f.edit_weights(coefs, 0.1)
+    expected = steer(latents, edit_from_coefficients(cv, coefs, 0.1))
+    torch.testing.assert_close((latents.double() + b @ cv.kappa.double()).float(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_unedited_predictions_are_the_heads():
+    latents, head, cv = _random_run(n=500)
+    f = FactoredScores.from_latents(latents, head, cv)
+    assert torch.equal(f.predict(), (torch.nn.functional.normalize(latents, dim=-1) @ head.T).argmax(-1))
+    assert not f.changed_rows(f.edit_weights([0] * 7, 0.2)).numel()
+
+
+def test_bad_input_is_refused_with_a_reason():
+    latents, head, cv = _random_run(n=50)
+    f = FactoredScores.from_latents(latents, head, cv)
+    with pytest.raises(InvalidInputError, match="expected 7 finite coefficients"):
+        f.edit_weights([0.0] * 6)
+    with pytest.raises(InvalidInputError, match="expected 7 finite coefficients"):
+        f.edit_weights([float("nan")] + [0.0] * 6)
+    with pytest.raises(InvalidInputError, match="outside 0..6"):
+        f.edit_weights([0.0] * 7, None, [(0, 9, 0.5)])
+    with pytest.raises(InvalidInputError, match="gate gamma"):
+        f.edit_weights([0.0] * 7, 1.5)
+    with pytest.raises(InvalidInputError, match="do not match"):
+        FactoredScores.from_latents(latents, head[:, :10], cv)
