@@ -215,19 +215,13 @@ def compute_map(config: AppRunConfig, progress: Callable | None = None, cancel: 
     return points
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def still_points_image(config: AppRunConfig, moved_bits: bytes) -> tuple[str, tuple[float, float, float, float]]:
-    """(PNG data URI of the map's unchanged points, map extent). moved_bits: np.packbits of the moved mask.
-
-    The same slider keeps the same gated points, so consecutive releases reuse the picture.
-    """
+@st.cache_data(show_spinner=False)
+def map_extent(config: AppRunConfig) -> tuple[float, float, float, float]:
+    """(x0, x1, y0, y1) of the fitted map (pretrained and fine-tuned points), padded."""
     from app import charts
 
     points = cached_map(config)
-    labels = cached_run(config).ft[EVAL_SPLIT].labels.numpy()
-    moved = np.unpackbits(np.frombuffer(moved_bits, dtype=np.uint8), count=len(labels)).astype(bool)
-    extent = charts.map_extent(np.concatenate([points.pre_xy, points.ft_xy]))
-    return charts.raster_points(points.ft_xy[~moved], labels[~moved], extent), extent
+    return charts.map_extent(np.concatenate([points.pre_xy, points.ft_xy]))
 
 
 @st.cache_resource(show_spinner=False)

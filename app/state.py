@@ -11,7 +11,6 @@ import streamlit as st
 RUN_CONFIG = "run_config"            # the AppRunConfig of the computed run the pages show
 COEFS = "coefs"                      # list[float], one coefficient per class (the sliders' values)
 GATE = "gate"                        # "auto", a cosine threshold gamma, or None (no gate)
-PREVIOUS_XY = "previous_xy"          # edited map positions before the last slider move (faint points)
 LAST_FIGURES = "last_figures"        # dict name -> plotly Figure, for the Export page
 UNLEARN_ROWS = "unlearn_rows"        # list[dict] of the last unlearning comparison
 MOVES = "moves"                      # list of (source, target, alpha) move terms set by the presets
@@ -83,10 +82,9 @@ def set_gate(value: str | float | None) -> None:
 
 
 def reset_edit(num_classes: int | None) -> None:
-    """Coefficients back to 0, moves and previous positions forgotten."""
+    """Coefficients back to 0, moves forgotten."""
     st.session_state.pop(COEFS, None)
     st.session_state[REVISION] = revision() + 1
-    st.session_state.pop(PREVIOUS_XY, None)
     st.session_state.pop(MOVES, None)
 
 
@@ -96,14 +94,6 @@ def moves() -> list[tuple[int, int, float]]:
 
 def set_moves(values: list[tuple[int, int, float]]) -> None:
     st.session_state[MOVES] = list(values)
-
-
-def previous_xy():
-    return st.session_state.get(PREVIOUS_XY)
-
-
-def set_previous_xy(xy) -> None:
-    st.session_state[PREVIOUS_XY] = xy
 
 
 def remember_figure(name: str, fig) -> None:

@@ -15,6 +15,7 @@ from app.components.run_gate import require_run
 config, run = require_run()
 names = run.head.class_names
 C = len(names)
+CLASS_COLORS = [charts.class_color(c) for c in range(C)]
 
 st.title("Class arithmetic")
 st.caption("Each slider adds a × κ_c to the latents of images that look like class c (the gate). "
@@ -80,17 +81,25 @@ def editor() -> None:
         presets_ui()
         gamma = gate_ui()
     with right:
-        # sliders, bars, summary and confusion: re-scored in the browser while a slider moves
+        # sliders, bars, summary, confusion and map: re-scored in the browser while a slider moves;
+        # the server re-projects the moved points for the map after each release
+        res, map_part, edit_text, scores_ms = server_side(gamma)
         live_editor.live_editor(services.live_tables(config), state.coefficients(C), gamma, state.moves(),
-                                state.revision(), state.LIVE_EDITOR, on_release)
-    server_side(gamma)
+                                state.revision(), state.LIVE_EDITOR, on_release, CLASS_COLORS, map_part)
+        if map_part is None:
+            st.info("Fit the map on the Geometry page to see the edited points move here.")
+            st.page_link("app_pages/geometry.py", label="Open Geometry", icon=":material/scatter_plot:")
+        timing = f"scores in {scores_ms:.0f} ms" + ("" if map_part is None else f", map in {map_part['ms']:.0f} ms")
+        st.caption(f"Server, after the last release: {timing} ({int(res.moved.sum()):,} of {len(res.moved):,} "
+                   f"points edited; {edit_text.lower()}; forget {_pct(res.forget)}, retain {_pct(res.retain)}).")
 
 
-def server_side(gamma) -> None:
-    """After a release: the map with the edited points moved, and the figures the Export page offers."""
+def server_side(gamma):
+    """The released edit on the server: its scores, the moved points' map positions, and the
+    figures the Export page offers -> (LiveResult, map data or None, edit text, scoring ms)."""
     start = time.perf_counter()
-    with_map = services.cached_map(config) is not None
-    editor_ = services.live_editor(config, with_map)
+    points = services.cached_map(config)
+    editor_ = services.live_editor(config, points is not None)
     moves, coefs = state.moves(), state.coefficients(C)
     res = editor_.evaluate(coefs, gamma, moves)
     terms = [f"{names[c]} × {a:+.2f}" for c, a in enumerate(coefs) if a]
@@ -102,35 +111,21 @@ def server_side(gamma) -> None:
     state.remember_figure("confusion", lambda: charts.confusion_heatmap(confusion, names,
                                                                         "Confusion matrix after the edit"))
     scores_ms = 1000 * (time.perf_counter() - start)
-    map_ms = edited_map(editor_, res) if with_map else None
-    if not with_map:
-        st.info("Fit the map on the Geometry page to see the edited points move here.")
-        st.page_link("app_pages/geometry.py", label="Open Geometry", icon=":material/scatter_plot:")
-    timing = f"scores in {scores_ms:.0f} ms" + ("" if map_ms is None else f", map in {map_ms:.0f} ms")
-    st.caption(f"Server, after the last release: {timing} ({int(res.moved.sum()):,} of {len(res.moved):,} points "
-               f"edited; {edit_text.lower()}; forget {_pct(res.forget)}, retain {_pct(res.retain)}).")
+    if points is None:
+        return res, None, edit_text, scores_ms
+    start = time.perf_counter()
+    xy = editor_.positions(res)                                  # (N, 2): moved points re-projected
+    index = np.flatnonzero(res.moved)
+    map_ms = 1000 * (time.perf_counter() - start)
+    extent = services.map_extent(config)
+    labels = run.ft[services.EVAL_SPLIT].labels.numpy()
+    state.remember_figure("edited_map", lambda: charts.live_map(xy, labels, res.preds, names, res.moved, extent,
+                                                                points.ft_xy[index]))
+    return res, live_editor.map_data(points.ft_xy, extent, coefs, index, xy[index], map_ms), edit_text, scores_ms
 
 
 def _pct(value: float) -> str:
     return "—" if math.isnan(value) else f"{100 * value:.1f}%"
-
-
-def edited_map(editor_, res) -> float:
-    """Draw the map with the edited points at their new positions; returns the milliseconds it took."""
-    start = time.perf_counter()
-    xy = editor_.positions(res)
-    labels = run.ft[services.EVAL_SPLIT].labels.numpy()
-    previous = state.previous_xy()
-    faint = None  # where the points that just moved were before this release
-    if previous is not None and len(previous) == len(xy):
-        changed = np.flatnonzero((previous != xy).any(1))
-        faint = previous[changed] if changed.size else None
-    image, extent = services.still_points_image(config, np.packbits(res.moved).tobytes())
-    fig = charts.live_map(xy, labels, res.preds, names, res.moved, extent, faint, image)
-    st.plotly_chart(fig, key="arith_map")
-    state.remember_figure("edited_map", fig)
-    state.set_previous_xy(xy)
-    return 1000 * (time.perf_counter() - start)
 
 
 editor()

@@ -20,6 +20,11 @@ export function decodeFloat32(b64) {
   return new Float32Array(bytes.buffer);
 }
 
+export function decodeInt32(b64) {
+  const f = decodeFloat32(b64);
+  return new Int32Array(f.buffer);
+}
+
 // The tables of one run, decoded once: base and cos are (N*C) row-major, kh is (C*C).
 export function decodeTables(data) {
   return {
@@ -33,6 +38,7 @@ export function decodeTables(data) {
 export function predict(t, coefs, gammas, moves) {
   const { n, c, base, cos, kh } = t;
   const preds = new Int32Array(n);
+  const touchedRows = new Uint8Array(n);
   const b = new Float64Array(c);
   const active = [];
   for (let k = 0; k < c; k++) if (coefs[k] !== 0) active.push(k);
@@ -56,9 +62,9 @@ export function predict(t, coefs, gammas, moves) {
       if (v > bestValue) { bestValue = v; best = j; }
     }
     preds[i] = best;
-    if (touched) moved++;
+    if (touched) { moved++; touchedRows[i] = 1; }
   }
-  return { preds, moved };
+  return { preds, moved, touchedRows };
 }
 
 // Per-class accuracy (C, NaN for an empty class) and the confusion matrix (C*C, rows = true class).
@@ -141,9 +147,11 @@ function build(root, data) {
   wrap.innerHTML = `<div class="sliders" role="group" aria-label="Class coefficients"><div class="title">` +
     `Class coefficients</div></div><div class="results"><div class="metrics"></div><div class="edit"></div>` +
     `<div class="charts"><div class="chart bars-chart"></div><div class="chart confusion-chart"></div></div>` +
-    `<div class="timing"></div></div>`;
+    `<div class="timing"></div></div><div class="map" hidden><div class="title map-title"></div>` +
+    `<div class="legend map-status"></div><canvas></canvas><div class="tip" hidden></div></div>`;
   root.appendChild(wrap);
   view.wrap = wrap;
+  view.colors = data.colors;
   view.sliders = data.names.map((name, k) => {
     const line = document.createElement("label");
     line.className = "slider";
@@ -155,6 +163,7 @@ function build(root, data) {
     input.addEventListener("change", () => view.setStateValue("coefs", { values: coefsOf(view), rev: view.rev }));
     return input;
   });
+  attachHover(view);
   const before = predict(view.tables, new Array(data.names.length).fill(0), null, []);
   view.before = scoreOf(before.preds, view.tables.labels, view.tables.c);
   return view;
@@ -167,7 +176,7 @@ function draw(view) {
   const { names, tables } = view;
   const coefs = coefsOf(view);
   const moves = view.moves;
-  const { preds, moved } = predict(tables, coefs, view.gammas, moves);
+  const { preds, moved, touchedRows } = predict(tables, coefs, view.gammas, moves);
   const after = scoreOf(preds, tables.labels, tables.c);
   const edited = new Set(), forgotten = new Set();
   coefs.forEach((a, k) => { if (a !== 0) edited.add(k); if (a < 0) forgotten.add(k); });
@@ -191,13 +200,116 @@ function draw(view) {
   view.wrap.querySelector(".edit").textContent = `Edit: ${terms.length ? terms.join("; ") : "none"}`;
   view.wrap.querySelector(".bars-chart").innerHTML = barsHtml(view.before.perClass, after.perClass, names, edited);
   view.wrap.querySelector(".confusion-chart").innerHTML = confusionHtml(after.confusion, names);
+  view.last = { coefs, preds, touchedRows, moved };
+  const chartsMs = performance.now() - start;
+  drawMap(view);
   const ms = performance.now() - start;
   const timing = view.wrap.querySelector(".timing");
-  timing.textContent = `Scored in your browser in ${ms.toFixed(1)} ms (${moved.toLocaleString()} of ` +
-    `${tables.n.toLocaleString()} points edited).`;
+  timing.textContent = `Scored and drawn in your browser in ${ms.toFixed(1)} ms` +
+    `${view.map ? ` (map ${(ms - chartsMs).toFixed(1)} ms)` : ""}; ${moved.toLocaleString()} of ` +
+    `${tables.n.toLocaleString()} points edited.`;
   timing.dataset.ms = ms.toFixed(2);
   view.wrap.dataset.coefs = coefs.join(",");
   view.wrap.dataset.drawn = String((+view.wrap.dataset.drawn || 0) + 1);
+}
+
+
+// ------------------------------------------------------------------ the map
+// Unchanged points are small squares at their map positions (colour: true class). The points the
+// edit touches are outlined: at their old position while a slider moves, at the position the
+// server re-projected once it answers for exactly these coefficients (their old position faint).
+
+function mapState(view, m) {
+  if (!m) return null;
+  const old = view.map;
+  const keep = old && old.key === m.key;
+  return {
+    key: m.key, extent: m.extent, xy: keep ? old.xy : decodeFloat32(m.xy),
+    coefs: m.coefs, index: m.index ? decodeInt32(m.index) : new Int32Array(0),
+    movedXy: m.moved_xy ? decodeFloat32(m.moved_xy) : new Float32Array(0), serverMs: m.ms,
+  };
+}
+
+const sameCoefs = (a, b) => a && b && a.length === b.length && a.every((v, k) => Math.abs(v - b[k]) < 1e-9);
+
+function drawMap(view) {
+  const box = view.wrap.querySelector(".map");
+  const map = view.map;
+  box.hidden = !map;
+  if (!map || !view.last) return;
+  const { names, colors, tables } = view;
+  const { coefs, preds, touchedRows, moved } = view.last;
+  const answered = sameCoefs(map.coefs, coefs);
+  const pos = Float32Array.from(map.xy);
+  if (answered) map.index.forEach((i, k) => { pos[2 * i] = map.movedXy[2 * k]; pos[2 * i + 1] = map.movedXy[2 * k + 1]; });
+  const canvas = box.querySelector("canvas");
+  const width = Math.max(200, box.clientWidth || view.wrap.clientWidth);
+  const height = 460;
+  const dpr = window.devicePixelRatio || 1;
+  if (canvas.width !== Math.round(width * dpr) || canvas.height !== Math.round(height * dpr)) {
+    canvas.width = Math.round(width * dpr); canvas.height = Math.round(height * dpr);
+    canvas.style.width = `${width}px`; canvas.style.height = `${height}px`;
+  }
+  const [x0, x1, y0, y1] = map.extent;
+  const sx = (x) => ((x - x0) / (x1 - x0)) * width;
+  const sy = (y) => height - ((y - y0) / (y1 - y0)) * height;
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.clearRect(0, 0, width, height);
+  ctx.globalAlpha = 0.45;
+  for (let i = 0; i < tables.n; i++) {
+    if (touchedRows[i]) continue;
+    ctx.fillStyle = colors[tables.labels[i] % colors.length];
+    ctx.fillRect(sx(pos[2 * i]) - 1.5, sy(pos[2 * i + 1]) - 1.5, 3, 3);
+  }
+  ctx.globalAlpha = 1;
+  if (answered) { // where the moved points were before the edit
+    ctx.fillStyle = "rgba(90,90,90,0.25)";
+    map.index.forEach((i) => ctx.fillRect(sx(map.xy[2 * i]) - 2, sy(map.xy[2 * i + 1]) - 2, 4, 4));
+  }
+  ctx.lineWidth = 1;
+  ctx.strokeStyle = "#000";
+  for (let i = 0; i < tables.n; i++) {
+    if (!touchedRows[i]) continue;
+    ctx.beginPath();
+    ctx.arc(sx(pos[2 * i]), sy(pos[2 * i + 1]), 3.5, 0, 2 * Math.PI);
+    ctx.fillStyle = colors[tables.labels[i] % colors.length];
+    ctx.fill(); ctx.stroke();
+  }
+  view.hover = { pos, sx, sy, preds, touchedRows };
+  box.querySelector(".map-title").textContent = `Edited fine-tuned latents (UMAP) · ${moved.toLocaleString()} of ` +
+    `${tables.n.toLocaleString()} points moved by the edit`;
+  box.querySelector(".map-status").textContent = !moved ? "colour: true class; hover a point for its prediction"
+    : answered ? `outlined: edited points at their re-projected positions (grey: before the edit); ` +
+        `re-projected on the server in ${map.serverMs.toFixed(0)} ms`
+    : "outlined: the points this edit moves, at their old positions; release the slider to re-project them";
+  box.dataset.answered = answered ? "1" : "0";
+  box.dataset.drawn = String((+box.dataset.drawn || 0) + 1);
+}
+
+function attachHover(view) {
+  const box = view.wrap.querySelector(".map");
+  const canvas = box.querySelector("canvas");
+  const tip = box.querySelector(".tip");
+  canvas.addEventListener("mousemove", (e) => {
+    const h = view.hover;
+    if (!h) return;
+    const r = canvas.getBoundingClientRect();
+    const mx = e.clientX - r.left, my = e.clientY - r.top;
+    let best = -1, bestD = 36; // within 6 px
+    for (let i = 0; i < view.tables.n; i++) {
+      const dx = h.sx(h.pos[2 * i]) - mx, dy = h.sy(h.pos[2 * i + 1]) - my;
+      const d = dx * dx + dy * dy;
+      if (d < bestD) { bestD = d; best = i; }
+    }
+    if (best < 0) { tip.hidden = true; return; }
+    tip.hidden = false;
+    tip.style.left = `${mx + 12}px`; tip.style.top = `${my + 12}px`;
+    tip.textContent = `image #${best} · true: ${view.names[view.tables.labels[best]]} · predicted: ` +
+      `${view.names[h.preds[best]]}${h.touchedRows[best] ? " · edited" : ""}`;
+  });
+  canvas.addEventListener("mouseleave", () => { tip.hidden = true; });
+  if (window.ResizeObserver) new ResizeObserver(() => drawMap(view)).observe(box);
 }
 
 export default function (component) {
@@ -213,6 +325,7 @@ export default function (component) {
   view.setStateValue = setStateValue;
   view.gammas = data.gammas;
   view.moves = data.moves || [];
+  view.map = mapState(view, data.map);
   if (view.rev !== data.rev) { // the server set the coefficients (a preset, a reset, another page)
     view.rev = data.rev;
     view.sliders.forEach((s, k) => {

@@ -48,17 +48,31 @@ def payload(factored: FactoredScores, labels: torch.Tensor, names: Sequence[str]
     return data
 
 
+def map_data(xy: np.ndarray, extent: Sequence[float], coefs: Sequence[float], index: np.ndarray,
+             moved_xy: np.ndarray, server_ms: float) -> dict:
+    """The map part of the data: xy (N, 2) positions of the unedited points, extent (x0, x1, y0, y1),
+    and the edit ``coefs`` whose moved points ``index`` (M,) the server re-projected to ``moved_xy``
+    (M, 2). The browser shows those positions only while its sliders are at exactly ``coefs``."""
+    xy = np.ascontiguousarray(xy, dtype="<f4")
+    return {"key": hashlib.sha256(xy.tobytes()).hexdigest()[:16], "xy": base64.b64encode(xy.tobytes()).decode(),
+            "extent": [float(v) for v in extent], "coefs": [float(a) for a in coefs],
+            "index": base64.b64encode(np.ascontiguousarray(index, dtype="<i4").tobytes()).decode(),
+            "moved_xy": base64.b64encode(np.ascontiguousarray(moved_xy, dtype="<f4").tobytes()).decode(),
+            "ms": float(server_ms)}
+
+
 def live_editor(tables: dict, coefs: Sequence[float], gamma,
                 moves: Sequence[tuple[int, int, float]], revision: int, key: str,
-                on_release: Callable[[], None]) -> None:
+                on_release: Callable[[], None], colors: Sequence[str], map_part: dict | None = None) -> None:
     """Mount the component. coefs: (C,) slider values to show when ``revision`` changes (a preset,
     a reset); gamma: the gate as the library takes it (None, one cosine or (C,) thresholds), sent as
     the float32 thresholds the server compares with, so both sides gate the same points; on_release: called after a slider is
-    released, with the new values in ``release_values(key)``."""
+    released, with the new values in ``release_values(key)``; colors: (C,) CSS colours of the classes;
+    map_part: :func:`map_data`, or None without a fitted map."""
     gammas = gamma_vector(gamma, len(tables["names"]))
     data = dict(tables, coefs=[float(a) for a in coefs], rev=int(revision),
                 gammas=None if gammas is None else gammas.tolist(),
-                moves=[[int(s), int(t), float(a)] for s, t, a in moves])
+                moves=[[int(s), int(t), float(a)] for s, t, a in moves], colors=list(colors), map=map_part)
     _COMPONENT(key=key, data=data, on_coefs_change=on_release)
 
 

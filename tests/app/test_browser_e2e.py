@@ -102,6 +102,10 @@ def test_forget_one_class_in_the_browser(server):
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1500, "height": 1300})
         page.set_default_timeout(30_000)
+        errors = []  # a failing component logs "BidiComponent Error" instead of breaking the page
+        page.on("pageerror", lambda err: errors.append(str(err)))
+        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" and "Component" in msg.text
+                else None)
         try:
             page.goto(server)
             page.get_by_role("button", name="Compute").wait_for()
@@ -131,6 +135,7 @@ def test_forget_one_class_in_the_browser(server):
             assert page.locator('[data-testid="stException"]').count() == 0
         finally:
             browser.close()
+    assert not errors, errors
     assert float(value) == -1.0, f"the slider should be at -1, it is at {value}"
     # At -1 the class returns to its pretrained centroid, so what is left is roughly the built-in model's
     # zero-shot accuracy on that class (assets/builtin/MODEL_CARD.md): a clear drop, not zero.

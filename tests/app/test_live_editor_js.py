@@ -109,3 +109,60 @@ def test_the_browser_decodes_the_servers_float32_tables_exactly(page):
     }""", [src, data])
     assert got[0] == factored.base.flatten().tolist() and got[1] == factored.cosines.flatten().tolist()
     assert got[2] == factored.kappa_head.flatten().tolist() and got[3:] == [50, 8]
+
+
+MOUNT = """async ([src, calls]) => {
+  const m = await import(URL.createObjectURL(new Blob([src], {type: "text/javascript"})));
+  const host = document.createElement("div");
+  host.innerHTML = '<div class="cvs-live-root"></div>';
+  document.body.appendChild(host);
+  const sent = [];
+  const out = [];
+  for (const [data, moveClass, value] of calls) {
+    m.default({parentElement: host, data, setStateValue: (k, v) => sent.push([k, v])});
+    if (moveClass !== null) {  // what a user's drag does: input events while moving, change on release
+      const input = host.querySelector(`input[data-class="${moveClass}"]`);
+      input.value = String(value);
+      input.dispatchEvent(new Event("input"));
+      input.dispatchEvent(new Event("change"));
+    }
+    const map = host.querySelector(".map");
+    out.push({edit: host.querySelector(".edit").textContent,
+              forget: host.querySelector('.metric[data-metric="Forget accuracy"] .value').textContent,
+              sliders: Array.from(host.querySelectorAll("input"), (i) => +i.value),
+              mapHidden: map.hidden, answered: map.dataset.answered || null,
+              mapTitle: host.querySelector(".map-title").textContent,
+              timing: host.querySelector(".timing").textContent});
+  }
+  return {out, sent};
+}"""
+
+
+def test_the_mounted_editor_follows_its_sliders_the_server_and_the_map(page):
+    import numpy as np
+
+    from app.components.live_editor import map_data, payload
+
+    factored, labels, names = _run(n=300)
+    base = dict(payload(factored, labels, names), colors=["#123456"] * 8, moves=[], rev=0,
+                gammas=[0.1] * 8, coefs=[0.0] * 8, map=None)
+    weights = factored.edit_weights([0, -1, 0, 0, 0, 0, 0, 0], 0.1)
+    index = factored.changed_rows(weights).numpy()
+    xy = np.random.default_rng(0).normal(size=(300, 2)).astype(np.float32)
+    answered = map_data(xy, (-4, 4, -4, 4), [0, -1, 0, 0, 0, 0, 0, 0], index, xy[index] + 1, 12.0)
+    calls = [
+        [base, 1, -1],                                            # a user drags class 1 to -1
+        [dict(base, map=answered), None, None],                   # the server answers the release
+        [dict(base, map=answered, rev=1, coefs=[0.5] + [0.0] * 7), None, None],  # a preset from the server
+    ]
+    src = (ROOT / "app" / "components" / "live_editor.js").read_text()
+    got = page.evaluate(MOUNT, [src, calls])
+    drag, server, preset = got["out"]
+    assert drag["edit"] == "Edit: c<1> × -1.00" and drag["mapHidden"] is True
+    assert got["sent"] == [["coefs", {"values": [0, -1, 0, 0, 0, 0, 0, 0], "rev": 0}]]
+    s = score(factored.predict(weights), labels, 8)
+    assert drag["forget"] == f"{100 * float(s.per_class[1]):.1f}%"
+    assert server["sliders"][1] == -1 and server["answered"] == "1"  # a rerun keeps the user's slider
+    assert f"{len(index)} of 300 points moved" in server["mapTitle"] and "(map" in server["timing"]
+    assert preset["sliders"] == [0.5] + [0.0] * 7 and preset["answered"] == "0"  # moved by the server
+    assert preset["edit"] == "Edit: c<0> × +0.50"

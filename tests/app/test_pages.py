@@ -4,6 +4,8 @@ from __future__ import annotations
 import base64
 import json
 
+import numpy as np
+
 import pytest
 
 PAGES = ["app_pages/geometry.py", "app_pages/arithmetic.py", "app_pages/unlearning.py",
@@ -193,13 +195,19 @@ def test_the_map_is_fitted_once_and_then_moves_edited_points(computed_app):
     assert any("latents (UMAP)" in c.proto.spec for c in charts_)
     at.switch_page("app_pages/arithmetic.py").run()
     assert not any("Fit the map" in i.value for i in at.info)  # the map is served from the cache
+    assert live_data(at)["map"]["index"] == ""  # no edit: nothing re-projected
     release(at, [-1.0] + [0.0] * 9)
     no_trouble(at)
-    specs = [c.proto.spec for c in at.get("plotly_chart")]
-    live = [s for s in specs if "Edited fine-tuned latents" in s]
-    assert live and "previous positions" in live[0]
-    assert json.loads(live[0])["layout"]["images"][0]["source"].startswith("data:image/png;base64,")
-    assert "60 of 600 points moved" in live[0] or "59 of 600 points moved" in live[0]
+    m = live_data(at)["map"]
+    index = np.frombuffer(base64.b64decode(m["index"]), dtype="<i4")
+    moved_xy = np.frombuffer(base64.b64decode(m["moved_xy"]), dtype="<f4").reshape(-1, 2)
+    base_xy = np.frombuffer(base64.b64decode(m["xy"]), dtype="<f4").reshape(-1, 2)
+    assert m["coefs"] == [-1.0] + [0.0] * 9 and len(index) in (59, 60) and moved_xy.shape == (len(index), 2)
+    assert base_xy.shape == (600, 2) and np.abs(moved_xy - base_xy[index]).max() > 0.1  # they moved
+    x0, x1, y0, y1 = m["extent"]
+    assert (moved_xy[:, 0] >= x0 - 5).all() and (moved_xy[:, 0] <= x1 + 5).all()
+    at.switch_page("app_pages/export.py").run()  # the map is exportable as a figure
+    no_trouble(at)
 
 
 def test_an_unknown_architecture_is_an_error_in_words(new_app, tmp_path):
