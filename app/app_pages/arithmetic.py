@@ -75,23 +75,19 @@ def on_release() -> None:
 
 
 @st.fragment
-def editor() -> None:
-    left, right = st.columns([1, 3])
-    with left:
-        presets_ui()
-        gamma = gate_ui()
-    with right:
-        # sliders, bars, summary, confusion and map: re-scored in the browser while a slider moves;
-        # the server re-projects the moved points for the map after each release
-        res, map_part, edit_text, scores_ms = server_side(gamma)
-        live_editor.live_editor(services.live_tables(config), state.coefficients(C), gamma, state.moves(),
-                                state.revision(), state.LIVE_EDITOR, on_release, CLASS_COLORS, map_part)
-        if map_part is None:
-            st.info("Fit the map on the Geometry page to see the edited points move here.")
-            st.page_link("app_pages/geometry.py", label="Open Geometry", icon=":material/scatter_plot:")
-        timing = f"scores in {scores_ms:.0f} ms" + ("" if map_part is None else f", map in {map_part['ms']:.0f} ms")
-        st.caption(f"Server, after the last release: {timing} ({int(res.moved.sum()):,} of {len(res.moved):,} "
-                   f"points edited; {edit_text.lower()}; forget {_pct(res.forget)}, retain {_pct(res.retain)}).")
+def editor(gamma) -> None:
+    """Sliders, bars, summary, confusion and map: re-scored in the browser while a slider moves; a
+    release reruns only this fragment, where the server re-projects the moved points for the map.
+    (The presets and the gate sit outside: they are rare, and fewer elements make each rerun cheaper.)"""
+    res, map_part, edit_text, scores_ms = server_side(gamma)
+    live_editor.live_editor(services.live_tables(config), state.coefficients(C), gamma, state.moves(),
+                            state.revision(), state.LIVE_EDITOR, on_release, CLASS_COLORS, map_part)
+    if map_part is None:
+        st.info("Fit the map on the Geometry page to see the edited points move here.")
+        st.page_link("app_pages/geometry.py", label="Open Geometry", icon=":material/scatter_plot:")
+    timing = f"scores in {scores_ms:.0f} ms" + ("" if map_part is None else f", map in {map_part['ms']:.0f} ms")
+    st.caption(f"Server, after the last release: {timing} ({int(res.moved.sum()):,} of {len(res.moved):,} "
+               f"points edited; {edit_text.lower()}; forget {_pct(res.forget)}, retain {_pct(res.retain)}).")
 
 
 def server_side(gamma):
@@ -128,4 +124,9 @@ def _pct(value: float) -> str:
     return "—" if math.isnan(value) else f"{100 * value:.1f}%"
 
 
-editor()
+left, right = st.columns([1, 3])
+with left:
+    presets_ui()
+    gate = gate_ui()
+with right:
+    editor(gate)

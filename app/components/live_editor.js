@@ -9,6 +9,13 @@
 // the coefficients go back to Python ("coefs" state) so the map and the exports follow.
 
 const CACHE = new WeakMap(); // parentElement -> view state (survives reruns that send new data)
+// Decoded tables and map positions by content key. The server sends them until this browser reports
+// (the "have" state) that it holds them, then sends only their keys: a rerun then carries a few
+// hundred bytes instead of a megabyte.
+const TABLES = new Map();
+const MAPS = new Map();
+const SENT = new WeakMap(); // root -> the holdings last reported to the server
+const remember = (store, key, value) => { store.set(key, value); while (store.size > 3) store.delete(store.keys().next().value); };
 const BEFORE = "rgba(120,120,120,0.55)";
 const AFTER = "#d62728";
 const LABELLED_UP_TO = 20; // above this many classes the confusion cells carry no numbers
@@ -139,9 +146,9 @@ function metricHtml(label, value, delta, inverse) {
     `<div class="value">${esc(value)}</div>${d}</div>`;
 }
 
-function build(root, data) {
+function build(root, data, tables) {
   root.innerHTML = "";
-  const view = { root, digest: data.digest, rev: null, names: data.names, tables: decodeTables(data) };
+  const view = { root, digest: data.digest, rev: null, names: data.names, tables };
   const wrap = document.createElement("div");
   wrap.className = "cvs-live";
   wrap.innerHTML = `<div class="sliders" role="group" aria-label="Class coefficients"><div class="title">` +
@@ -219,12 +226,10 @@ function draw(view) {
 // edit touches are outlined: at their old position while a slider moves, at the position the
 // server re-projected once it answers for exactly these coefficients (their old position faint).
 
-function mapState(view, m) {
-  if (!m) return null;
-  const old = view.map;
-  const keep = old && old.key === m.key;
+function mapState(m, xy) {
+  if (!m || !xy) return null;
   return {
-    key: m.key, extent: m.extent, xy: keep ? old.xy : decodeFloat32(m.xy),
+    key: m.key, extent: m.extent, xy,
     coefs: m.coefs, index: m.index ? decodeInt32(m.index) : new Int32Array(0),
     movedXy: m.moved_xy ? decodeFloat32(m.moved_xy) : new Float32Array(0), serverMs: m.ms,
   };
@@ -315,17 +320,28 @@ function attachHover(view) {
 export default function (component) {
   const { parentElement, data, setStateValue } = component;
   if (!data || !data.names) return;
+  if (data.base) remember(TABLES, data.digest, decodeTables(data));
+  if (data.map && data.map.xy) remember(MAPS, data.map.key, decodeFloat32(data.map.xy));
+  const tables = TABLES.get(data.digest);
+  const mapXy = data.map ? MAPS.get(data.map.key) : undefined;
+  const have = { tables: tables ? data.digest : null, map: mapXy ? data.map.key : null };
   // build inside the component's own root: the parent (a shadow root) also holds the stylesheet
   const root = parentElement.querySelector(".cvs-live-root") || parentElement;
+  const sent = SENT.get(root);
+  if (!sent || sent.tables !== have.tables || sent.map !== have.map) {
+    SENT.set(root, have);
+    setStateValue("have", have); // the server sends what is missing, or stops resending what is here
+  }
+  if (!tables) { root.textContent = "Loading the run's tables…"; return; }
   let view = CACHE.get(root);
   if (!view || view.digest !== data.digest) {
-    view = build(root, data);
+    view = build(root, data, tables);
     CACHE.set(root, view);
   }
   view.setStateValue = setStateValue;
   view.gammas = data.gammas;
   view.moves = data.moves || [];
-  view.map = mapState(view, data.map);
+  view.map = mapState(data.map, mapXy);
   if (view.rev !== data.rev) { // the server set the coefficients (a preset, a reset, another page)
     view.rev = data.rev;
     view.sliders.forEach((s, k) => {

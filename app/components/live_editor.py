@@ -70,14 +70,31 @@ def live_editor(tables: dict, coefs: Sequence[float], gamma,
     released, with the new values in ``release_values(key)``; colors: (C,) CSS colours of the classes;
     map_part: :func:`map_data`, or None without a fitted map."""
     gammas = gamma_vector(gamma, len(tables["names"]))
+    have = _state(key).get("have") or {}
+    if have.get("tables") == tables["digest"]:  # the browser holds them: send only their key
+        tables = {k: v for k, v in tables.items() if k not in HEAVY}
+    if map_part is not None and have.get("map") == map_part["key"]:
+        map_part = {k: v for k, v in map_part.items() if k != "xy"}
     data = dict(tables, coefs=[float(a) for a in coefs], rev=int(revision),
                 gammas=None if gammas is None else gammas.tolist(),
                 moves=[[int(s), int(t), float(a)] for s, t, a in moves], colors=list(colors), map=map_part)
-    _COMPONENT(key=key, data=data, on_coefs_change=on_release)
+    _COMPONENT(key=key, data=data, on_coefs_change=on_release, on_have_change=_nothing)
+
+
+#: The parts of :func:`payload` a browser keeps once it has them (it reports so in its "have" state).
+HEAVY = ("labels", "base", "cosines", "kappa_head")
+
+
+def _nothing() -> None:
+    """The "have" state needs a callback to be accepted; its rerun is all it needs."""
+
+
+def _state(key: str) -> dict:
+    state = st.session_state.get(key)
+    return state if hasattr(state, "get") else {}
 
 
 def release_values(key: str) -> list[float] | None:
     """The coefficients the browser sent with its last release, or None."""
-    state = st.session_state.get(key) or {}
-    value = state.get("coefs") if hasattr(state, "get") else None
+    value = _state(key).get("coefs")
     return None if not value else [float(v) for v in value["values"]]

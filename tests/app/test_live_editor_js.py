@@ -141,7 +141,7 @@ MOUNT = """async ([src, calls]) => {
 def test_the_mounted_editor_follows_its_sliders_the_server_and_the_map(page):
     import numpy as np
 
-    from app.components.live_editor import map_data, payload
+    from app.components.live_editor import HEAVY, map_data, payload
 
     factored, labels, names = _run(n=300)
     base = dict(payload(factored, labels, names), colors=["#123456"] * 8, moves=[], rev=0,
@@ -154,15 +154,22 @@ def test_the_mounted_editor_follows_its_sliders_the_server_and_the_map(page):
         [base, 1, -1],                                            # a user drags class 1 to -1
         [dict(base, map=answered), None, None],                   # the server answers the release
         [dict(base, map=answered, rev=1, coefs=[0.5] + [0.0] * 7), None, None],  # a preset from the server
+        # once the browser said it holds them, the server sends only the keys of the tables and the map
+        [dict({k: v for k, v in base.items() if k not in HEAVY}, rev=1, coefs=[0.5] + [0.0] * 7,
+              map={k: v for k, v in answered.items() if k != "xy"}), None, None],
     ]
     src = (ROOT / "app" / "components" / "live_editor.js").read_text()
     got = page.evaluate(MOUNT, [src, calls])
-    drag, server, preset = got["out"]
+    drag, server, preset, slim = got["out"]
     assert drag["edit"] == "Edit: c<1> × -1.00" and drag["mapHidden"] is True
-    assert got["sent"] == [["coefs", {"values": [0, -1, 0, 0, 0, 0, 0, 0], "rev": 0}]]
+    assert got["sent"] == [["have", {"tables": base["digest"], "map": None}],
+                           ["coefs", {"values": [0, -1, 0, 0, 0, 0, 0, 0], "rev": 0}],
+                           ["have", {"tables": base["digest"], "map": answered["key"]}]]
     s = score(factored.predict(weights), labels, 8)
     assert drag["forget"] == f"{100 * float(s.per_class[1]):.1f}%"
     assert server["sliders"][1] == -1 and server["answered"] == "1"  # a rerun keeps the user's slider
     assert f"{len(index)} of 300 points moved" in server["mapTitle"] and "(map" in server["timing"]
     assert preset["sliders"] == [0.5] + [0.0] * 7 and preset["answered"] == "0"  # moved by the server
     assert preset["edit"] == "Edit: c<0> × +0.50"
+    same = lambda d: {k: v for k, v in d.items() if k != "timing"}  # noqa: E731
+    assert same(slim) == same(preset)  # drawn from what the browser kept
