@@ -99,6 +99,12 @@ def membership_weights(dists: np.ndarray, iterations: int = 48, normalise: bool 
 
     This is what umap-learn's ``transform`` uses (local connectivity 0) to initialise new points.
     """
+    raw, normalised = membership_weight_pair(dists, iterations)
+    return normalised if normalise else raw
+
+
+def membership_weight_pair(dists: np.ndarray, iterations: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    """Both forms of :func:`membership_weights` (raw, normalised), from one search for sigma."""
     target = np.log2(dists.shape[1])
     lo = np.zeros(dists.shape[0], dtype=np.float64)
     hi = np.full(dists.shape[0], np.inf)
@@ -110,9 +116,9 @@ def membership_weights(dists: np.ndarray, iterations: int = 48, normalise: bool 
         hi = np.where(over, sigma, hi)
         lo = np.where(over, lo, sigma)
         sigma = np.where(np.isinf(hi), sigma * 2.0, (lo + hi) / 2.0)
-    if not normalise:
-        return np.exp(-d / np.maximum(sigma, 1e-12)[:, None]).astype(np.float32)
+    scale = np.maximum(sigma, 1e-12)[:, None]
+    raw = np.exp(-d / scale).astype(np.float32)
     # Shifting by the row minimum leaves the normalised weights unchanged and avoids underflow.
-    w = np.exp(-(d - d.min(1, keepdims=True)) / np.maximum(sigma, 1e-12)[:, None])
+    w = np.exp(-(d - d.min(1, keepdims=True)) / scale)
     w /= w.sum(1, keepdims=True)
-    return w.astype(np.float32)
+    return raw, w.astype(np.float32)

@@ -20,7 +20,7 @@ import torch
 
 from ..errors import InvalidInputError
 from ..progress import CancelFn, Progress, ProgressFn, check_cancel
-from .geometry import METRICS, Reduction, as_latents, fit_reduction, knn, membership_weights
+from .geometry import METRICS, Reduction, as_latents, fit_reduction, knn, membership_weight_pair
 from .refine import refine_layout
 
 STAGE = "projection"
@@ -168,8 +168,8 @@ class LatentMap:
         """(M, D) -> (M, 2): membership-weighted mean of the k nearest fitted positions, then (refine > 0)
         that many of transform's layout epochs against the fixed map."""
         idx, dist = knn(self.reduction_(x), self.reduced_, self.n_neighbors, self.metric)
-        raw = membership_weights(dist, normalise=False)
-        pos = np.einsum("mk,mkj->mj", membership_weights(dist), self.embedding_[idx])
+        raw, weights = membership_weight_pair(dist)
+        pos = np.einsum("mk,mkj->mj", weights, self.embedding_[idx])
         epochs = self.n_epochs // 3 if self.refine == "auto" else int(self.refine)
         pos = refine_layout(pos, self.embedding_, idx, raw, self.min_dist, epochs, self.random_state)
         exact = dist[:, 0] <= 1e-6  # numerically identical to a fitted latent: take its position

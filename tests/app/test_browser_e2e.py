@@ -124,13 +124,14 @@ def test_forget_one_class_in_the_browser(server):
                 slider.press("ArrowLeft")
             # the browser re-scores at once; the server (map, exports) follows the release
             page.locator(".cvs-live .edit").filter(has_text=f"Edit: {TARGET} × -1.00").wait_for(timeout=10_000)
-            page.get_by_text(f"edit: {TARGET} × -1.00", exact=False).wait_for(timeout=90_000)
+            caption = page.locator('[data-testid="stCaptionContainer"]').filter(has_text=f"edit: {TARGET} × -1.00;")
+            caption.wait_for(timeout=90_000)
             wait_until_idle(page)
             value = slider.input_value()
             forget, retain = percent(live_metric(page, "Forget accuracy")), percent(live_metric(page, "Retain accuracy"))
             forget_change = percent(live_metric(page, "Forget accuracy", "delta"))
             retain_change = percent(live_metric(page, "Retain accuracy", "delta"))
-            server = page.get_by_text("Server, after the last release").inner_text()
+            server = caption.inner_text()
             page.screenshot(path=str(ARTIFACTS / "browser_e2e.png"), full_page=True)
             assert page.locator('[data-testid="stException"]').count() == 0
         finally:
