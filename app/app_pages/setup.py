@@ -5,7 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import services, state
+from app import services, state, synthetic
 from app.components.compute import run_with_progress
 
 st.title("Setup")
@@ -66,7 +66,7 @@ devices = services.device_choices()
 device = st.selectbox("Device", list(devices), format_func=devices.get, key="setup_device")
 
 ready = backbone is not None and dataset is not None
-if dataset == services.synthetic.NAME:
+if dataset == synthetic.NAME:
     backbone = "synthetic"  # the synthetic run has no model
 config = state.AppRunConfig(backbone or "", dataset or "", device, max_per_class=cap) if ready else None
 already = config is not None and services.cached_run(config) is not None

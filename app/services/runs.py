@@ -1,0 +1,148 @@
+"""Choices of the Setup page, computing and keeping runs, the gate of a run."""
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+
+import streamlit as st
+import torch
+
+from app import synthetic
+from app.state import AppRunConfig
+
+SYNTHETIC_ENV = "CVS_SYNTHETIC"  # "1": offer the synthetic 10,000-point run (benchmarks, tests)
+SYNTHETIC_SIZE_ENV = "CVS_SYNTHETIC_N"  # test images of the synthetic run (default 10,000; tests use fewer)
+EVAL_SPLIT = "test"
+
+
+# ---------------------------------------------------------------- choices shown on the Setup page
+@st.cache_resource(show_spinner=False)
+def warm_imports() -> bool:
+    """Import the heavy libraries once per process (the first Setup screen shows a spinner meanwhile)."""
+    import cv_core.data.datasets  # noqa: F401
+    import cv_core.models.backbones  # noqa: F401
+
+    return True
+
+
+def dataset_choices() -> list[str]:
+    from cv_core.data.datasets import list_datasets
+
+    names = list_datasets()
+    if "digits" in names:  # the offline default first
+        names.remove("digits")
+        names.insert(0, "digits")
+    if os.environ.get(SYNTHETIC_ENV) == "1":
+        names.append(synthetic.NAME)
+    return names
+
+
+def dataset_description(name: str) -> str:
+    if name == synthetic.NAME:
+        return synthetic.__doc__.strip().splitlines()[0]
+    from cv_core.data.datasets import get_dataset_info
+
+    return get_dataset_info(name).description
+
+
+@st.cache_data(show_spinner=False)
+def backbone_choices() -> list[str]:
+    from cv_core.models.backbones import list_backbones
+
+    return list_backbones()
+
+
+@st.cache_data(show_spinner=False, ttl=60)
+def backbone_availability(spec: str) -> tuple[bool | None, str]:
+    """(usable offline, plain message); None when the spec itself is invalid. Never downloads."""
+    from cv_core.errors import CVError
+    from cv_core.models.backbones import check_backbone
+
+    try:
+        a = check_backbone(spec)
+    except CVError as err:
+        return None, str(err)
+    return a.available_offline, a.message
+
+
+def device_choices() -> dict[str, str]:
+    """Device name -> label, e.g. {'auto': 'auto (cuda: NVIDIA H100)', 'cpu': 'cpu'}."""
+    from cv_core.device import describe, resolve_device
+
+    out = {"auto": f"auto ({describe(resolve_device('auto'))})", "cpu": "cpu"}
+    if torch.cuda.is_available():
+        out["cuda"] = describe(torch.device("cuda"))
+    return out
+
+
+# ---------------------------------------------------------------- computing and keeping runs
+@st.cache_resource(show_spinner=False)
+def _runs() -> dict:
+    """Computed runs of this server process, keyed by AppRunConfig (shared by all sessions)."""
+    return {}
+
+
+_RUNS_LOCK = threading.Lock()
+
+
+def cached_run(config: AppRunConfig):
+    """The computed run for ``config``, or None when it has not been computed in this process."""
+    return _runs().get(config)
+
+
+def compute_run(config: AppRunConfig, progress: Callable | None = None, cancel: Callable | None = None):
+    """Compute (or reuse) the run. Runs in a worker thread: must not touch Streamlit.
+
+    A cancelled or failed computation stores nothing (the library writes its disk cache atomically).
+    """
+    runs = _runs()
+    if config in runs:
+        return runs[config]
+    if config.dataset == synthetic.NAME:
+        size = int(os.environ.get(SYNTHETIC_SIZE_ENV, synthetic.SPLIT_SIZES["test"]))
+        result = synthetic.make_run(test_size=size, seed=config.seed)
+    else:
+        result = _run_pipeline(config, progress, cancel)
+    with _RUNS_LOCK:
+        runs[config] = result
+    return result
+
+
+def _run_pipeline(config: AppRunConfig, progress, cancel, max_halvings: int = 3):
+    """pipeline.run; when the GPU runs out of memory, retry with half the fine-tuning batch (and say so)."""
+    from dataclasses import replace
+
+    from cv_core import pipeline
+    from cv_core.device import resolve_device
+    from cv_core.models.finetune import FinetuneConfig
+    from cv_core.progress import Progress
+
+    finetune = None
+    for attempt in range(max_halvings + 1):
+        run_config = pipeline.RunConfig(backbone=config.backbone, dataset=config.dataset, device=config.device,
+                                        data_root=config.data_root, max_per_class=config.max_per_class,
+                                        seed=config.seed, splits=("train", "val", "test"), finetune=finetune)
+        try:
+            return pipeline.run(run_config, progress=progress, cancel=cancel)
+        except torch.cuda.OutOfMemoryError:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            base = finetune or FinetuneConfig.default_for(resolve_device(config.device),
+                                                          small_model=config.backbone == "builtin")
+            if attempt == max_halvings or base.batch_size == 1:
+                raise
+            finetune = replace(base, batch_size=max(1, base.batch_size // 2))
+            if progress is not None:
+                progress(Progress("out of memory", attempt + 1, None,
+                                  f"the GPU ran out of memory with batch {base.batch_size}: "
+                                  f"retrying with batch {finetune.batch_size}"))
+
+
+@st.cache_resource(show_spinner=False)
+def gate_thresholds(config: AppRunConfig) -> torch.Tensor:
+    """Per-class gate thresholds (C,) that keep 99% of each class's own train latents inside the gate."""
+    from cv_core.math.steering import auto_gamma
+
+    run = cached_run(config)
+    return auto_gamma(run.class_vectors, run.ft["train"])

@@ -1,0 +1,86 @@
+"""Unlearning comparisons and the Export page's files."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import streamlit as st
+
+from app import synthetic
+from app.state import AppRunConfig
+
+from .runs import cached_run, gate_thresholds
+from .views import collapse_table, live_editor
+
+
+def unlearning_methods(config: AppRunConfig) -> list[tuple[str, str, bool, bool]]:
+    """(name, description, needs_encoder, usable) of every registered method.
+
+    Encoder methods retrain part of the image encoder: they need the model and the images, which
+    the synthetic run does not have.
+    """
+    from cv_core.edits import UNLEARNING_METHODS
+
+    has_model = config.dataset != synthetic.NAME
+    return [(name, m.description, m.needs_encoder, has_model or not m.needs_encoder)
+            for name, m in UNLEARNING_METHODS.items()]
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _unlearn_context(config: AppRunConfig, encoder: bool):
+    from cv_core.edits import UnlearnContext
+    from cv_core.edits.context import context_from_run
+
+    run = cached_run(config)
+    if config.dataset == synthetic.NAME:
+        return UnlearnContext(run.head, run.pre, run.ft, run.class_vectors)
+    return context_from_run(run, encoder=encoder, seed=config.seed)
+
+
+@st.cache_data(show_spinner=False)
+def compare_unlearning(config: AppRunConfig, forget: tuple[int, ...], methods: tuple[str, ...],
+                       probe: bool = True, _on_method: Callable | None = None) -> list[dict]:
+    """Run each method on the forget set and audit it -> one row of metrics per method.
+
+    _on_method(name): called before each method (not part of the cache key).
+    """
+    from cv_core.edits import UNLEARNING_METHODS, audit, run_method
+
+    encoder = any(UNLEARNING_METHODS.get(m).needs_encoder for m in methods)
+    ctx = _unlearn_context(config, encoder)
+    rows = []
+    for name in methods:
+        if _on_method is not None:
+            _on_method(name)
+        a = audit(ctx, run_method(name, ctx, list(forget), seed=config.seed), seed=config.seed, probe=probe)
+        rows.append({"method": name, "acc_f": a.acc_f, "acc_r": a.acc_r, "probe_f": a.probe_f, "mia": a.mia,
+                     "seconds": a.seconds, "trainable_params": a.trainable_params,
+                     "encoder_changed": a.encoder_changed})
+    return rows
+
+
+# ---------------------------------------------------------------- export
+def current_edit(config: AppRunConfig, coefs: list[float], moves: list, gate):
+    """The LiveResult of the session's current edit (cheap: a few matrix products)."""
+    gamma = gate_thresholds(config) if gate == "auto" else gate
+    return live_editor(config, False).evaluate(coefs, gamma, moves)
+
+
+def export_bundle(config: AppRunConfig, coefs: list[float], moves: list, gate, unlearning) -> dict[str, bytes]:
+    """File name -> bytes for the Export page (vectors, metrics JSON and CSV, recipe)."""
+    import json
+
+    from app import exports
+
+    run = cached_run(config)
+    names = run.head.class_names
+    res = current_edit(config, coefs, moves, gate)
+    edit = {"coefficients": {n: a for n, a in zip(names, coefs) if a},
+            "moves": [{"from": names[s], "to": names[t], "alpha": a} for s, t, a in moves],
+            "gate": gate if gate in ("auto", None) else float(gate),
+            "forget_accuracy": None if res.forget != res.forget else res.forget,
+            "retain_accuracy": None if res.retain != res.retain else res.retain}
+    m = exports.metrics(config, run, edit, res.after.per_class.tolist(), collapse_table(config), unlearning)
+    return {"class_vectors.safetensors": exports.class_vectors_safetensors(run.class_vectors),
+            "metrics.json": json.dumps(m, indent=2).encode(),
+            "per_class.csv": exports.per_class_csv(m),
+            "recipe.sh": exports.recipe(config, names, coefs, moves, gate).encode()}

@@ -1,0 +1,82 @@
+"""What the pages draw from a computed run: the live editor and its tables, cosines, collapse
+metrics, predictions and thumbnails."""
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from app import synthetic
+from app.live import LiveEditor
+from app.state import AppRunConfig
+
+from .maps import cached_map
+from .runs import EVAL_SPLIT, cached_run
+
+
+@st.cache_resource(show_spinner=False)
+def live_editor(config: AppRunConfig, with_map: bool) -> LiveEditor:
+    """The precomputed live loop of one run; with_map: also move the edited points on the map."""
+    run = cached_run(config)
+    test = run.ft[EVAL_SPLIT]
+    points = cached_map(config) if with_map else None
+    if points is None:
+        return LiveEditor(test, run.head, run.class_vectors)
+    n = len(test)  # the map's rows are [pretrained latents; fine-tuned latents]
+    return LiveEditor(test, run.head, run.class_vectors, points.ft_xy,
+                      lambda latents, index: points.projector.reproject(latents, index=index + n))
+
+
+@st.cache_resource(show_spinner=False)
+def live_tables(config: AppRunConfig) -> dict:
+    """The browser's tables of one run (see app/components/live_editor.py): built once, sent on each draw."""
+    from app.components.live_editor import payload
+
+    editor = live_editor(config, False)
+    return payload(editor.factored, editor.labels, editor.cv.class_names)
+
+
+@st.cache_data(show_spinner=False)
+def collapse_table(config: AppRunConfig) -> list[dict]:
+    """NC1-NC4 of the pretrained and fine-tuned test latents, with one-line explanations."""
+    from cv_core.math.collapse import EXPLANATIONS, collapse_metrics
+
+    run = cached_run(config)
+    pre = collapse_metrics(run.pre[EVAL_SPLIT], run.head.weights).as_dict()
+    ft = collapse_metrics(run.ft[EVAL_SPLIT], run.head.weights).as_dict()
+    return [{"metric": k, "pretrained": pre[k], "fine-tuned": ft[k], "meaning": EXPLANATIONS[k]} for k in pre]
+
+
+@st.cache_data(show_spinner=False)
+def cosines(config: AppRunConfig) -> tuple[np.ndarray, np.ndarray]:
+    """cos(kappa_c, kappa_c') and cos(kappa_c, mu_ft^c'), both (C, C)."""
+    from cv_core.math.class_vectors import cosine_matrix
+
+    cv = cached_run(config).class_vectors
+    return cosine_matrix(cv.kappa, cv.kappa).numpy(), cosine_matrix(cv.kappa, cv.mu_ft).numpy()
+
+
+@st.cache_data(show_spinner=False)
+def predictions(config: AppRunConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted class of every test image, pretrained and fine-tuned (N,) each."""
+    run = cached_run(config)
+    return (run.head.predict(run.pre[EVAL_SPLIT].features).numpy(),
+            run.head.predict(run.ft[EVAL_SPLIT].features).numpy())
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def thumbnail(config: AppRunConfig, index: int):
+    """The test image ``index`` as a PIL image, or None for the synthetic run."""
+    images = _eval_images(config)
+    if images is None:
+        return None
+    image, _ = images[int(index)]
+    return image.resize((96, 96), resample=0) if max(image.size) < 96 else image  # 0: nearest, keeps pixels
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _eval_images(config: AppRunConfig):
+    """The evaluation split's ImageDataset, in the order of the latents (None for the synthetic run)."""
+    run = cached_run(config)
+    if config.dataset == synthetic.NAME or run is None:
+        return None
+    return run.images(EVAL_SPLIT)
