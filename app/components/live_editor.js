@@ -47,6 +47,7 @@ export function predict(t, coefs, gammas, moves) {
   const preds = new Int32Array(n);
   const touchedRows = new Uint8Array(n);
   const b = new Float64Array(c);
+  const nzIdx = new Int32Array(c);
   const active = [];
   for (let k = 0; k < c; k++) if (coefs[k] !== 0) active.push(k);
   const liveMoves = moves.filter((m) => m[2] !== 0);
@@ -61,11 +62,13 @@ export function predict(t, coefs, gammas, moves) {
     for (const [s, tgt, alpha] of liveMoves) {
       if (gammas === null || cos[row + s] > gammas[s]) { b[tgt] += alpha; b[s] -= alpha; touched = true; }
     }
+    let nz = 0; // the classes this row's edit adds (usually one): C x nz work instead of C x C
+    if (touched) for (let k = 0; k < c; k++) if (b[k] !== 0) nzIdx[nz++] = k;
     let best = 0;
     let bestValue = -Infinity;
     for (let j = 0; j < c; j++) {
       let v = base[row + j];
-      if (touched) for (let k = 0; k < c; k++) if (b[k] !== 0) v += b[k] * kh[k * c + j];
+      for (let q = 0; q < nz; q++) v += b[nzIdx[q]] * kh[nzIdx[q] * c + j];
       if (v > bestValue) { bestValue = v; best = j; }
     }
     preds[i] = best;
