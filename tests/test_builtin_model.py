@@ -78,3 +78,25 @@ def test_zero_shot_is_well_above_chance_on_a_fixed_subset(model):
     head = text_head(model, open_clip.get_tokenizer(builtin.BUILTIN_MODEL_NAME))
     acc = accuracy(encode(model, x), head, torch.as_tensor(labels[keep]))
     assert acc >= 0.3, f"zero-shot accuracy {acc:.3f} on 150 fixed digits (chance is 0.10)"
+
+
+def test_weights_are_compared_tensor_by_tensor_not_by_file_hash(tmp_path):
+    """A pretraining rerun is checked with compare_weights: equal tensors under another header are identical."""
+    from safetensors.torch import save_file
+
+    shipped = builtin.weights_path()
+    state = load_file(str(shipped))
+    reordered = tmp_path / "same.safetensors"
+    save_file(state, str(reordered), metadata={"model": builtin.BUILTIN_MODEL_NAME, "note": "another header"})
+    assert builtin.sha256_file(reordered) != builtin.sha256_file(shipped)
+    same = builtin.compare_weights(reordered, shipped)
+    assert same["identical"] and same["tensors"] == len(state) and same["max_abs_diff"] == 0.0
+    name = sorted(state)[0]
+    state[name] = state[name].clone()
+    state[name].view(-1)[0] += 1.0
+    del state[sorted(state)[-1]]
+    changed = tmp_path / "changed.safetensors"
+    save_file(state, str(changed))
+    diff = builtin.compare_weights(changed, shipped)
+    assert not diff["identical"] and diff["differing"] == [name] and diff["missing"] == [sorted(load_file(str(shipped)))[-1]]
+    assert diff["max_abs_diff"] == pytest.approx(1.0, abs=0.01)

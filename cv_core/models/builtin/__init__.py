@@ -26,7 +26,7 @@ WEIGHTS_FILE = f"{BUILTIN_MODEL_NAME}.safetensors"
 MANIFEST_FILE = f"{BUILTIN_MODEL_NAME}.manifest.json"
 
 __all__ = ["BUILTIN_MODEL_NAME", "register_config", "weights_path", "manifest_path", "manifest",
-           "verify_weights", "sha256_file"]
+           "verify_weights", "sha256_file", "compare_weights"]
 
 
 def register_config() -> None:
@@ -88,3 +88,26 @@ def verify_weights() -> None:
         raise WeightsUnavailableError(
             f"the built-in weights {path} are corrupt or were replaced: sha256 {actual[:12]}... does not match "
             f"the manifest's {expected[:12]}...; restore them with `git checkout -- assets/builtin`")
+
+
+def compare_weights(a: Path, b: Path) -> dict:
+    """Tensor-by-tensor comparison of two safetensors files (a pretraining rerun against the shipped weights).
+
+    Returns {"tensors": n, "differing": names whose values differ, "missing": names in one file only,
+    "max_abs_diff": float, "identical": bool}. File hashes are no test of reproducibility: the header
+    (metadata order, padding) can differ while every tensor is bit-for-bit the same.
+    """
+    from safetensors import safe_open
+
+    with safe_open(str(a), "pt") as fa, safe_open(str(b), "pt") as fb:
+        ka, kb = set(fa.keys()), set(fb.keys())
+        differing, worst = [], 0.0
+        for name in sorted(ka & kb):
+            x, y = fa.get_tensor(name), fb.get_tensor(name)
+            if x.shape != y.shape or x.dtype != y.dtype or not bool((x == y).all()):
+                differing.append(name)
+                if x.shape == y.shape:
+                    worst = max(worst, float((x.float() - y.float()).abs().max()))
+    missing = sorted(ka ^ kb)
+    return {"tensors": len(ka | kb), "differing": differing, "missing": missing, "max_abs_diff": worst,
+            "identical": not differing and not missing}

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import BUILTIN_MODEL_NAME, CONFIG_PATH, MANIFEST_FILE, WEIGHTS_FILE, register_config, sha256_file
+from . import (BUILTIN_MODEL_NAME, CONFIG_PATH, MANIFEST_FILE, WEIGHTS_FILE, compare_weights, register_config,
+               sha256_file)
 from . import corpus as corpus_mod
 from .evaluate import digits_tensors, encode, evaluate, preprocess_for, accuracy, text_head
 
@@ -216,7 +217,12 @@ def main(argv=None) -> None:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--threads", type=int, default=d.threads)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--compare-to", type=Path, default=None,
+                   help="after training, compare the new weights tensor by tensor with this safetensors file "
+                        "(e.g. assets/builtin/cvs-tiny-clip.safetensors) and print the result")
     a = p.parse_args(argv)
+    if a.compare_to is not None and not a.compare_to.is_file():
+        p.error(f"--compare-to: no file at {a.compare_to}")
     if a.steps < 1 or a.batch_size < 2 or a.corpus_size < a.batch_size or a.minutes <= 0:
         p.error("need steps >= 1, batch-size >= 2, corpus-size >= batch-size and minutes > 0")
     device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
@@ -224,6 +230,11 @@ def main(argv=None) -> None:
     cfg = PretrainConfig(seed=a.seed, steps=a.steps, batch_size=a.batch_size, corpus_size=a.corpus_size,
                          lr=a.lr, threads=a.threads)
     run(cfg, a.out, a.minutes, device)
+    if a.compare_to is not None:
+        c = compare_weights(a.out / WEIGHTS_FILE, a.compare_to)
+        verdict = "bit-for-bit identical" if c["identical"] else (
+            f"{len(c['differing'])} differ (max |diff| {c['max_abs_diff']:.3g}), {len(c['missing'])} in one file only")
+        print(f"compared with {a.compare_to}: {c['tensors']} tensors, {verdict}")
 
 
 if __name__ == "__main__":
