@@ -104,9 +104,10 @@ class LiveEditor:
         edited = tuple(sorted({int(c) for c in np.flatnonzero(a)} | {int(s) for s, _, al in moves if al}))
         # forgotten = negative coefficients (as in `python -m cv_core edit`) and moved-away classes
         forgotten = tuple(sorted({int(c) for c in np.flatnonzero(a < 0)} | {int(s) for s, _, al in moves if al}))
-        weights = self.factored.edit_weights(coefs, gamma, [m for m in moves if m[2]])   # (N, C)
-        rows = self.factored.changed_rows(weights)                                       # (M,)
-        preds = self.factored.predict(weights) if rows.numel() else self.base_preds
+        rows, weights = self.factored.edit_rows(coefs, gamma, moves)                     # (M,), (M, C)
+        preds = self.base_preds.clone()
+        if rows.numel():
+            preds[rows] = self.factored.predict_rows(rows, weights)
         moved = torch.zeros(self.latents.shape[0], dtype=torch.bool)
         moved[rows] = True
         after = score(preds, self.labels, self.cv.num_classes) if rows.numel() else self.base
@@ -117,7 +118,7 @@ class LiveEditor:
             forget, retain, retain_before = float("nan"), after.accuracy, self.base.accuracy
             forget_before = float("nan")
         return LiveResult(self.base, after, edited, forget, retain, retain_before, preds.numpy(),
-                          moved.numpy(), weights[rows], forget_before)
+                          moved.numpy(), weights, forget_before)
 
     def moved_latents(self, res: LiveResult) -> torch.Tensor:
         """(M, D) edited latents of the moved points: r + b @ kappa."""

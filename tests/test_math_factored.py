@@ -48,6 +48,11 @@ def test_factored_predictions_equal_steering_the_latents(coefs, moves, gamma):
     changed = torch.zeros(len(latents), dtype=torch.bool)
     changed[f.changed_rows(weights)] = True
     assert not (got != f.predict())[~changed].any()
+    # the live loop's sparse path: only the gated rows, the same weights and predictions
+    rows, sparse = f.edit_rows(coefs, gamma, moves)
+    assert set(f.changed_rows(weights).tolist()) <= set(rows.tolist())
+    assert torch.equal(weights[rows], sparse) and not weights[~torch.isin(torch.arange(len(latents)), rows)].any()
+    assert torch.equal(f.predict_rows(rows, sparse), got[rows])
 
 
 def test_edited_latents_are_the_latents_plus_weighted_class_vectors():

@@ -55,27 +55,46 @@ class FactoredScores:
     def num_classes(self) -> int:
         return self.kappa_head.shape[0]
 
-    def edit_weights(self, coefs: Sequence[float], gamma=None, moves: Sequence[Move] = ()) -> torch.Tensor:
-        """(N, C) float64 weights b: the edited latent of row n is r_n + b[n] @ kappa.
+    def edit_rows(self, coefs: Sequence[float], gamma=None, moves: Sequence[Move] = ()
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows an edit moves, (M,) int64 ascending, and their weights (M, C) float64; every other
+        row's weights are zero. The live loop's path: only the gates of the edited classes are read
+        and only the M gated rows are touched (M is one class's share of N for a forget edit).
 
         coefs: (C,) slider coefficients; gamma: None (no gate), one cosine, or (C,) thresholds;
         moves: (source, target, alpha) terms, each gated on its source class.
         """
-        c = self.num_classes
+        c, n = self.num_classes, self.base.shape[0]
         a = torch.as_tensor(list(coefs), dtype=torch.float64).flatten()
         if a.numel() != c or not torch.isfinite(a).all():
             raise InvalidInputError(f"expected {c} finite coefficients, got {list(coefs)!r}")
         g = gamma_vector(gamma, c)
-        gates = None if g is None else (self.cosines > g).double()             # (N, C): row n is inside gate c
-        n = self.base.shape[0]
-        b = a.expand(n, c).clone() if gates is None else gates * a
+        # one term per (gate class, class whose kappa it adds, amount)
+        terms = [(k, k, float(a[k])) for k in torch.nonzero(a).flatten().tolist()]
         for s, t, alpha in moves:
             if not (0 <= s < c and 0 <= t < c):
                 raise InvalidInputError(f"move {s}->{t} names a class outside 0..{c - 1}")
-            inside = torch.ones(n, dtype=torch.float64) if gates is None else gates[:, s]
-            b[:, t] += float(alpha) * inside
-            b[:, s] -= float(alpha) * inside
-        return b
+            if alpha:
+                terms += [(s, t, float(alpha)), (s, s, -float(alpha))]
+        if not terms:
+            return torch.zeros(0, dtype=torch.long), torch.zeros(0, c, dtype=torch.float64)
+        gate_cls, target, amount = (torch.tensor(x) for x in zip(*terms))
+        if g is None:
+            rows, inside = torch.arange(n), torch.ones(n, len(terms), dtype=torch.float64)
+        else:
+            mask = self.cosines[:, gate_cls] > g[gate_cls]                       # (N, K): term k applies
+            rows = torch.nonzero(mask.any(1)).flatten()
+            inside = mask[rows].double()                                           # (M, K)
+        weights = torch.zeros(rows.numel(), c, dtype=torch.float64)
+        weights.index_add_(1, target, inside * amount.double())
+        return rows, weights
+
+    def edit_weights(self, coefs: Sequence[float], gamma=None, moves: Sequence[Move] = ()) -> torch.Tensor:
+        """(N, C) float64 weights b: the edited latent of row n is r_n + b[n] @ kappa (see :meth:`edit_rows`)."""
+        rows, w = self.edit_rows(coefs, gamma, moves)
+        full = torch.zeros(self.base.shape[0], self.num_classes, dtype=torch.float64)
+        full[rows] = w
+        return full
 
     def predict(self, weights: torch.Tensor | None = None) -> torch.Tensor:
         """(N,) int64 predictions after the edit with these (N, C) weights (None: unedited)."""
@@ -83,6 +102,10 @@ class FactoredScores:
         if weights is not None:
             logits = logits + weights @ self.kappa_head.double()
         return logits.argmax(dim=-1)
+
+    def predict_rows(self, rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """(M,) int64 predictions of ``rows`` after the edit with their (M, C) weights."""
+        return (self.base[rows].double() + weights @ self.kappa_head.double()).argmax(dim=-1)
 
     def changed_rows(self, weights: torch.Tensor) -> torch.Tensor:
         """(M,) int64 rows the edit moves (a non-zero weight), in order."""
