@@ -158,10 +158,13 @@ function build(root, data, tables) {
     `Class coefficients</div></div><div class="results"><div class="metrics"></div><div class="edit"></div>` +
     `<div class="charts"><div class="chart bars-chart"></div><div class="chart confusion-chart"></div></div>` +
     `<div class="timing"></div></div><div class="map" hidden><div class="title map-title"></div>` +
-    `<div class="legend map-status"></div><canvas></canvas><div class="tip" hidden></div></div>`;
+    `<div class="legend map-status"></div><div class="legend map-classes"></div><canvas></canvas>` +
+    `<div class="tip" hidden></div></div>`;
   root.appendChild(wrap);
   view.wrap = wrap;
   view.colors = data.colors;
+  wrap.querySelector(".map-classes").innerHTML = data.names.map((name, k) =>
+    `<span class="swatch" style="background:${esc(data.colors[k % data.colors.length])}"></span>${esc(name)}`).join(" ");
   view.sliders = data.names.map((name, k) => {
     const line = document.createElement("label");
     line.className = "slider";
