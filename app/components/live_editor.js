@@ -324,6 +324,17 @@ function attachHover(view) {
 }
 
 export default function (component) {
+  try {
+    render(component);
+  } catch (err) { // say so in the page (a bug must read as a sentence, not as an empty box)
+    const root = component.parentElement.querySelector(".cvs-live-root") || component.parentElement;
+    root.textContent = `The live editor failed: ${err && err.message ? err.message : err}. Reload the page; ` +
+      "the server-side caption below still shows the scores of the last release.";
+    throw err;
+  }
+}
+
+function render(component) {
   const { parentElement, data, setStateValue } = component;
   if (!data || !data.names) return;
   if (data.base) remember(TABLES, data.digest, decodeTables(data));

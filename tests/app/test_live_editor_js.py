@@ -173,3 +173,18 @@ def test_the_mounted_editor_follows_its_sliders_the_server_and_the_map(page):
     assert preset["edit"] == "Edit: c<0> × +0.50"
     same = lambda d: {k: v for k, v in d.items() if k != "timing"}  # noqa: E731
     assert same(slim) == same(preset)  # drawn from what the browser kept
+
+
+def test_a_failure_in_the_editor_is_said_in_the_page(page):
+    src = (ROOT / "app" / "components" / "live_editor.js").read_text()
+    text = page.evaluate("""async (src) => {
+      const m = await import(URL.createObjectURL(new Blob([src], {type: "text/javascript"})));
+      const host = document.createElement("div");
+      host.innerHTML = '<div class="cvs-live-root"></div>';
+      try {  // tables that do not decode: a truncated payload
+        m.default({parentElement: host, setStateValue: () => {},
+                   data: {names: ["a", "b"], digest: "bad", labels: [0, 1], base: "AAAA", cosines: "A", kappa_head: "A"}});
+      } catch (e) { /* rethrown for Streamlit's console */ }
+      return host.textContent;
+    }""", src)
+    assert text.startswith("The live editor failed:") and "Reload the page" in text
