@@ -80,12 +80,12 @@ def recipe(config: AppRunConfig, class_names: Sequence[str], coefs: Sequence[flo
     for c, a in enumerate(coefs):
         if a:
             edit += ["--coef", f"{class_names[c]}={a:g}"]
+    for s, t, a in moves:
+        if a:
+            edit += ["--move", f"{class_names[s]}:{class_names[t]}={a:g}"]
     gate_arg = "auto" if gate == "auto" else ("none" if gate is None else f"{float(gate):g}")
     lines = ["#!/bin/sh", "# Reproduces a Class Vector Studio session with the CLI (run from the repository root).",
              "set -e", "python -m cv_core run " + shlex.join(common)]
     if edit:
         lines.append("python -m cv_core edit " + shlex.join(common + edit + ["--gate", gate_arg]))
-    for s, t, a in moves:  # the CLI has no move option yet: say so rather than drop the step
-        lines.append(f"# not reproducible with the CLI yet: move {class_names[s]!r} towards {class_names[t]!r} "
-                     f"by alpha={a:g} (cv_core.math.steering.move_edit)")
     return "\n".join(lines) + "\n"

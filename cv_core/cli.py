@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--coef", action="append", default=[], metavar="CLASS=VALUE",
                       help="coefficient of a class vector (class name as in summary.json, or its index); "
                            "repeat for several")
+    edit.add_argument("--move", action="append", default=[], metavar="SOURCE:TARGET=ALPHA",
+                      help="move class SOURCE towards TARGET by alpha (kappa_target - kappa_source, gated on "
+                           "SOURCE; the prediction flips near 0.5), e.g. --move 3:5=0.6; repeatable")
     edit.add_argument("--gate", default="auto", help="cosine gate: auto (default), none, or a number in [-1, 1]")
     rep = sub.add_parser("report", help="compare editing/unlearning methods; writes report.json and report.md")
     _add_run_options(rep)
@@ -172,20 +175,40 @@ def parse_coefs(items: list[str]) -> dict[str, float]:
         if not math.isfinite(v):
             raise InvalidInputError(f"--coef {item!r}: the coefficient must be a finite number")
         coefs[name] = v
-    if not coefs:
-        raise InvalidInputError("give at least one --coef CLASS=VALUE (e.g. --coef 3=-1 forgets class 3)")
     return coefs
+
+
+def parse_moves(items: list[str]) -> list[tuple[str, str, float]]:
+    """--move SOURCE:TARGET=ALPHA -> [(source, target, alpha)] (class names or indices, as in --coef)."""
+    moves = []
+    for item in items:
+        pair, sep, value = item.rpartition("=")
+        source, colon, target = pair.partition(":")
+        if not sep or not colon or not source or not target:
+            raise InvalidInputError(f"--move {item!r} must look like SOURCE:TARGET=ALPHA, e.g. --move 3:5=0.6")
+        try:
+            alpha = float(value)
+        except ValueError:
+            raise InvalidInputError(f"--move {item!r}: {value!r} is not a number") from None
+        if not math.isfinite(alpha):
+            raise InvalidInputError(f"--move {item!r}: alpha must be a finite number")
+        moves.append((source, target, alpha))
+    return moves
 
 
 def cmd_edit(args) -> int:
     from .export import edit_dict, write_json
     from .pipeline import apply_edit
-    coefs = parse_coefs(args.coef)
+    coefs, moves = parse_coefs(args.coef), parse_moves(args.move)
+    if not coefs and not moves:
+        raise InvalidInputError("give at least one --coef CLASS=VALUE (e.g. --coef 3=-1 forgets class 3) "
+                                "or --move SOURCE:TARGET=ALPHA (e.g. --move 3:5=0.6)")
     out = _out_dir(args)
     result = _run(args)
-    report = apply_edit(result, coefs, args.gate)
+    report = apply_edit(result, coefs, args.gate, moves=moves)
     write_json(out / "edit.json", edit_dict(result, report))
-    print(f"edit {report.coefficients} (gate {args.gate}) on {result.dataset} test split:")
+    moved = "".join(f", move {s}->{t} by {a:g}" for s, t, a in report.moves)
+    print(f"edit {report.coefficients}{moved} (gate {args.gate}) on {result.dataset} test split:")
     print(f"  forget accuracy {report.forget_accuracy_before:.3f} -> {report.forget_accuracy:.3f}")
     print(f"  retain accuracy {report.retain_accuracy_before:.3f} -> {report.retain_accuracy:.3f}")
     print(f"  wrote {out / 'edit.json'}")

@@ -65,6 +65,7 @@ def edit_dict(result, report) -> dict:
         "dataset": result.dataset,
         "split": report.split,
         "coefficients": report.coefficients,
+        "moves": [{"from": s, "to": t, "alpha": a} for s, t, a in report.moves],
         "gate": report.gamma,
         "forget_classes": [names[i] for i in report.forget_classes],
         "forget_accuracy": report.forget_accuracy,

@@ -6,6 +6,7 @@ run is served from the cache without loading the model.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +21,12 @@ from .features.cache import ArtifactCache, key_digest
 from .features.extract import encode_images, identity, preprocess_once
 from .math.class_vectors import compute_class_vectors
 from .math.metrics import Scores, forget_retain, score
-from .math.steering import auto_gamma, edit_from_coefficients, steer
+from .math.steering import auto_gamma, edit_from_coefficients, move_edit, steer
 from .models.backbones import Backbone, load_backbone, parse_spec, weights_identity
 from .models.finetune import FinetuneConfig, finetune, finetuned_encoder
 from .models.zeroshot import build_head
 from .progress import CancelFn, Progress, ProgressFn
-from .results import ClassVectors, FeatureSet, ZeroShotHead
+from .results import ClassVectors, FeatureSet, ZeroShotHead, class_index
 
 SPLIT_CHOICES = ("train", "val", "test")
 
@@ -234,6 +235,7 @@ class EditReport:
     retain_accuracy: float
     forget_accuracy_before: float
     retain_accuracy_before: float
+    moves: tuple[tuple[str, str, float], ...] = ()
 
 
 def resolve_gamma(result: RunResult, gamma: float | str | None) -> torch.Tensor | None:
@@ -248,23 +250,39 @@ def resolve_gamma(result: RunResult, gamma: float | str | None) -> torch.Tensor 
         raise InvalidInputError(f"gate must be 'auto', 'none' or a cosine in [-1, 1], got {gamma!r}") from None
 
 
-def apply_edit(result: RunResult, coefs, gamma: float | str | None = "auto", split: str = "test") -> EditReport:
-    """Steer the fine-tuned latents of ``split`` with sum_c a_c kappa_c (class-gated) and score them."""
+def apply_edit(result: RunResult, coefs, gamma: float | str | None = "auto", split: str = "test",
+               moves=()) -> EditReport:
+    """Steer the fine-tuned latents of ``split`` with sum_c a_c kappa_c (class-gated) and score them.
+
+    coefs: mapping class -> coefficient or (C,) values (may be all zero when ``moves`` is given);
+    moves: (source, target, alpha) terms, class names or indices: alpha (kappa_target - kappa_source)
+    gated on the source class (move source towards target; the prediction flips near alpha 0.5).
+    Every term's gate is read from the unedited latents, as in the app. Forgotten classes: negative
+    coefficients and moved sources.
+    """
     if split not in result.ft:
         raise InvalidInputError(f"split {split!r} was not computed; available: {sorted(result.ft)}")
     cv = result.class_vectors
     a = cv.coefficients(coefs)
     g = resolve_gamma(result, gamma)
     fs = result.ft[split]
+    moves = [(class_index(cv.class_names, s), class_index(cv.class_names, t), float(al)) for s, t, al in moves]
     edited = steer(fs.features, edit_from_coefficients(cv, a, g))
+    for s, t, al in moves:
+        if not math.isfinite(al):
+            raise InvalidInputError(f"move {cv.class_names[s]}->{cv.class_names[t]}: alpha must be a finite number")
+        if al:
+            edited = edited + (steer(fs.features, move_edit(cv, s, t, al, g)) - fs.features)
     c = cv.num_classes
     before = score(result.head.predict(fs.features), fs.labels, c)
     after = score(result.head.predict(edited), fs.labels, c)
-    forget = tuple(torch.nonzero(a < 0).flatten().tolist())
+    forget = tuple(sorted(set(torch.nonzero(a < 0).flatten().tolist()) | {s for s, _, al in moves if al}))
     if forget and len(forget) == c:
-        raise InvalidInputError("every class has a negative coefficient: nothing would be retained")
+        raise InvalidInputError("every class is forgotten (negative coefficient or moved away): nothing would be "
+                                "retained")
     fa, ra = forget_retain(after.per_class, forget)
     fb, rb = forget_retain(before.per_class, forget)
     named = {cv.class_names[i]: float(v) for i, v in enumerate(a.tolist()) if v != 0.0}
     gam = None if g is None else [float(x) for x in g.expand(c).tolist()]
-    return EditReport(named, gam, split, before, after, forget, fa, ra, fb, rb)
+    named_moves = tuple((cv.class_names[s], cv.class_names[t], al) for s, t, al in moves if al)
+    return EditReport(named, gam, split, before, after, forget, fa, ra, fb, rb, named_moves)

@@ -87,6 +87,11 @@ def test_cli_run_and_edit_write_their_files(tiny_spec, tmp_path, capsys):
     for key in ("forget_accuracy", "retain_accuracy", "forget_accuracy_before", "retain_accuracy_before"):
         assert 0 <= edit[key] <= 1
     assert "fine-tuned accuracy" in capsys.readouterr().out
+    assert main(["edit", *common, "--move", "3:8=0.6", "--move", "1:2=1", "--gate", "none"]) == 0
+    edit = json.loads((tmp_path / "out" / "edit.json").read_text())
+    assert edit["moves"] == [{"from": "3", "to": "8", "alpha": 0.6}, {"from": "1", "to": "2", "alpha": 1.0}]
+    assert edit["forget_classes"] == ["1", "3"] and edit["coefficients"] == {}
+    assert "move 3->8 by 0.6" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -94,6 +99,9 @@ def test_cli_run_and_edit_write_their_files(tiny_spec, tmp_path, capsys):
     (["run", "--backbone", "ViT-B-32:openai", "--no-download"], "not cached"),
     (["edit", "--coef", "3=nan"], "finite"),
     (["edit", "--coef", "three"], "CLASS=VALUE"),
+    (["edit"], "--move SOURCE:TARGET=ALPHA"),
+    (["edit", "--move", "3=0.5"], "SOURCE:TARGET=ALPHA"),
+    (["edit", "--move", "3:5=x"], "is not a number"),
     (["run", "--device", "tpu"], "unknown device"),
 ])
 def test_cli_errors_are_one_line_with_exit_2(argv, message, capsys, tmp_path):

@@ -84,8 +84,7 @@ def test_export_files_round_trip(run):
 def test_recipe_names_the_run_and_the_edit():
     text = exports.recipe(AppRunConfig(max_per_class=50), ["zero", "one"], [0.0, -1.0], [(0, 1, 0.5)], "auto")
     assert "python -m cv_core run --backbone builtin --dataset digits --device auto --seed 0 --max-per-class 50" in text
-    assert "--coef one=-1 --gate auto" in text
-    assert "# not reproducible with the CLI yet: move 'zero' towards 'one' by alpha=0.5" in text
+    assert "--coef one=-1 --move zero:one=0.5 --gate auto" in text
 
 
 def test_the_live_loop_gives_the_numbers_of_the_cli_edit(run, editor):
@@ -99,6 +98,14 @@ def test_the_live_loop_gives_the_numbers_of_the_cli_edit(run, editor):
         res = editor.evaluate(coefs, gamma)
         assert torch.equal(res.after.confusion, report.after.confusion)
         assert res.forget == pytest.approx(report.forget_accuracy)
+    # moves too (the app's presets), given by index in the app and by name on the command line
+    names = run.class_vectors.class_names
+    moves = [(2, 5, 0.6), (7, 1, 1.0)]
+    report = apply_edit(run, [0.0] * 10, "auto", moves=[(names[s], names[t], a) for s, t, a in moves])
+    res = editor.evaluate([0.0] * 10, auto_gamma(run.class_vectors, run.ft["train"]), moves)
+    assert torch.equal(res.after.confusion, report.after.confusion)
+    assert report.forget_classes == (2, 7) and res.forget == pytest.approx(report.forget_accuracy)
+    assert report.moves == ((names[2], names[5], 0.6), (names[7], names[1], 1.0))
 
 
 def test_the_live_map_draws_unchanged_points_as_a_picture_and_edited_ones_as_markers(run):
