@@ -141,9 +141,10 @@ function confusionHtml(confusion, names) {
 function metricHtml(label, value, delta, inverse) {
   let d = "";
   if (delta !== null && Number.isFinite(delta)) {
-    const good = inverse ? delta < 0 : delta > 0;
-    const cls = delta === 0 ? "flat" : good ? "good" : "bad";
-    d = `<div class="delta ${cls}">${delta >= 0 ? "+" : ""}${delta.toFixed(1)} pts</div>`;
+    const shown = Math.round(delta * 10) / 10 || 0; // what is printed decides the colour (no red "-0.0")
+    const good = inverse ? shown < 0 : shown > 0;
+    const cls = shown === 0 ? "flat" : good ? "good" : "bad";
+    d = `<div class="delta ${cls}">${shown >= 0 ? "+" : ""}${shown.toFixed(1)} pts</div>`;
   }
   return `<div class="metric" data-metric="${esc(label)}"><div class="label">${esc(label)}</div>` +
     `<div class="value">${esc(value)}</div>${d}</div>`;
