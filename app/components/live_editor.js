@@ -37,6 +37,7 @@ export function decodeTables(data) {
   return {
     n: data.labels.length, c: data.names.length, labels: Int32Array.from(data.labels),
     base: decodeFloat32(data.base), cos: decodeFloat32(data.cosines), kh: decodeFloat32(data.kappa_head),
+    atlas: data.atlas || null,
   };
 }
 
@@ -317,8 +318,21 @@ function attachHover(view) {
     if (best < 0) { tip.hidden = true; return; }
     tip.hidden = false;
     tip.style.left = `${mx + 12}px`; tip.style.top = `${my + 12}px`;
-    tip.textContent = `image #${best} · true: ${view.names[view.tables.labels[best]]} · predicted: ` +
+    const text = `image #${best} · true: ${view.names[view.tables.labels[best]]} · predicted: ` +
       `${view.names[h.preds[best]]}${h.touchedRows[best] ? " · edited" : ""}`;
+    const atlas = view.tables.atlas;
+    tip.replaceChildren();
+    if (atlas) { // the image itself, cut from the run's thumbnail sheet and shown at twice its size
+      const thumb = document.createElement("div");
+      const z = 2, col = best % atlas.cols, row = Math.floor(best / atlas.cols);
+      Object.assign(thumb.style, { width: `${atlas.cell * z}px`, height: `${atlas.cell * z}px`,
+        backgroundImage: `url("${atlas.src}")`, imageRendering: "pixelated",
+        backgroundSize: `${atlas.cols * atlas.cell * z}px auto`,
+        backgroundPosition: `-${col * atlas.cell * z}px -${row * atlas.cell * z}px` });
+      thumb.className = "thumb";
+      tip.appendChild(thumb);
+    }
+    tip.appendChild(document.createTextNode(text));
   });
   canvas.addEventListener("mouseleave", () => { tip.hidden = true; });
   if (window.ResizeObserver) new ResizeObserver(() => drawMap(view)).observe(box);

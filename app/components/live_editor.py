@@ -33,19 +33,47 @@ def _b64(tensor: torch.Tensor) -> str:
     return base64.b64encode(np.ascontiguousarray(tensor.numpy(), dtype="<f4").tobytes()).decode("ascii")
 
 
-def payload(factored: FactoredScores, labels: torch.Tensor, names: Sequence[str]) -> dict:
+def payload(factored: FactoredScores, labels: torch.Tensor, names: Sequence[str], atlas: dict | None = None) -> dict:
     """The run's tables for the browser: base (N, C), cosines (N, C), kappa_head (C, C) as
-    little-endian float32 in base64, labels (N,) and class names. ``digest`` names the content,
-    so the browser decodes a run's tables once."""
+    little-endian float32 in base64, labels (N,), class names and the thumbnail ``atlas`` (or None).
+    ``digest`` names the content, so the browser decodes a run's tables once."""
     data = {"names": [str(n) for n in names], "labels": [int(v) for v in labels.tolist()],
             "base": _b64(factored.base), "cosines": _b64(factored.cosines),
-            "kappa_head": _b64(factored.kappa_head)}
+            "kappa_head": _b64(factored.kappa_head), "atlas": atlas}
     h = hashlib.sha256()
     for k in ("base", "cosines", "kappa_head"):
         h.update(data[k].encode())
-    h.update(repr((data["names"], data["labels"])).encode())
+    h.update(repr((data["names"], data["labels"], None if atlas is None else atlas["src"][-64:])).encode())
     data["digest"] = h.hexdigest()[:16]
     return data
+
+
+#: Thumbnails for the map's hover come as one picture; above this many images there are none (the
+#: picture would cost megabytes for a hover).
+ATLAS_MAX_IMAGES = 12_000
+
+
+def thumbnail_atlas(images: Sequence, cell: int = 24) -> dict | None:
+    """All images (PIL, in the order of the latents) as one grid picture for the map's hover:
+    {"src": data URI, "cell": px, "cols": images per row}; None when there are too many.
+    PNG for up to 2,000 images (exact pixels: digits stay crisp), JPEG (quality 85) above."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    n = len(images)
+    if n == 0 or n > ATLAS_MAX_IMAGES:
+        return None
+    cols = int(np.ceil(np.sqrt(n)))
+    sheet = Image.new("RGB", (cols * cell, int(np.ceil(n / cols)) * cell), "white")
+    for i, image in enumerate(images):
+        small = image.convert("RGB").resize((cell, cell), Image.NEAREST if max(image.size) <= cell else Image.BILINEAR)
+        sheet.paste(small, ((i % cols) * cell, (i // cols) * cell))
+    buf = BytesIO()
+    kind = "png" if n <= 2000 else "jpeg"
+    sheet.save(buf, format=kind, **({"optimize": True} if kind == "png" else {"quality": 85}))
+    return {"src": f"data:image/{kind};base64," + base64.b64encode(buf.getvalue()).decode("ascii"),
+            "cell": cell, "cols": cols}
 
 
 def map_data(xy: np.ndarray, extent: Sequence[float], coefs: Sequence[float], index: np.ndarray,
@@ -82,7 +110,7 @@ def live_editor(tables: dict, coefs: Sequence[float], gamma,
 
 
 #: The parts of :func:`payload` a browser keeps once it has them (it reports so in its "have" state).
-HEAVY = ("labels", "base", "cosines", "kappa_head")
+HEAVY = ("labels", "base", "cosines", "kappa_head", "atlas")
 
 
 def _nothing() -> None:

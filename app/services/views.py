@@ -29,10 +29,12 @@ def live_editor(config: AppRunConfig, with_map: bool) -> LiveEditor:
 @st.cache_resource(show_spinner=False)
 def live_tables(config: AppRunConfig) -> dict:
     """The browser's tables of one run (see app/components/live_editor.py): built once, sent on each draw."""
-    from app.components.live_editor import payload
+    from app.components.live_editor import payload, thumbnail_atlas
 
     editor = live_editor(config, False)
-    return payload(editor.factored, editor.labels, editor.cv.class_names)
+    images = _eval_images(config)
+    atlas = None if images is None else thumbnail_atlas([images[i][0] for i in range(len(images))])
+    return payload(editor.factored, editor.labels, editor.cv.class_names, atlas)
 
 
 @st.cache_data(show_spinner=False)

@@ -188,3 +188,46 @@ def test_a_failure_in_the_editor_is_said_in_the_page(page):
       return host.textContent;
     }""", src)
     assert text.startswith("The live editor failed:") and "Reload the page" in text
+
+
+def test_the_thumbnail_sheet_holds_every_image_where_the_hover_looks_for_it(page):
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from app.components.live_editor import ATLAS_MAX_IMAGES, map_data, payload, thumbnail_atlas
+
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255)]
+    images = [Image.new("RGB", (8, 8), c) for c in colours]
+    atlas = thumbnail_atlas(images, cell=4)
+    assert atlas["cols"] == 3 and atlas["src"].startswith("data:image/png;base64,")
+    sheet = np.asarray(Image.open(io.BytesIO(base64.b64decode(atlas["src"].split(",", 1)[1]))))
+    assert sheet.shape == (8, 12, 3)
+    for i, c in enumerate(colours):  # image i sits in row i // cols, column i % cols
+        assert tuple(sheet[(i // 3) * 4 + 1, (i % 3) * 4 + 1]) == c
+    assert thumbnail_atlas([]) is None
+    assert thumbnail_atlas([images[0]] * (ATLAS_MAX_IMAGES + 1)) is None
+
+    factored, labels, names = _run(n=5, c=8)
+    data = dict(payload(factored, labels, names, atlas), colors=["#123456"] * 8, moves=[], rev=0,
+                gammas=None, coefs=[0.0] * 8)
+    xy = np.array([[0, 0], [1, 1], [2, 2], [3, 3], [-3, 3]], dtype=np.float32)
+    data["map"] = map_data(xy, (-4, 4, -4, 4), [0.0] * 8, np.zeros(0, int), np.zeros((0, 2)), 1.0)
+    src = (ROOT / "app" / "components" / "live_editor.js").read_text()
+    tip = page.evaluate("""async ([src, data]) => {
+      const m = await import(URL.createObjectURL(new Blob([src], {type: "text/javascript"})));
+      const host = document.createElement("div");
+      host.innerHTML = '<div class="cvs-live-root"></div>';
+      document.body.appendChild(host);
+      m.default({parentElement: host, data, setStateValue: () => {}});
+      const canvas = host.querySelector("canvas"), r = canvas.getBoundingClientRect();
+      // point 4 sits at (-3, 3) of the extent (-4..4, -4..4)
+      const x = r.left + (1 / 8) * r.width, y = r.top + (1 / 8) * r.height;
+      canvas.dispatchEvent(new MouseEvent("mousemove", {clientX: x, clientY: y}));
+      const tip = host.querySelector(".tip"), thumb = tip.querySelector(".thumb");
+      return {hidden: tip.hidden, text: tip.textContent, position: thumb && thumb.style.backgroundPosition};
+    }""", [src, data])
+    assert not tip["hidden"] and tip["text"].startswith("image #4 · true:")
+    assert tip["position"] == "-8px -8px"  # image 4: row 1, column 1 of a 3-wide sheet, cells of 4 px shown at 2x
