@@ -7,6 +7,7 @@
 // with base = r . w_j (N x C), kh = kappa_c . w_j (C x C) and the gates read from the (N x C)
 // cosines to the fine-tuned centroids. The server sends those tables once per run; on release
 // the coefficients go back to Python ("coefs" state) so the map and the exports follow.
+// decodeFloat32, decodeInt32, esc, prepareCanvas, legendHtml, attachTooltip: map_canvas.js, prepended.
 
 const CACHE = new WeakMap(); // parentElement -> view state (survives reruns that send new data)
 // Decoded tables and map positions by content key. The server sends them until this browser reports
@@ -19,18 +20,6 @@ const remember = (store, key, value) => { store.set(key, value); while (store.si
 const BEFORE = "rgba(120,120,120,0.55)";
 const AFTER = "#d62728";
 const LABELLED_UP_TO = 20; // above this many classes the confusion cells carry no numbers
-
-export function decodeFloat32(b64) {
-  const bin = atob(b64);
-  const bytes = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-  return new Float32Array(bytes.buffer);
-}
-
-export function decodeInt32(b64) {
-  const f = decodeFloat32(b64);
-  return new Int32Array(f.buffer);
-}
 
 // The tables of one run, decoded once: base and cos are (N*C) row-major, kh is (C*C).
 export function decodeTables(data) {
@@ -99,7 +88,6 @@ export function forgetRetain(perClass, forgotten) {
   return [mean(f), mean(r)];
 }
 
-const esc = (s) => String(s).replace(/[&<>"']/g, (ch) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[ch]));
 const pct = (v) => (Number.isFinite(v) ? Math.min(Math.max(100 * v, 0), 100) : 0);
 const blue = (p) => {
   const t = Math.min(Math.max(p, 0), 100) / 100;
@@ -159,14 +147,13 @@ function build(root, data, tables) {
   wrap.innerHTML = `<div class="sliders" role="group" aria-label="Class coefficients"><div class="title">` +
     `Class coefficients</div></div><div class="results"><div class="metrics"></div><div class="edit"></div>` +
     `<div class="charts"><div class="chart bars-chart"></div><div class="chart confusion-chart"></div></div>` +
-    `<div class="timing"></div></div><div class="map" hidden><div class="title map-title"></div>` +
+    `<div class="timing"></div></div><div class="map cvs-map" hidden><div class="title map-title"></div>` +
     `<div class="legend map-status"></div><div class="legend map-classes"></div><canvas></canvas>` +
     `<div class="tip" hidden></div></div>`;
   root.appendChild(wrap);
   view.wrap = wrap;
   view.colors = data.colors;
-  wrap.querySelector(".map-classes").innerHTML = data.names.map((name, k) =>
-    `<span class="swatch" style="background:${esc(data.colors[k % data.colors.length])}"></span>${esc(name)}`).join(" ");
+  wrap.querySelector(".map-classes").innerHTML = legendHtml(data.names, data.colors);
   view.sliders = data.names.map((name, k) => {
     const line = document.createElement("label");
     line.className = "slider";
@@ -255,20 +242,8 @@ function drawMap(view) {
   const answered = sameCoefs(map.coefs, coefs);
   const pos = Float32Array.from(map.xy);
   if (answered) map.index.forEach((i, k) => { pos[2 * i] = map.movedXy[2 * k]; pos[2 * i + 1] = map.movedXy[2 * k + 1]; });
-  const canvas = box.querySelector("canvas");
   const width = Math.max(200, box.clientWidth || view.wrap.clientWidth);
-  const height = 460;
-  const dpr = window.devicePixelRatio || 1;
-  if (canvas.width !== Math.round(width * dpr) || canvas.height !== Math.round(height * dpr)) {
-    canvas.width = Math.round(width * dpr); canvas.height = Math.round(height * dpr);
-    canvas.style.width = `${width}px`; canvas.style.height = `${height}px`;
-  }
-  const [x0, x1, y0, y1] = map.extent;
-  const sx = (x) => ((x - x0) / (x1 - x0)) * width;
-  const sy = (y) => height - ((y - y0) / (y1 - y0)) * height;
-  const ctx = canvas.getContext("2d");
-  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-  ctx.clearRect(0, 0, width, height);
+  const { ctx, sx, sy } = prepareCanvas(box.querySelector("canvas"), width, 460, map.extent);
   ctx.globalAlpha = 0.45;
   for (let i = 0; i < tables.n; i++) {
     if (touchedRows[i]) continue;
@@ -289,7 +264,7 @@ function drawMap(view) {
     ctx.fillStyle = colors[tables.labels[i] % colors.length];
     ctx.fill(); ctx.stroke();
   }
-  view.hover = { pos, sx, sy, preds, touchedRows };
+  view.hover = { pos, sx, sy, preds, touchedRows, n: tables.n };
   box.querySelector(".map-title").textContent = `Edited fine-tuned latents (UMAP) · ${moved.toLocaleString()} of ` +
     `${tables.n.toLocaleString()} points moved by the edit`;
   box.querySelector(".map-status").textContent = !moved ? "colour: true class; hover a point for its prediction"
@@ -302,39 +277,10 @@ function drawMap(view) {
 
 function attachHover(view) {
   const box = view.wrap.querySelector(".map");
-  const canvas = box.querySelector("canvas");
-  const tip = box.querySelector(".tip");
-  canvas.addEventListener("mousemove", (e) => {
-    const h = view.hover;
-    if (!h) return;
-    const r = canvas.getBoundingClientRect();
-    const mx = e.clientX - r.left, my = e.clientY - r.top;
-    let best = -1, bestD = 36; // within 6 px
-    for (let i = 0; i < view.tables.n; i++) {
-      const dx = h.sx(h.pos[2 * i]) - mx, dy = h.sy(h.pos[2 * i + 1]) - my;
-      const d = dx * dx + dy * dy;
-      if (d < bestD) { bestD = d; best = i; }
-    }
-    if (best < 0) { tip.hidden = true; return; }
-    tip.hidden = false;
-    tip.style.left = `${mx + 12}px`; tip.style.top = `${my + 12}px`;
-    const text = `image #${best} · true: ${view.names[view.tables.labels[best]]} · predicted: ` +
-      `${view.names[h.preds[best]]}${h.touchedRows[best] ? " · edited" : ""}`;
-    const atlas = view.tables.atlas;
-    tip.replaceChildren();
-    if (atlas) { // the image itself, cut from the run's thumbnail sheet and shown at twice its size
-      const thumb = document.createElement("div");
-      const z = 2, col = best % atlas.cols, row = Math.floor(best / atlas.cols);
-      Object.assign(thumb.style, { width: `${atlas.cell * z}px`, height: `${atlas.cell * z}px`,
-        backgroundImage: `url("${atlas.src}")`, imageRendering: "pixelated",
-        backgroundSize: `${atlas.cols * atlas.cell * z}px auto`,
-        backgroundPosition: `-${col * atlas.cell * z}px -${row * atlas.cell * z}px` });
-      thumb.className = "thumb";
-      tip.appendChild(thumb);
-    }
-    tip.appendChild(document.createTextNode(text));
-  });
-  canvas.addEventListener("mouseleave", () => { tip.hidden = true; });
+  const describe = (i) => `image #${i} · true: ${view.names[view.tables.labels[i]]} · predicted: ` +
+    `${view.names[view.hover.preds[i]]}${view.hover.touchedRows[i] ? " · edited" : ""}`;
+  attachTooltip(box.querySelector("canvas"), box.querySelector(".tip"), () => view.hover, describe,
+                () => view.tables.atlas);
   if (window.ResizeObserver) new ResizeObserver(() => drawMap(view)).observe(box);
 }
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 import streamlit as st
@@ -20,12 +19,13 @@ import torch
 from cv_core.math.factored import FactoredScores
 from cv_core.math.steering import gamma_vector
 
-_HERE = Path(__file__).parent
+from .sources import module_source, style_source
+
 _COMPONENT = st.components.v2.component(
     "cvs_live_editor",
     html='<div class="cvs-live-root"></div>',
-    css=(_HERE / "live_editor.css").read_text(),
-    js=(_HERE / "live_editor.js").read_text(),
+    css=style_source("live_editor"),
+    js=module_source("live_editor"),
 )
 
 

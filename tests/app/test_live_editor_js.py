@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from app.components.sources import module_source
 from cv_core.math.factored import FactoredScores
 from cv_core.math.metrics import forget_retain, score
 from cv_core.math.steering import gamma_vector
@@ -85,7 +86,7 @@ def test_the_browser_scores_every_edit_as_the_library_does(page):
         cases.append([coefs, None if g is None else g.tolist(), [list(m) for m in moves], forgotten])
         weights = factored.edit_weights(coefs, gamma, moves)
         expected.append((factored.predict(weights), len(factored.changed_rows(weights)), forgotten))
-    src = (ROOT / "app" / "components" / "live_editor.js").read_text()
+    src = module_source("live_editor")
     got = page.evaluate(RUN_IN_PAGE, [src, data, cases])
     for (preds, moved, forgotten), js in zip(expected, got):
         assert js["preds"] == preds.tolist()
@@ -101,7 +102,7 @@ def test_the_browser_decodes_the_servers_float32_tables_exactly(page):
 
     factored, labels, names = _run(n=50)
     data = payload(factored, labels, names)
-    src = (ROOT / "app" / "components" / "live_editor.js").read_text()
+    src = module_source("live_editor")
     got = page.evaluate("""async ([src, data]) => {
       const m = await import(URL.createObjectURL(new Blob([src], {type: "text/javascript"})));
       const t = m.decodeTables(data);
@@ -158,7 +159,7 @@ def test_the_mounted_editor_follows_its_sliders_the_server_and_the_map(page):
         [dict({k: v for k, v in base.items() if k not in HEAVY}, rev=1, coefs=[0.5] + [0.0] * 7,
               map={k: v for k, v in answered.items() if k != "xy"}), None, None],
     ]
-    src = (ROOT / "app" / "components" / "live_editor.js").read_text()
+    src = module_source("live_editor")
     got = page.evaluate(MOUNT, [src, calls])
     drag, server, preset, slim = got["out"]
     assert drag["edit"] == "Edit: c<1> × -1.00" and drag["mapHidden"] is True
@@ -176,7 +177,7 @@ def test_the_mounted_editor_follows_its_sliders_the_server_and_the_map(page):
 
 
 def test_a_failure_in_the_editor_is_said_in_the_page(page):
-    src = (ROOT / "app" / "components" / "live_editor.js").read_text()
+    src = module_source("live_editor")
     text = page.evaluate("""async (src) => {
       const m = await import(URL.createObjectURL(new Blob([src], {type: "text/javascript"})));
       const host = document.createElement("div");
@@ -215,7 +216,7 @@ def test_the_thumbnail_sheet_holds_every_image_where_the_hover_looks_for_it(page
                 gammas=None, coefs=[0.0] * 8)
     xy = np.array([[0, 0], [1, 1], [2, 2], [3, 3], [-3, 3]], dtype=np.float32)
     data["map"] = map_data(xy, (-4, 4, -4, 4), [0.0] * 8, np.zeros(0, int), np.zeros((0, 2)), 1.0)
-    src = (ROOT / "app" / "components" / "live_editor.js").read_text()
+    src = module_source("live_editor")
     tip = page.evaluate("""async ([src, data]) => {
       const m = await import(URL.createObjectURL(new Blob([src], {type: "text/javascript"})));
       const host = document.createElement("div");
