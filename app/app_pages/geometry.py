@@ -4,6 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import charts, services, state
+from app.components import latent_map
 from app.components.compute import run_with_progress
 from app.components.run_gate import require_run
 
@@ -28,33 +29,13 @@ if points is None:
             st.rerun()  # draw the page again without the fitting panel
 
 if points is not None:
+    colors = tuple(charts.class_color(c) for c in range(len(names)))
+    latent_map.latent_map(services.latent_map_data(config, colors), key="geometry_map")
     pre_pred, ft_pred = services.predictions(config)
-    show = st.radio("Show", ["fine-tuned", "pretrained", "both"], horizontal=True, key="geometry_show")
-    if show == "pretrained":
-        fig = charts.latent_map(points.pre_xy, labels, pre_pred, names, name="pretrained",
-                                centroids=(points.pre_centroids, points.ft_centroids))
-    else:
-        fig = charts.latent_map(points.ft_xy, labels, ft_pred, names, name="fine-tuned",
-                                background_xy=points.pre_xy if show == "both" else None,
-                                background_name="pretrained (grey)",
-                                centroids=(points.pre_centroids, points.ft_centroids))
-    state.remember_figure("latent_map", fig)
-    c_map, c_side = st.columns([4, 1])
-    with c_map:
-        event = st.plotly_chart(fig, key="geometry_map", on_select="rerun", selection_mode="points")
-    with c_side:
-        st.markdown("**Arrows** go from each class's pretrained centroid (○) to its fine-tuned centroid (×): "
-                    "the class vectors.")
-        st.caption("Hover a point for its true and predicted class; click it to see the image.")
-        picked = [p for p in (event.selection.points if event else []) if "customdata" in p]
-        if picked:
-            data = picked[0]["customdata"]
-            index = int(data[0] if isinstance(data, list) else data)
-            image = services.thumbnail(config, index)
-            truth, pred = names[labels[index]], names[int(ft_pred[index])]
-            if image is not None:
-                st.image(image, width=140)
-            st.markdown(f"image #{index}  \ntrue **{truth}**, predicted **{pred}**")
+    # the Plotly version, for the Export page only (built when it is asked for)
+    state.remember_figure("latent_map", lambda: charts.latent_map(
+        points.ft_xy, labels, ft_pred, names, name="fine-tuned", background_xy=points.pre_xy,
+        background_name="pretrained (grey)", centroids=(points.pre_centroids, points.ft_centroids)))
 
 st.subheader("Independence of class vectors")
 st.caption("Class vectors of different classes are nearly orthogonal to each other and to the other classes' "

@@ -244,11 +244,12 @@ function drawMap(view) {
   if (answered) map.index.forEach((i, k) => { pos[2 * i] = map.movedXy[2 * k]; pos[2 * i + 1] = map.movedXy[2 * k + 1]; });
   const width = Math.max(200, box.clientWidth || view.wrap.clientWidth);
   const { ctx, sx, sy } = prepareCanvas(box.querySelector("canvas"), width, 460, map.extent);
+  const d = dotSize(tables.n);
   ctx.globalAlpha = 0.45;
   for (let i = 0; i < tables.n; i++) {
     if (touchedRows[i]) continue;
     ctx.fillStyle = colors[tables.labels[i] % colors.length];
-    ctx.fillRect(sx(pos[2 * i]) - 1.5, sy(pos[2 * i + 1]) - 1.5, 3, 3);
+    ctx.fillRect(sx(pos[2 * i]) - d / 2, sy(pos[2 * i + 1]) - d / 2, d, d);
   }
   ctx.globalAlpha = 1;
   if (answered) { // where the moved points were before the edit

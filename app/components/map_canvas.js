@@ -30,6 +30,9 @@ export function prepareCanvas(canvas, width, height, extent) {
   return { ctx, width, height, sx: (x) => ((x - x0) / (x1 - x0)) * width, sy: (y) => height - ((y - y0) / (y1 - y0)) * height };
 }
 
+// Side of a point's square in CSS pixels: larger when there are few points.
+export const dotSize = (n) => (n <= 1000 ? 5 : n <= 5000 ? 4 : 3);
+
 // A class legend: one colour swatch per class name.
 export function legendHtml(names, colors) {
   return names.map((name, k) =>

@@ -12,10 +12,11 @@ from .runs import (EVAL_SPLIT, SYNTHETIC_ENV, SYNTHETIC_SIZE_ENV, _run_pipeline,
                    backbone_choices, cached_run, compute_run, dataset_choices, dataset_description,
                    device_choices, gate_thresholds, warm_imports)
 from .unlearning import compare_unlearning, current_edit, export_bundle, unlearning_methods
-from .views import collapse_table, cosines, live_editor, live_tables, predictions, thumbnail
+from .views import (collapse_table, cosines, latent_map_data, live_editor, live_tables, predictions,
+                    thumbnail_sheet)
 
 __all__ = ["EVAL_SPLIT", "SYNTHETIC_ENV", "SYNTHETIC_SIZE_ENV", "MapPoints", "backbone_availability",
            "backbone_choices", "cached_map", "cached_run", "collapse_table", "compare_unlearning", "compute_map",
            "compute_run", "cosines", "current_edit", "dataset_choices", "dataset_description", "device_choices",
-           "export_bundle", "gate_thresholds", "live_editor", "live_tables", "map_extent", "predictions",
-           "start_umap_warm_up", "thumbnail", "unlearning_methods", "warm_imports", "_run_pipeline"]
+           "export_bundle", "gate_thresholds", "latent_map_data", "live_editor", "live_tables", "map_extent", "predictions",
+           "start_umap_warm_up", "thumbnail_sheet", "unlearning_methods", "warm_imports", "_run_pipeline"]

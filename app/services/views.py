@@ -29,12 +29,33 @@ def live_editor(config: AppRunConfig, with_map: bool) -> LiveEditor:
 @st.cache_resource(show_spinner=False)
 def live_tables(config: AppRunConfig) -> dict:
     """The browser's tables of one run (see app/components/live_editor.py): built once, sent on each draw."""
-    from app.components.live_editor import payload, thumbnail_atlas
+    from app.components.live_editor import payload
 
     editor = live_editor(config, False)
+    return payload(editor.factored, editor.labels, editor.cv.class_names, thumbnail_sheet(config))
+
+
+@st.cache_resource(show_spinner=False)
+def thumbnail_sheet(config: AppRunConfig) -> dict | None:
+    """Every test image as one picture for the maps' hover (None for the synthetic run or > 12,000 images)."""
+    from app.components.live_editor import thumbnail_atlas
+
     images = _eval_images(config)
-    atlas = None if images is None else thumbnail_atlas([images[i][0] for i in range(len(images))])
-    return payload(editor.factored, editor.labels, editor.cv.class_names, atlas)
+    return None if images is None else thumbnail_atlas([images[i][0] for i in range(len(images))])
+
+
+@st.cache_resource(show_spinner=False)
+def latent_map_data(config: AppRunConfig, colors: tuple[str, ...]) -> dict:
+    """The Geometry map's data for the browser (positions, predictions, centroids, thumbnails)."""
+    from app.components.latent_map import map_payload
+
+    from .maps import map_extent
+
+    run, points = cached_run(config), cached_map(config)
+    pre_pred, ft_pred = predictions(config)
+    return map_payload(points.pre_xy, points.ft_xy, run.ft[EVAL_SPLIT].labels.numpy(), pre_pred, ft_pred,
+                       points.pre_centroids, points.ft_centroids, map_extent(config), run.head.class_names,
+                       colors, thumbnail_sheet(config))
 
 
 @st.cache_data(show_spinner=False)
@@ -63,16 +84,6 @@ def predictions(config: AppRunConfig) -> tuple[np.ndarray, np.ndarray]:
     run = cached_run(config)
     return (run.head.predict(run.pre[EVAL_SPLIT].features).numpy(),
             run.head.predict(run.ft[EVAL_SPLIT].features).numpy())
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def thumbnail(config: AppRunConfig, index: int):
-    """The test image ``index`` as a PIL image, or None for the synthetic run."""
-    images = _eval_images(config)
-    if images is None:
-        return None
-    image, _ = images[int(index)]
-    return image.resize((96, 96), resample=0) if max(image.size) < 96 else image  # 0: nearest, keeps pixels
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)

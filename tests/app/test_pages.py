@@ -191,8 +191,13 @@ def test_the_map_is_fitted_once_and_then_moves_edited_points(computed_app):
     at = computed_app.switch_page("app_pages/geometry.py").run()
     at.button(key="geometry_fit").click().run()
     no_trouble(at)
-    charts_ = at.get("plotly_chart")
-    assert any("latents (UMAP)" in c.proto.spec for c in charts_)
+    (geo,) = [e for e in at.get("bidi_component") if e.proto.component_name == "cvs_latent_map"]
+    data = json.loads(geo.proto.json)
+    assert len(data["labels"]) == 600 and len(data["pre_centroids"]) == len(data["ft_centroids"]) == 10
+    assert len(base64.b64decode(data["pre_xy"])) == len(base64.b64decode(data["ft_xy"])) == 600 * 2 * 4
+    assert data["atlas"] is None  # the synthetic run has no images
+    at.switch_page("app_pages/export.py").run()  # the Plotly version is built for Export
+    no_trouble(at)
     at.switch_page("app_pages/arithmetic.py").run()
     assert not any("Fit the map" in i.value for i in at.info)  # the map is served from the cache
     assert live_data(at)["map"]["index"] == ""  # no edit: nothing re-projected

@@ -34,4 +34,15 @@ def test_every_page_works_on_a_real_run(tiny_config, new_app):
         assert not at.error, (page, [e.value for e in at.error])
     at.switch_page("app_pages/unlearning.py").run()
     assert "neggrad" in at.multiselect(key="unlearn_methods").options  # encoder methods offered for a model
-    assert services.thumbnail(tiny_config, 0).size[0] >= 96
+    sheet = services.thumbnail_sheet(tiny_config)  # the maps' hover images: every test image, in order
+    n = len(run.ft["test"].labels)
+    assert sheet["src"].startswith("data:image/png;base64,") and sheet["cols"] ** 2 >= n
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    grid = np.asarray(Image.open(io.BytesIO(base64.b64decode(sheet["src"].split(",", 1)[1]))).convert("L"))
+    first = np.asarray(run.images("test")[0][0].convert("L").resize((sheet["cell"],) * 2, Image.NEAREST))
+    assert np.array_equal(grid[:sheet["cell"], :sheet["cell"]], first)

@@ -1,4 +1,4 @@
-"""The browser's arithmetic (app/components/live_editor.js) against the library's, in Chromium.
+"""The browser components (app/components/*.js) in Chromium: the live editor against the library.
 
 The sliders of the Class-arithmetic screen are scored by this JavaScript; these tests run its
 exported functions on the tables the server sends (``app.components.live_editor.payload``) and
@@ -232,3 +232,45 @@ def test_the_thumbnail_sheet_holds_every_image_where_the_hover_looks_for_it(page
     }""", [src, data])
     assert not tip["hidden"] and tip["text"].startswith("image #4 · true:")
     assert tip["position"] == "-8px -8px"  # image 4: row 1, column 1 of a 3-wide sheet, cells of 4 px shown at 2x
+
+
+def test_the_geometry_map_switches_views_and_names_the_latent_under_the_mouse(page):
+    import numpy as np
+
+    from app.components.latent_map import map_payload
+    from app.components.live_editor import thumbnail_atlas
+    from PIL import Image
+
+    labels = np.array([0, 1, 2])
+    ft_xy = np.array([[-2, -2], [0, 0], [2, 2]], dtype=np.float32)
+    pre_xy = np.array([[-2, 2], [0, 3], [2, -2]], dtype=np.float32)
+    atlas = thumbnail_atlas([Image.new("RGB", (4, 4), (i * 80, 0, 0)) for i in range(3)], cell=4)
+    data = map_payload(pre_xy, ft_xy, labels, np.array([0, 0, 0]), np.array([0, 1, 2]),
+                       pre_xy, ft_xy, (-4, 4, -4, 4), ["a", "b", "c"], ["#f00", "#0f0", "#00f"], atlas)
+    src = module_source("latent_map")
+    got = page.evaluate("""async ([src, data]) => {
+      const m = await import(URL.createObjectURL(new Blob([src], {type: "text/javascript"})));
+      const host = document.createElement("div");
+      host.innerHTML = '<div class="cvs-latent-root"></div>';
+      document.body.appendChild(host);
+      m.default({parentElement: host, data});
+      const box = host.querySelector(".cvs-latent"), canvas = host.querySelector("canvas");
+      const hover = (x, y) => {  // map coordinates in the extent -4..4
+        const r = canvas.getBoundingClientRect();
+        canvas.dispatchEvent(new MouseEvent("mousemove", {clientX: r.left + (x + 4) / 8 * r.width,
+                                                          clientY: r.top + (4 - y) / 8 * r.height}));
+        const tip = host.querySelector(".tip");
+        return tip.hidden ? null : [tip.textContent, tip.querySelector(".thumb").style.backgroundPosition];
+      };
+      const out = {first: box.dataset.show, title: box.querySelector(".title").textContent,
+                   ftHover: hover(2, 2), preHidden: hover(-2, 2)};
+      box.querySelectorAll(".views button")[2].click();  // both
+      out.both = box.dataset.show;
+      out.preHover = hover(-2, 2);
+      return out;
+    }""", [src, data])
+    assert got["first"] == "fine-tuned" and got["title"] == "Fine-tuned latents (UMAP) · 3 test images"
+    assert got["ftHover"] == ["image #2 · fine-tuned latent · true: c · predicted: c", "0px -8px"]  # 2 per row
+    assert got["preHidden"] is None  # pretrained latents are not drawn, so not hovered, in this view
+    assert got["both"] == "both"
+    assert got["preHover"] == ["image #0 · pretrained latent · true: a · predicted: a", "0px 0px"]
