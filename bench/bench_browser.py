@@ -230,7 +230,7 @@ def fit_map(page) -> float:
     page.get_by_role("link", name="Geometry").first.click()
     start = time.perf_counter()
     page.get_by_role("button", name="Fit the map").click()
-    page.locator('[data-testid="stRadio"]').filter(has_text="Show").first.wait_for(timeout=300_000)  # map drawn
+    page.get_by_role("radio", name="both").wait_for(timeout=300_000)  # the map's view switch: map drawn
     return time.perf_counter() - start
 
 

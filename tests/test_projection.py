@@ -7,7 +7,7 @@ import pytest
 from cv_core.errors import InvalidInputError, NumericalError
 from cv_core.features.cache import ArtifactCache
 from cv_core.projection import LatentMap, fit_cached, neighbour_agreement, warm_up
-from cv_core.projection.geometry import membership_weights
+from cv_core.projection.geometry import knn, membership_weights
 
 C, PER, D = 4, 60, 32
 
@@ -125,3 +125,24 @@ def test_warm_up_reports_and_returns_time():
     events = []
     assert warm_up(events.append) > 0
     assert [e.step for e in events] == [0, 1]
+
+
+@pytest.mark.parametrize("clustered", [True, False])
+def test_the_cluster_index_finds_the_same_neighbours_as_the_brute_force(clustered):
+    from cv_core.projection.index import ClusterIndex, indexed_knn
+
+    rng = np.random.default_rng(5)
+    if clustered:  # like the latents of a fine-tuned encoder: tight classes
+        centres = rng.normal(size=(20, 16)) * 3
+        points = (centres[rng.integers(0, 20, 6000)] + rng.normal(size=(6000, 16)) * 0.3).astype(np.float32)
+    else:  # no structure: nothing can be skipped, the answer must still be exact
+        points = rng.normal(size=(6000, 16)).astype(np.float32)
+    queries = (points[rng.integers(0, 6000, 300)] + rng.normal(size=(300, 16)) * 0.5).astype(np.float32)
+    index = ClusterIndex.build(points, clusters=64)
+    assert index.offsets[-1] == 6000 and sorted(index.order.tolist()) == list(range(6000))
+    for metric in ("euclidean", "cosine"):
+        brute_i, brute_d = knn(queries, points, 15, metric)
+        fast_i, fast_d = indexed_knn(queries, points, 15, metric, index)
+        np.testing.assert_allclose(fast_d, brute_d, rtol=1e-4, atol=1e-5)
+        same = np.mean([len(set(a) & set(b)) / 15 for a, b in zip(fast_i, brute_i)])
+        assert same > 0.999  # only exact ties may be ordered differently

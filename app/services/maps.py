@@ -64,6 +64,7 @@ def compute_map(config: AppRunConfig, progress: Callable | None = None, cancel: 
     latents = torch.cat([pre, ft]).numpy()                                         # (2N, D)
     disk = None if config.dataset == synthetic.NAME else ArtifactCache(None)      # the library's cache folder
     lm, _ = fit_cached(LatentMap(random_state=config.seed), latents, disk, progress, cancel)
+    lm.prepare_reprojection()  # the search index of the fitted points, so the first release does not wait
     emb = np.asarray(lm.embedding_, dtype=np.float32)
     cv = run.class_vectors
     centroids = np.asarray(lm.reproject(torch.cat([cv.mu_pre, cv.mu_ft]).numpy()), dtype=np.float32)
