@@ -128,7 +128,8 @@ def test_warm_up_reports_and_returns_time():
 
 
 @pytest.mark.parametrize("clustered", [True, False])
-def test_the_cluster_index_finds_the_same_neighbours_as_the_brute_force(clustered):
+def test_the_cluster_index_finds_the_same_neighbours_as_the_brute_force(clustered, monkeypatch):
+    from cv_core.projection import index as index_mod
     from cv_core.projection.index import ClusterIndex, indexed_knn
 
     rng = np.random.default_rng(5)
@@ -140,8 +141,12 @@ def test_the_cluster_index_finds_the_same_neighbours_as_the_brute_force(clustere
     queries = (points[rng.integers(0, 6000, 300)] + rng.normal(size=(300, 16)) * 0.5).astype(np.float32)
     index = ClusterIndex.build(points, clusters=64)
     assert index.offsets[-1] == 6000 and sorted(index.order.tolist()) == list(range(6000))
-    for metric in ("euclidean", "cosine"):
-        brute_i, brute_d = knn(queries, points, 15, metric)
+    brute = {metric: knn(queries, points, 15, metric) for metric in ("euclidean", "cosine")}
+    if clustered:  # the pruned search itself must run, not its brute-force fallback
+        def no_fallback(*args, **kwargs):
+            raise AssertionError("fell back to the brute force on clustered points")
+        monkeypatch.setattr(index_mod, "knn", no_fallback)
+    for metric, (brute_i, brute_d) in brute.items():
         fast_i, fast_d = indexed_knn(queries, points, 15, metric, index)
         np.testing.assert_allclose(fast_d, brute_d, rtol=1e-4, atol=1e-5)
         same = np.mean([len(set(a) & set(b)) / 15 for a, b in zip(fast_i, brute_i)])
