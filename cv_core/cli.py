@@ -162,19 +162,25 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _number(option: str, item: str, value: str, what: str) -> float:
+    """The finite number after '=' in ``option item``, or a one-line error naming it."""
+    try:
+        v = float(value)
+    except ValueError:
+        raise InvalidInputError(f"{option} {item!r}: {value!r} is not a number") from None
+    if not math.isfinite(v):
+        raise InvalidInputError(f"{option} {item!r}: {what} must be a finite number")
+    return v
+
+
 def parse_coefs(items: list[str]) -> dict[str, float]:
+    """--coef CLASS=VALUE -> {class: value} (class names as in summary.json, or indices)."""
     coefs: dict[str, float] = {}
     for item in items:
         name, sep, value = item.rpartition("=")
         if not sep or not name:
             raise InvalidInputError(f"--coef {item!r} must look like CLASS=VALUE, e.g. --coef 3=-1")
-        try:
-            v = float(value)
-        except ValueError:
-            raise InvalidInputError(f"--coef {item!r}: {value!r} is not a number") from None
-        if not math.isfinite(v):
-            raise InvalidInputError(f"--coef {item!r}: the coefficient must be a finite number")
-        coefs[name] = v
+        coefs[name] = _number("--coef", item, value, "the coefficient")
     return coefs
 
 
@@ -186,13 +192,7 @@ def parse_moves(items: list[str]) -> list[tuple[str, str, float]]:
         source, colon, target = pair.partition(":")
         if not sep or not colon or not source or not target:
             raise InvalidInputError(f"--move {item!r} must look like SOURCE:TARGET=ALPHA, e.g. --move 3:5=0.6")
-        try:
-            alpha = float(value)
-        except ValueError:
-            raise InvalidInputError(f"--move {item!r}: {value!r} is not a number") from None
-        if not math.isfinite(alpha):
-            raise InvalidInputError(f"--move {item!r}: alpha must be a finite number")
-        moves.append((source, target, alpha))
+        moves.append((source, target, _number("--move", item, value, "alpha")))
     return moves
 
 

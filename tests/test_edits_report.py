@@ -8,7 +8,6 @@ from cv_core.edits import properties, recipes
 from cv_core.edits.report import ReportConfig, build_report
 from cv_core.edits.synthetic import make_context
 from cv_core.errors import InvalidInputError, UnknownNameError
-from cv_core.math.steering import steer
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -6,25 +6,14 @@ browser. The Plotly version (:func:`app.charts.latent_map`) remains for the Expo
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 from collections.abc import Sequence
 
 import numpy as np
-import streamlit as st
 
-from .sources import module_source, style_source
+from .sources import float32_b64, register
 
-_COMPONENT = st.components.v2.component(
-    "cvs_latent_map",
-    html='<div class="cvs-latent-root"></div>',
-    css=style_source("latent_map"),
-    js=module_source("latent_map"),
-)
-
-
-def _b64(xy: np.ndarray) -> str:
-    return base64.b64encode(np.ascontiguousarray(xy, dtype="<f4").tobytes()).decode("ascii")
+_COMPONENT = register("latent_map", "cvs-latent-root")
 
 
 def map_payload(pre_xy: np.ndarray, ft_xy: np.ndarray, labels: np.ndarray, pre_pred: np.ndarray,
@@ -37,7 +26,7 @@ def map_payload(pre_xy: np.ndarray, ft_xy: np.ndarray, labels: np.ndarray, pre_p
     if pre_xy.shape != (n, 2) or ft_xy.shape != (n, 2) or len(pre_pred) != n or len(ft_pred) != n:
         raise ValueError(f"map positions and predictions must have one row per image ({n})")
     data = {"names": [str(v) for v in names], "colors": list(colors), "labels": [int(v) for v in labels],
-            "pre_xy": _b64(pre_xy), "ft_xy": _b64(ft_xy),
+            "pre_xy": float32_b64(pre_xy), "ft_xy": float32_b64(ft_xy),
             "pre_pred": [int(v) for v in pre_pred], "ft_pred": [int(v) for v in ft_pred],
             "pre_centroids": np.asarray(pre_centroids, dtype=float).tolist(),
             "ft_centroids": np.asarray(ft_centroids, dtype=float).tolist(),

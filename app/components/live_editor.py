@@ -19,18 +19,9 @@ import torch
 from cv_core.math.factored import FactoredScores
 from cv_core.math.steering import gamma_vector
 
-from .sources import module_source, style_source
+from .sources import float32_b64, register
 
-_COMPONENT = st.components.v2.component(
-    "cvs_live_editor",
-    html='<div class="cvs-live-root"></div>',
-    css=style_source("live_editor"),
-    js=module_source("live_editor"),
-)
-
-
-def _b64(tensor: torch.Tensor) -> str:
-    return base64.b64encode(np.ascontiguousarray(tensor.numpy(), dtype="<f4").tobytes()).decode("ascii")
+_COMPONENT = register("live_editor", "cvs-live-root")
 
 
 def payload(factored: FactoredScores, labels: torch.Tensor, names: Sequence[str], atlas: dict | None = None) -> dict:
@@ -38,8 +29,8 @@ def payload(factored: FactoredScores, labels: torch.Tensor, names: Sequence[str]
     little-endian float32 in base64, labels (N,), class names and the thumbnail ``atlas`` (or None).
     ``digest`` names the content, so the browser decodes a run's tables once."""
     data = {"names": [str(n) for n in names], "labels": [int(v) for v in labels.tolist()],
-            "base": _b64(factored.base), "cosines": _b64(factored.cosines),
-            "kappa_head": _b64(factored.kappa_head), "atlas": atlas}
+            "base": float32_b64(factored.base), "cosines": float32_b64(factored.cosines),
+            "kappa_head": float32_b64(factored.kappa_head), "atlas": atlas}
     h = hashlib.sha256()
     for k in ("base", "cosines", "kappa_head"):
         h.update(data[k].encode())

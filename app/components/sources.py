@@ -7,7 +7,10 @@ the browser runs.
 """
 from __future__ import annotations
 
+import base64
 from pathlib import Path
+
+import numpy as np
 
 HERE = Path(__file__).parent
 SHARED_JS = ("map_canvas.js",)
@@ -22,3 +25,18 @@ def module_source(name: str) -> str:
 def style_source(name: str) -> str:
     """The shared styles followed by ``<name>.css``."""
     return "\n".join((HERE / f).read_text() for f in (*SHARED_CSS, f"{name}.css"))
+
+
+def register(name: str, root_class: str):
+    """Register the component ``cvs_<name>`` (its module and styles, a root element of ``root_class``)
+    and return its mount function."""
+    import streamlit as st
+
+    return st.components.v2.component(f"cvs_{name}", html=f'<div class="{root_class}"></div>',
+                                      css=style_source(name), js=module_source(name))
+
+
+def float32_b64(array) -> str:
+    """An array (numpy or torch) as little-endian float32 bytes in base64, as map_canvas.js decodes it."""
+    values = array.numpy() if hasattr(array, "numpy") else array
+    return base64.b64encode(np.ascontiguousarray(values, dtype="<f4").tobytes()).decode("ascii")
