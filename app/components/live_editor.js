@@ -127,6 +127,45 @@ function confusionHtml(confusion, names) {
     `predicted (% of the row)</div><table class="confusion"><tr><th></th>${head}</tr>${rows}</table>`;
 }
 
+// Many classes: a table of C x C cells costs the browser ~150 ms of layout per movement at C = 100,
+// so the matrix is painted on a canvas instead, with the cell under the mouse named in a tooltip.
+function drawConfusion(view, confusion) {
+  const box = view.wrap.querySelector(".confusion-chart");
+  const names = view.names, c = names.length;
+  if (c <= LABELLED_UP_TO) { box.innerHTML = confusionHtml(confusion, names); return; }
+  if (!box.querySelector("canvas")) {
+    box.innerHTML = `<div class="title">Confusion matrix after the edit</div><div class="legend">rows: true class, ` +
+      `columns: predicted (% of the row); hover a cell</div><div class="cvs-map"><canvas></canvas>` +
+      `<div class="tip" hidden></div></div>`;
+    const canvas = box.querySelector("canvas"), tip = box.querySelector(".tip");
+    canvas.addEventListener("mousemove", (e) => {
+      const r = canvas.getBoundingClientRect(), cell = r.width / c;
+      const i = Math.floor((e.clientY - r.top) / cell), j = Math.floor((e.clientX - r.left) / cell);
+      const m = view.confusion;
+      if (!m || i < 0 || j < 0 || i >= c || j >= c) { tip.hidden = true; return; }
+      let support = 0;
+      for (let k = 0; k < c; k++) support += m[i * c + k];
+      tip.hidden = false;
+      tip.style.left = `${e.clientX - r.left + 12}px`; tip.style.top = `${e.clientY - r.top + 12}px`;
+      tip.textContent = `true ${names[i]}, predicted ${names[j]}: ` +
+        `${((100 * m[i * c + j]) / Math.max(support, 1)).toFixed(1)}% (${m[i * c + j]})`;
+    });
+    canvas.addEventListener("mouseleave", () => { tip.hidden = true; });
+  }
+  view.confusion = confusion;
+  const size = Math.max(120, Math.min(box.clientWidth || 300, 420));
+  const { ctx } = prepareCanvas(box.querySelector("canvas"), size, size, [0, 1, 0, 1]);
+  const cell = size / c;
+  for (let i = 0; i < c; i++) {
+    let support = 0;
+    for (let k = 0; k < c; k++) support += confusion[i * c + k];
+    for (let j = 0; j < c; j++) {
+      ctx.fillStyle = blue((100 * confusion[i * c + j]) / Math.max(support, 1));
+      ctx.fillRect(j * cell, i * cell, Math.ceil(cell), Math.ceil(cell));
+    }
+  }
+}
+
 function metricHtml(label, value, delta, inverse) {
   let d = "";
   if (delta !== null && Number.isFinite(delta)) {
@@ -201,7 +240,7 @@ function draw(view) {
     .concat(moves.filter((m) => m[2]).map(([s, t, a]) => `${names[s]}→${names[t]} (α=${a})`));
   view.wrap.querySelector(".edit").textContent = `Edit: ${terms.length ? terms.join("; ") : "none"}`;
   view.wrap.querySelector(".bars-chart").innerHTML = barsHtml(view.before.perClass, after.perClass, names, edited);
-  view.wrap.querySelector(".confusion-chart").innerHTML = confusionHtml(after.confusion, names);
+  drawConfusion(view, after.confusion);
   view.last = { coefs, preds, touchedRows, moved };
   const chartsMs = performance.now() - start;
   drawMap(view);

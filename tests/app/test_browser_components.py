@@ -274,3 +274,26 @@ def test_the_geometry_map_switches_views_and_names_the_latent_under_the_mouse(pa
     assert got["preHidden"] is None  # pretrained latents are not drawn, so not hovered, in this view
     assert got["both"] == "both"
     assert got["preHover"] == ["image #0 · pretrained latent · true: a · predicted: a", "0px 0px"]
+
+
+def test_many_classes_get_a_painted_confusion_matrix_that_names_the_cell_under_the_mouse(page):
+    from app.components.live_editor import payload
+
+    factored, labels, names = _run(n=400, c=25, d=40)
+    data = dict(payload(factored, labels, names), colors=["#123456"] * 25, moves=[], rev=0, gammas=None,
+                coefs=[0.0] * 25, map=None)
+    s = score(factored.predict(), labels, 25)
+    got = page.evaluate("""async ([src, data]) => {
+      const m = await import(URL.createObjectURL(new Blob([src], {type: "text/javascript"})));
+      const host = document.createElement("div");
+      host.innerHTML = '<div class="cvs-live-root"></div>';
+      document.body.appendChild(host);
+      m.default({parentElement: host, data, setStateValue: () => {}});
+      const box = host.querySelector(".confusion-chart"), canvas = box.querySelector("canvas");
+      const r = canvas.getBoundingClientRect(), cell = r.width / 25;
+      canvas.dispatchEvent(new MouseEvent("mousemove", {clientX: r.left + 2.5 * cell, clientY: r.top + 2.5 * cell}));
+      return {cells: box.querySelectorAll("td").length, tip: box.querySelector(".tip").textContent};
+    }""", [module_source("live_editor"), data])
+    row = s.confusion[2]
+    assert got["cells"] == 0  # no table of 625 cells
+    assert got["tip"] == f"true c<2>, predicted c<2>: {100 * row[2] / row.sum():.1f}% ({int(row[2])})"
