@@ -193,6 +193,18 @@ function build(root, data, tables) {
   view.wrap = wrap;
   view.colors = data.colors;
   wrap.querySelector(".map-classes").innerHTML = legendHtml(data.names, data.colors);
+  const list = wrap.querySelector(".sliders");
+  if (data.names.length > LABELLED_UP_TO) { // many classes: a filter and a scrolling list
+    list.classList.add("many");
+    const filter = document.createElement("input");
+    filter.type = "search"; filter.placeholder = "filter classes"; filter.className = "filter";
+    filter.setAttribute("aria-label", "Filter classes");
+    filter.addEventListener("input", () => {
+      const q = filter.value.trim().toLowerCase();
+      view.sliders.forEach((s, k) => { s.parentElement.hidden = q !== "" && !data.names[k].toLowerCase().includes(q); });
+    });
+    list.appendChild(filter);
+  }
   view.sliders = data.names.map((name, k) => {
     const line = document.createElement("label");
     line.className = "slider";

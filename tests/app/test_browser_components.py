@@ -279,7 +279,10 @@ def test_the_geometry_map_switches_views_and_names_the_latent_under_the_mouse(pa
 def test_many_classes_get_a_painted_confusion_matrix_that_names_the_cell_under_the_mouse(page):
     from app.components.live_editor import payload
 
+    from app.components.sources import style_source
+
     factored, labels, names = _run(n=400, c=25, d=40)
+    page.add_style_tag(content=style_source("live_editor"))  # hiding a filtered slider is the stylesheet's job
     data = dict(payload(factored, labels, names), colors=["#123456"] * 25, moves=[], rev=0, gammas=None,
                 coefs=[0.0] * 25, map=None)
     s = score(factored.predict(), labels, 25)
@@ -292,8 +295,12 @@ def test_many_classes_get_a_painted_confusion_matrix_that_names_the_cell_under_t
       const box = host.querySelector(".confusion-chart"), canvas = box.querySelector("canvas");
       const r = canvas.getBoundingClientRect(), cell = r.width / 25;
       canvas.dispatchEvent(new MouseEvent("mousemove", {clientX: r.left + 2.5 * cell, clientY: r.top + 2.5 * cell}));
-      return {cells: box.querySelectorAll("td").length, tip: box.querySelector(".tip").textContent};
+      const filter = host.querySelector("input.filter");
+      filter.value = "c<1"; filter.dispatchEvent(new Event("input"));  // c<1>, c<10>..c<19>
+      const shown = Array.from(host.querySelectorAll("label.slider")).filter((l) => l.offsetHeight > 0).length;
+      return {cells: box.querySelectorAll("td").length, tip: box.querySelector(".tip").textContent, shown};
     }""", [module_source("live_editor"), data])
     row = s.confusion[2]
     assert got["cells"] == 0  # no table of 625 cells
+    assert got["shown"] == 11  # the class filter of long slider lists
     assert got["tip"] == f"true c<2>, predicted c<2>: {100 * row[2] / row.sum():.1f}% ({int(row[2])})"
