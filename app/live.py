@@ -8,6 +8,7 @@ changed are rebuilt and re-projected onto the 2-D map.
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -91,6 +92,12 @@ class LiveEditor:
         self.reproject = reproject
         self.base_preds = self.factored.predict()
         self.base = score(self.base_preds, self.labels, cv.num_classes)
+
+    def with_map(self, xy: np.ndarray, reproject: Reproject) -> LiveEditor:
+        """This editor, sharing its tables, that also moves edited points on a map (see ``__init__``)."""
+        other = copy.copy(self)
+        other.xy, other.reproject = np.asarray(xy, dtype=np.float32), reproject
+        return other
 
     def evaluate(self, coefs: Sequence[float], gamma: float | torch.Tensor | None,
                  moves: Sequence[Move] = ()) -> LiveResult:

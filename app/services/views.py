@@ -16,14 +16,13 @@ from .runs import EVAL_SPLIT, cached_run
 @st.cache_resource(show_spinner=False)
 def live_editor(config: AppRunConfig, with_map: bool) -> LiveEditor:
     """The precomputed live loop of one run; with_map: also move the edited points on the map."""
-    run = cached_run(config)
-    test = run.ft[EVAL_SPLIT]
     points = cached_map(config) if with_map else None
     if points is None:
-        return LiveEditor(test, run.head, run.class_vectors)
-    n = len(test)  # the map's rows are [pretrained latents; fine-tuned latents]
-    return LiveEditor(test, run.head, run.class_vectors, points.ft_xy,
-                      lambda latents, index: points.projector.reproject(latents, index=index + n))
+        run = cached_run(config)
+        return LiveEditor(run.ft[EVAL_SPLIT], run.head, run.class_vectors)
+    base = live_editor(config, False)  # the same tables: built once per run, map or not
+    n = len(base.labels)  # the map's rows are [pretrained latents; fine-tuned latents]
+    return base.with_map(points.ft_xy, lambda latents, index: points.projector.reproject(latents, index=index + n))
 
 
 @st.cache_resource(show_spinner=False)
