@@ -104,7 +104,9 @@ class LatentMap:
         return np.hstack([own, idx]), np.hstack([np.zeros_like(own, dtype=np.float32), dist])
 
     def _layout(self, reduced: np.ndarray, idx: np.ndarray, dist: np.ndarray) -> np.ndarray:
-        import umap  # deferred: importing umap costs seconds
+        from .numba_cache import import_umap
+
+        umap = import_umap()  # deferred: importing umap costs seconds (compiled code cached on disk)
 
         model = umap.UMAP(n_neighbors=self.n_neighbors, min_dist=self.min_dist, metric=self.metric,
                           random_state=self.random_state, n_epochs=self.n_epochs,

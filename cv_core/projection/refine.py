@@ -16,6 +16,9 @@ def refine_layout(init: np.ndarray, fitted: np.ndarray, idx: np.ndarray, weights
     idx: (M, k) neighbour indices into ``fitted``; weights: (M, k) un-normalised membership strengths;
     n_epochs: layout epochs (umap's transform uses a third of the fit's). Returns (M, 2) float32.
     """
+    from .numba_cache import import_umap
+
+    import_umap()  # umap's compiled code from the on-disk cache
     from umap.layouts import optimize_layout_euclidean
     from umap.umap_ import find_ab_params, make_epochs_per_sample
 
