@@ -18,8 +18,9 @@ st.caption(f"{config.label()} · {len(labels):,} test images · one UMAP fitted 
 
 points = services.cached_map(config)
 if points is None:
-    st.info("The map is fitted once per run and then cached. The first fit in a fresh server also compiles "
-            "UMAP's numba code (about 10–25 s on a 2-core CPU).")
+    st.info("The map is fitted once per run and then cached. Above 20,000 latents UMAP is fitted on a "
+            "stratified sample and the other points are placed on it; the page then names the sample and "
+            "its fidelity. " + services.warm_up_status())
     if st.button("Fit the map", type="primary", key="geometry_fit"):
         outcome = run_with_progress(lambda progress, cancel: services.compute_map(config, progress, cancel),
                                     "Fitting the UMAP map")
@@ -28,9 +29,18 @@ if points is None:
         else:
             st.rerun()  # draw the page again without the fitting panel
 
-if points is not None:
+@st.fragment
+def map_view() -> None:
+    """The WebGL map; the hover's image request reruns only this fragment."""
     colors = tuple(charts.class_color(c) for c in range(len(names)))
-    latent_map.latent_map(services.latent_map_data(config, colors), key="geometry_map")
+    latent_map.latent_map(services.latent_map_data(config, colors), key="geometry_map",
+                          thumbnail=lambda row: services.thumbnail_uri(config, row))
+
+
+if points is not None:
+    if points.note:
+        st.caption(points.note)
+    map_view()
     pre_pred, ft_pred = services.predictions(config)
     # the Plotly version, for the Export page only (built when it is asked for)
     state.remember_figure("latent_map", lambda: charts.latent_map(

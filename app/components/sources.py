@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).parent
-SHARED_JS = ("map_canvas.js",)
+SHARED_JS = ("map_canvas.js", "gl_points.js")
 SHARED_CSS = ("map_canvas.css",)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,14 +16,37 @@ from app.state import AppRunConfig
 from .runs import _RUNS_LOCK, EVAL_SPLIT, cached_run
 
 
+_WARM: dict = {}
+
+
 @st.cache_resource(show_spinner=False)
 def start_umap_warm_up() -> threading.Thread:
-    """Compile UMAP's numba code once per server process, in the background, at start-up."""
+    """Compile UMAP's numba code once per server process, in the background, at start-up (or load it
+    from the on-disk numba cache that the first warm-up writes: ``cv_core.projection.numba_cache``)."""
     from cv_core.projection import warm_up
 
-    thread = threading.Thread(target=warm_up, name="cvs-umap-warm-up", daemon=True)
+    def run():
+        _WARM["started"] = time.time()
+        try:
+            _WARM["seconds"] = warm_up()
+        except Exception as err:  # noqa: BLE001 - the first map then compiles, and says so
+            _WARM["error"] = f"{type(err).__name__}: {err}"
+
+    thread = threading.Thread(target=run, name="cvs-umap-warm-up", daemon=True)
     thread.start()
     return thread
+
+
+def warm_up_status() -> str:
+    """One line on UMAP's background compilation, for the map pages."""
+    if "seconds" in _WARM:
+        return f"UMAP is compiled (background warm-up took {_WARM['seconds']:.1f} s)."
+    if "error" in _WARM:
+        return f"UMAP's background warm-up failed ({_WARM['error']}); the first map compiles it."
+    if "started" in _WARM:
+        return (f"UMAP is compiling in the background (for {time.time() - _WARM['started']:.0f} s so far; "
+                "10-50 s the first time on a 2-core CPU, a few seconds once its on-disk cache exists).")
+    return "UMAP's background warm-up has not started."
 
 
 @dataclass(frozen=True)
@@ -39,6 +63,14 @@ class MapPoints:
     pre_centroids: np.ndarray
     ft_centroids: np.ndarray
     projector: object
+    note: str = ""
+    sampled: bool = False
+
+    def reproject(self, latents: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Map positions (M, 2) of edited fine-tuned latents (M, D) of test rows ``rows`` (M,)."""
+        if self.sampled:  # the projector was fitted on a sample: rows are not its fitted rows
+            return self.projector.reproject(latents)
+        return self.projector.reproject(latents, index=rows + len(self.ft_xy))
 
 
 @st.cache_resource(show_spinner=False)
@@ -52,24 +84,37 @@ def cached_map(config: AppRunConfig) -> MapPoints | None:
 
 
 def compute_map(config: AppRunConfig, progress: Callable | None = None, cancel: Callable | None = None) -> MapPoints:
-    """Fit one UMAP on the pretrained and fine-tuned test latents together. Worker thread: no Streamlit."""
+    """Fit one UMAP on the pretrained and fine-tuned test latents together. Worker thread: no Streamlit.
+
+    Up to ``DEFAULT_SAMPLE`` latents (both encoders together) are fitted whole (and the map cached on
+    disk); above, UMAP is fitted on a stratified sample (by encoder and class) and the others are
+    placed (``cv_core.projection.fit_sampled``): the page names the sample and its fidelity."""
     maps = _maps()
     if config in maps:
         return maps[config]
     from cv_core.features.cache import ArtifactCache
-    from cv_core.projection import LatentMap, fit_cached
+    from cv_core.projection import DEFAULT_SAMPLE, LatentMap, fit_cached, fit_sampled
+    from cv_core.projection.scale import RowStack
 
     run = cached_run(config)
     pre, ft = run.pre[EVAL_SPLIT].features, run.ft[EVAL_SPLIT].features
-    latents = torch.cat([pre, ft]).numpy()                                         # (2N, D)
-    disk = None if config.dataset == synthetic.NAME else ArtifactCache(None)      # the library's cache folder
-    lm, _ = fit_cached(LatentMap(random_state=config.seed), latents, disk, progress, cancel)
-    lm.prepare_reprojection()  # the search index of the fitted points, so the first release does not wait
-    emb = np.asarray(lm.embedding_, dtype=np.float32)
-    cv = run.class_vectors
+    n, cv = pre.shape[0], run.class_vectors
+    c = cv.num_classes
+    if 2 * n <= DEFAULT_SAMPLE:
+        latents = torch.cat([pre, ft]).numpy()                                     # (2N, D)
+        disk = None if config.dataset == synthetic.NAME else ArtifactCache(None)  # the library's cache folder
+        lm, _ = fit_cached(LatentMap(random_state=config.seed), latents, disk, progress, cancel)
+        lm.prepare_reprojection()  # the search index of the fitted points, so the first release does not wait
+        emb, note, sampled = np.asarray(lm.embedding_, dtype=np.float32), "", False
+    else:
+        labels = run.ft[EVAL_SPLIT].labels.numpy()
+        strata = np.concatenate([labels, labels + c])  # pretrained and fine-tuned, every class in proportion
+        scaled = fit_sampled(RowStack(pre, ft), strata, DEFAULT_SAMPLE, LatentMap(random_state=config.seed),
+                             seed=config.seed, progress=progress, cancel=cancel)
+        lm, emb, sampled = scaled.projector, scaled.embedding, scaled.sampled
+        note = scaled.describe()
     centroids = np.asarray(lm.reproject(torch.cat([cv.mu_pre, cv.mu_ft]).numpy()), dtype=np.float32)
-    n, c = pre.shape[0], cv.num_classes
-    points = MapPoints(emb[:n], emb[n:], centroids[:c], centroids[c:], lm)
+    points = MapPoints(emb[:n], emb[n:], centroids[:c], centroids[c:], lm, note, sampled)
     with _RUNS_LOCK:
         maps[config] = points
     return points

@@ -21,8 +21,7 @@ def live_editor(config: AppRunConfig, with_map: bool) -> LiveEditor:
         run = cached_run(config)
         return LiveEditor(run.ft[EVAL_SPLIT], run.head, run.class_vectors)
     base = live_editor(config, False)  # the same tables: built once per run, map or not
-    n = len(base.labels)  # the map's rows are [pretrained latents; fine-tuned latents]
-    return base.with_map(points.ft_xy, lambda latents, index: points.projector.reproject(latents, index=index + n))
+    return base.with_map(points.ft_xy, points.reproject)
 
 
 @st.cache_resource(show_spinner=False)
@@ -45,16 +44,33 @@ def thumbnail_sheet(config: AppRunConfig) -> dict | None:
 
 @st.cache_resource(show_spinner=False)
 def latent_map_data(config: AppRunConfig, colors: tuple[str, ...]) -> dict:
-    """The Geometry map's data for the browser (positions, predictions, centroids, thumbnails)."""
-    from app.components.latent_map import map_payload
+    """The Geometry map's data for the browser (positions, predictions, centroids; whether images exist)."""
+    from app.components.latent_map import map_packet
 
     from .maps import map_extent
 
     run, points = cached_run(config), cached_map(config)
     pre_pred, ft_pred = predictions(config)
-    return map_payload(points.pre_xy, points.ft_xy, run.ft[EVAL_SPLIT].labels.numpy(), pre_pred, ft_pred,
-                       points.pre_centroids, points.ft_centroids, map_extent(config), run.head.class_names,
-                       colors, thumbnail_sheet(config))
+    return map_packet(points.pre_xy, points.ft_xy, run.ft[EVAL_SPLIT].labels.numpy(), pre_pred, ft_pred,
+                      points.pre_centroids, points.ft_centroids, map_extent(config), run.head.class_names,
+                      colors, images=_eval_images(config) is not None, note=points.note, seed=config.seed)
+
+
+def thumbnail_uri(config: AppRunConfig, row: int, size: int = 64) -> str | None:
+    """One test image as a PNG data URI (the map's hover asks for the point under the mouse only)."""
+    import base64
+    from io import BytesIO
+
+    from PIL import Image
+
+    images = _eval_images(config)
+    if images is None or not 0 <= row < len(images):
+        return None
+    image = images[row][0].convert("RGB")
+    image.thumbnail((size, size), Image.NEAREST if max(image.size) <= size else Image.BILINEAR)
+    buf = BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 @st.cache_data(show_spinner=False)

@@ -130,6 +130,31 @@ class ScaleMap:
                 f"points, {fitted} ({f.checked:,} of each checked).")
 
 
+class RowStack:
+    """Several (N_i, D) arrays read as one (sum N_i, D) array without copying them (row indices and
+    slices, as :func:`fit_sampled` reads): e.g. the pretrained and fine-tuned latents of one map."""
+
+    def __init__(self, *parts):
+        self.parts = [p.numpy() if isinstance(p, torch.Tensor) else p for p in parts]
+        dims = {p.shape[1] for p in self.parts}
+        if len(dims) != 1:
+            raise InvalidInputError(f"stacked latents must share one dimension, got {sorted(dims)}")
+        self.starts = np.cumsum([0] + [p.shape[0] for p in self.parts])
+        self.shape = (int(self.starts[-1]), dims.pop())
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            key = np.arange(*key.indices(self.shape[0]))
+        idx = np.asarray(key, dtype=np.int64)
+        out = np.empty((idx.size, self.shape[1]), dtype=np.float32)
+        part = np.searchsorted(self.starts, idx, side="right") - 1
+        for k, p in enumerate(self.parts):
+            sel = np.flatnonzero(part == k)
+            if sel.size:
+                out[sel] = p[idx[sel] - self.starts[k]]
+        return out
+
+
 def _rows(latents, idx: np.ndarray) -> np.ndarray:
     block = latents[torch.from_numpy(idx)] if isinstance(latents, torch.Tensor) else latents[idx]
     return np.asarray(block.numpy() if isinstance(block, torch.Tensor) else block, dtype=np.float32)
@@ -232,5 +257,5 @@ def sample_for_browser(n: int, limit: int, labels=None, seed: int = 0) -> np.nda
     return np.sort(rng.choice(n, size=limit, replace=False)).astype(np.int64)
 
 
-__all__ = ["DEFAULT_SAMPLE", "Fidelity", "ScaleMap", "fit_sampled", "placement_fidelity", "sample_for_browser",
+__all__ = ["DEFAULT_SAMPLE", "Fidelity", "RowStack", "ScaleMap", "fit_sampled", "placement_fidelity", "sample_for_browser",
            "stratified_sample"]

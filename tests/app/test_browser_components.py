@@ -235,45 +235,55 @@ def test_the_thumbnail_sheet_holds_every_image_where_the_hover_looks_for_it(page
 
 
 def test_the_geometry_map_switches_views_and_names_the_latent_under_the_mouse(page):
+    import base64
+
     import numpy as np
 
-    from app.components.latent_map import map_payload
-    from app.components.live_editor import thumbnail_atlas
-    from PIL import Image
+    from app.components.latent_map import map_packet
+    from app.components.packet import pack
 
     labels = np.array([0, 1, 2])
     ft_xy = np.array([[-2, -2], [0, 0], [2, 2]], dtype=np.float32)
     pre_xy = np.array([[-2, 2], [0, 3], [2, -2]], dtype=np.float32)
-    atlas = thumbnail_atlas([Image.new("RGB", (4, 4), (i * 80, 0, 0)) for i in range(3)], cell=4)
-    data = map_payload(pre_xy, ft_xy, labels, np.array([0, 0, 0]), np.array([0, 1, 2]),
-                       pre_xy, ft_xy, (-4, 4, -4, 4), ["a", "b", "c"], ["#f00", "#0f0", "#00f"], atlas)
+    data = map_packet(pre_xy, ft_xy, labels, np.array([0, 0, 0]), np.array([0, 1, 2]),
+                      pre_xy, ft_xy, (-4, 4, -4, 4), ["a", "b", "c"], ["#f00", "#0f0", "#00f"], images=True)
+    blob = base64.b64encode(pack(data["header"], data["arrays"])).decode()
     src = module_source("latent_map")
-    got = page.evaluate("""async ([src, data]) => {
+    got = page.evaluate("""async ([src, blob]) => {
       const m = await import(URL.createObjectURL(new Blob([src], {type: "text/javascript"})));
+      const bin = atob(blob), u8 = new Uint8Array(bin.length);
+      for (let i = 0; i < bin.length; i++) u8[i] = bin.charCodeAt(i);
       const host = document.createElement("div");
+      host.style.width = "640px";
       host.innerHTML = '<div class="cvs-latent-root"></div>';
       document.body.appendChild(host);
-      m.default({parentElement: host, data});
-      const box = host.querySelector(".cvs-latent"), canvas = host.querySelector("canvas");
+      const calls = [];
+      const mount = (extra) => m.default({parentElement: host, data: u8, setStateValue: (k, v) => calls.push([k, v]), ...extra});
+      mount();
+      const box = host.querySelector(".cvs-latent"), canvas = host.querySelector("canvas.overlay");
       const hover = (x, y) => {  // map coordinates in the extent -4..4
         const r = canvas.getBoundingClientRect();
         canvas.dispatchEvent(new MouseEvent("mousemove", {clientX: r.left + (x + 4) / 8 * r.width,
                                                           clientY: r.top + (4 - y) / 8 * r.height}));
         const tip = host.querySelector(".tip");
-        return tip.hidden ? null : [tip.textContent, tip.querySelector(".thumb").style.backgroundPosition];
+        return tip.hidden ? null : tip.textContent;
       };
       const out = {first: box.dataset.show, title: box.querySelector(".title").textContent,
                    ftHover: hover(2, 2), preHidden: hover(-2, 2)};
       box.querySelectorAll(".views button")[2].click();  // both
       out.both = box.dataset.show;
       out.preHover = hover(-2, 2);
+      await new Promise((r) => setTimeout(r, 250));  // the image is asked for once the mouse rests
+      out.calls = calls;
       return out;
-    }""", [src, data])
-    assert got["first"] == "fine-tuned" and got["title"] == "Fine-tuned latents (UMAP) · 3 test images"
-    assert got["ftHover"] == ["image #2 · fine-tuned latent · true: c · predicted: c", "0px -8px"]  # 2 per row
+    }""", [src, blob])
+    assert got["first"] == "fine-tuned"
+    assert got["title"] == "Fine-tuned latents (UMAP) · 3 test images · colour: true class"
+    assert got["ftHover"].endswith("image #2 · fine-tuned latent · true: c · predicted: c")
     assert got["preHidden"] is None  # pretrained latents are not drawn, so not hovered, in this view
     assert got["both"] == "both"
-    assert got["preHover"] == ["image #0 · pretrained latent · true: a · predicted: a", "0px 0px"]
+    assert got["preHover"].endswith("image #0 · pretrained latent · true: a · predicted: a")
+    assert ["hover", {"row": 0, "digest": data["header"]["digest"]}] in got["calls"]
 
 
 def test_many_classes_get_a_painted_confusion_matrix_that_names_the_cell_under_the_mouse(page):

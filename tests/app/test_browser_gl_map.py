@@ -1,0 +1,159 @@
+"""The WebGL map (app/components/gl_points.js, latent_map.js) in Chromium: binary packets decode to the
+Python values, the point under the mouse is the one picked, WebGL really draws, and a lost context
+falls back to the 2-D canvas with a note. Skipped without Debian's chromium."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.components.packet import pack, unpack
+from app.components.sources import module_source
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    pytest.skip("no browser: /usr/bin/chromium is missing (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+from tests.app.test_browser_e2e import CHROMIUM_ARGS  # noqa: E402
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
+
+IMPORT = """async (src) => {
+  const url = URL.createObjectURL(new Blob([src], {type: "text/javascript"}));
+  window.M = await import(url);
+  return Object.keys(window.M).length;
+}"""
+
+
+@pytest.fixture(scope="module")
+def page():
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        pg = browser.new_page(viewport={"width": 900, "height": 800})
+        pg.set_content("<html><body style='margin:0'><div id='root' style='width:700px'></div></body></html>")
+        assert pg.evaluate(IMPORT, module_source("latent_map")) > 0
+        yield pg
+        browser.close()
+
+
+def _bytes(page, blob: bytes, misalign: int):
+    """Hand the packet to the page as a Uint8Array (at an unaligned offset when misalign > 0, as a
+    message buffer may be)."""
+    page.evaluate("""([b64, off]) => {
+      const bin = atob(b64), u8 = new Uint8Array(bin.length + off);
+      for (let i = 0; i < bin.length; i++) u8[off + i] = bin.charCodeAt(i);
+      window.PACKET = u8.subarray(off);
+    }""", [__import__("base64").b64encode(blob).decode(), misalign])
+
+
+@pytest.mark.parametrize("misalign", [0, 3])
+def test_packets_decode_to_the_python_values(page, misalign):
+    rng = np.random.default_rng(0)
+    xy = (rng.normal(size=(257, 2)) * 7).astype(np.float32)
+    arrays = {"xy16": xy.astype("<f2"), "xy32": xy, "cls": rng.integers(0, 1000, 257).astype("<u2"),
+              "flag": rng.integers(0, 3, 257).astype("u1"), "rows": rng.integers(0, 10**7, 257).astype("<i4"),
+              "extremes": np.array([0, -0.0, 65504, -65504, 6e-8, 1e-5, np.inf, 0.333], dtype="<f2")}
+    blob = pack({"names": ["a", "b\u00e9"], "n": 257}, arrays)
+    header, back = unpack(blob)
+    assert header == {"names": ["a", "b\u00e9"], "n": 257} and all(np.array_equal(back[k], v) for k, v in arrays.items())
+    _bytes(page, blob, misalign)
+    got = page.evaluate("""() => {
+      const {header, arrays} = M.unpackPacket(PACKET);
+      return {header, xy16: Array.from(M.halfToFloat(arrays.xy16)), xy32: Array.from(arrays.xy32),
+              cls: Array.from(arrays.cls), flag: Array.from(arrays.flag), rows: Array.from(arrays.rows),
+              extremes: Array.from(M.halfToFloat(arrays.extremes)).map(String)};
+    }""")
+    assert got["header"] == {"names": ["a", "b\u00e9"], "n": 257}
+    assert np.array_equal(np.array(got["xy16"], dtype=np.float32), xy.astype(np.float16).astype(np.float32).ravel())
+    assert np.array_equal(np.array(got["xy32"], dtype=np.float32), xy.ravel())
+    assert got["cls"] == arrays["cls"].tolist() and got["flag"] == arrays["flag"].tolist()
+    assert got["rows"] == arrays["rows"].tolist()
+    assert [float(v) for v in got["extremes"]] == arrays["extremes"].astype(np.float32).astype(float).tolist()
+
+
+MOUNT = """async (blob) => {
+  const bin = atob(blob), u8 = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) u8[i] = bin.charCodeAt(i);
+  const root = document.getElementById('root'); root.innerHTML = '<div class="cvs-latent-root"></div>';
+  window.CALLS = [];
+  M.default({parentElement: root, data: u8, setStateValue: (k, v) => CALLS.push([k, v])});
+  await new Promise((r) => requestAnimationFrame(r));
+  return root.querySelector('.cvs-latent').dataset.drawn;
+}"""
+
+
+def _map(n=400, c=4, seed=1, **kw):
+    from app.components.latent_map import map_packet
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, c, n)
+    centres = np.array([[2, 2], [8, 2], [2, 8], [8, 8]], dtype=np.float32)[:c]
+    ft = centres[labels] + rng.normal(size=(n, 2)).astype(np.float32) * 0.6
+    pre = ft + 0.5
+    data = map_packet(pre, ft, labels, (labels + 1) % c, labels, centres - 0.3, centres + 0.3, (0, 10, 0, 10),
+                      [f"k{i}" for i in range(c)], ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"][:c], images=True, **kw)
+    return data, ft, pre, labels
+
+
+def test_webgl_draws_and_picks_the_point_under_the_mouse_even_after_zooming(page):
+    data, ft, pre, labels = _map()
+    assert page.evaluate(MOUNT, __import__("base64").b64encode(pack(data["header"], data["arrays"])).decode())
+    box = page.locator(".cvs-latent .plot")
+    assert box.get_attribute("data-mode") == "webgl"
+    # the pixel under a fine-tuned point is coloured (WebGL drew there), an empty corner is not
+    k = 17
+    probe = """([k, zoom]) => {
+      const plot = document.querySelector('.cvs-latent .plot');
+      const layer = plot.__layer;
+      if (zoom) { // zoom 3x about the point: it stays where it was, its neighbours spread out
+        const x0 = layer.sx(layer.xy[2 * k]), y0 = layer.sy(layer.xy[2 * k + 1]);
+        layer.view = {k: 1, tx: 0, ty: 0};
+        const bx = layer.sx(layer.xy[2 * k]), by = layer.sy(layer.xy[2 * k + 1]);
+        layer.view = {k: 3, tx: x0 - 3 * bx, ty: y0 - 3 * by}; layer.draw();
+      }
+      const x = layer.sx(layer.xy[2 * k]), y = layer.sy(layer.xy[2 * k + 1]);
+      const gl = layer.gl, px = new Uint8Array(4), corner = new Uint8Array(4), dpr = layer.dpr;
+      gl.readPixels(Math.round(x * dpr), Math.round(gl.drawingBufferHeight - y * dpr), 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, px);
+      gl.readPixels(1, 1, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, corner);
+      const r = plot.querySelector('canvas.overlay').getBoundingClientRect();
+      plot.querySelector('canvas.overlay').dispatchEvent(new MouseEvent('mousemove', {clientX: r.left + x, clientY: r.top + y, bubbles: true}));
+      const tip = document.querySelector('.cvs-latent .tip');
+      return {picked: layer.pick(x, y), tip: tip.hidden ? null : tip.textContent, index: tip.dataset.index,
+              px: Array.from(px), corner: Array.from(corner)};
+    }"""
+    for zoom in (False, True):
+        got = page.evaluate(probe, [k, zoom])
+        assert got["picked"] == k and got["index"] == str(k)
+        assert f"true: k{labels[k]}" in got["tip"] and "fine-tuned latent" in got["tip"] and f"image #{k}" in got["tip"]
+        assert got["px"][3] > 0 and got["corner"][3] == 0
+    # the image is asked for that one point, and shown when the server answers
+    page.wait_for_timeout(300)
+    calls = page.evaluate("() => CALLS")
+    assert ["hover", {"row": k, "digest": data["header"]["digest"]}] in calls
+    assert ["have", data["header"]["digest"]] in calls
+
+
+def test_a_lost_webgl_context_falls_back_to_the_canvas_with_a_note(page):
+    data, ft, pre, labels = _map(seed=2)
+    page.evaluate(MOUNT, __import__("base64").b64encode(pack(data["header"], data["arrays"])).decode())
+    got = page.evaluate("""async () => {
+      const plot = document.querySelector('.cvs-latent .plot'), layer = plot.__layer;
+      layer.gl.getExtension('WEBGL_lose_context').loseContext();
+      await new Promise((r) => setTimeout(r, 200));
+      const k = 5, x = layer.sx(layer.xy[2 * k]), y = layer.sy(layer.xy[2 * k + 1]);
+      const ctx = plot.querySelector('canvas.overlay').getContext('2d'), dpr = layer.dpr;
+      const px = ctx.getImageData(Math.round(x * dpr), Math.round(y * dpr), 1, 1).data;
+      return {mode: plot.dataset.mode, note: plot.querySelector('.gl-note').hidden ? null : plot.querySelector('.gl-note').textContent,
+              alpha: px[3], picked: layer.pick(x, y)};
+    }""")
+    assert got["mode"] == "canvas" and "WebGL context was lost" in got["note"] and "2-D canvas" in got["note"]
+    assert got["alpha"] > 0 and got["picked"] == 5
+
+
+def test_more_points_than_a_browser_holds_get_a_named_sample():
+    data, *_ = _map(n=3000, limit=1000)
+    h, a = data["header"], data["arrays"]
+    assert h["n"] == 1000 and h["total"] == 3000 and a["ft_xy"].shape == (1000, 2) and a["rows"].shape == (1000,)
+    assert "stratified sample of 1,000 of the 3,000 test images" in h["note"]
+    assert a["ft_xy"].dtype == np.dtype("<f2") and a["labels"].dtype == np.dtype("<u2")
