@@ -81,7 +81,8 @@ def editor(gamma) -> None:
     (The presets and the gate sit outside: they are rare, and fewer elements make each rerun cheaper.)"""
     res, map_part, edit_text, scores_ms = server_side(gamma)
     live_editor.live_editor(services.live_tables(config), state.coefficients(C), gamma, state.moves(),
-                            state.revision(), state.LIVE_EDITOR, on_release, CLASS_COLORS, map_part)
+                            state.revision(), state.LIVE_EDITOR, on_release, CLASS_COLORS, map_part,
+                            thumbnail=lambda row: services.thumbnail_uri(config, row))
     if map_part is None:
         st.info("Fit the map on the Geometry page to see the edited points move here.")
         st.page_link("app_pages/geometry.py", label="Open Geometry", icon=":material/scatter_plot:")
@@ -92,7 +93,20 @@ def editor(gamma) -> None:
 
 def server_side(gamma):
     """The released edit on the server: its scores, the moved points' map positions, and the
-    figures the Export page offers -> (LiveResult, map data or None, edit text, scoring ms)."""
+    figures the Export page offers -> (LiveResult, map data or None, edit text, scoring ms).
+    Kept for the last edit, so a rerun that does not change it (the hover asking for an image, the
+    browser reporting what it holds) does not score and re-project again."""
+    memo_key = (config, tuple(state.coefficients(C)), repr(gamma), tuple(map(tuple, state.moves())),
+                services.cached_map(config) is not None)
+    memo = st.session_state.get("_live_server_side")
+    if memo is not None and memo[0] == memo_key:
+        return memo[1]
+    out = _server_side(gamma)
+    st.session_state["_live_server_side"] = (memo_key, out)
+    return out
+
+
+def _server_side(gamma):
     start = time.perf_counter()
     points = services.cached_map(config)
     editor_ = services.live_editor(config, points is not None)

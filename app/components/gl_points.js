@@ -347,7 +347,9 @@ export function attachGlTooltip(layer, tip, describe, image, request) {
     shown = i;
     tip.replaceChildren();
     const src = image ? image(i) : null;
-    if (src) {
+    if (src instanceof Element) {
+      tip.appendChild(src);
+    } else if (src) {
       const img = document.createElement("img");
       img.className = "thumb"; img.src = src; img.width = 64; img.height = 64;
       tip.appendChild(img);

@@ -21,19 +21,51 @@ const BEFORE = "rgba(120,120,120,0.55)";
 const AFTER = "#d62728";
 const LABELLED_UP_TO = 20; // above this many classes the confusion cells carry no numbers
 
-// The tables of one run, decoded once: base and cos are (N*C) row-major, kh is (C*C).
+// The tables of one run, decoded once: base and cos are (N*C) row-major, kh is (C*C); basePreds (N)
+// are the unedited predictions (rows an edit does not touch keep them). The tables come as base64
+// strings (JSON data) or as typed arrays (a binary packet, see fromPacket).
 export function decodeTables(data) {
-  return {
-    n: data.labels.length, c: data.names.length, labels: Int32Array.from(data.labels),
+  const t = {
+    n: data.labels.length, c: data.names.length,
+    labels: data.labels instanceof Int32Array ? data.labels : Int32Array.from(data.labels),
     base: decodeFloat32(data.base), cos: decodeFloat32(data.cosines), kh: decodeFloat32(data.kappa_head),
-    atlas: data.atlas || null,
+    atlas: data.atlas || null, rows: data.rows || null,
   };
+  if (t.base.length !== t.n * t.c || t.cos.length !== t.n * t.c || t.kh.length !== t.c * t.c) {
+    throw new Error(`the run's tables do not match ${t.n} points and ${t.c} classes (a truncated payload?)`);
+  }
+  const basePreds = new Int32Array(t.n);
+  for (let i = 0; i < t.n; i++) {
+    const row = i * t.c;
+    let best = 0, bestValue = -Infinity;
+    for (let j = 0; j < t.c; j++) if (t.base[row + j] > bestValue) { bestValue = t.base[row + j]; best = j; }
+    basePreds[i] = best;
+  }
+  t.basePreds = basePreds;
+  return t;
+}
+
+// A binary packet (app/components/packet.py) -> the data object the component reads (tables and the
+// map's arrays as typed arrays; float16 map positions widened to float32).
+export function fromPacket(bytes) {
+  const { header, arrays } = unpackPacket(bytes);
+  const data = { ...header };
+  for (const k of ["base", "cosines", "kappa_head", "rows"]) if (arrays[k]) data[k] = arrays[k];
+  if (arrays.labels) data.labels = Int32Array.from(arrays.labels);
+  if (header.map) {
+    data.map = { ...header.map };
+    if (arrays.map_xy) data.map.xy = halfToFloat(arrays.map_xy);
+    data.map.index = arrays.map_index || new Int32Array(0);
+    data.map.moved_xy = arrays.map_moved || new Float32Array(0);
+  }
+  return data;
 }
 
 // Predictions (N) after the edit, and how many points it moved. coefs: (C) numbers; gammas: (C)
 // thresholds or null (no gate); moves: [[source, target, alpha], ...], each gated on its source.
+// Only the rows a term touches are re-scored; the others keep their unedited prediction.
 export function predict(t, coefs, gammas, moves) {
-  const { n, c, base, cos, kh } = t;
+  const { n, c, base, cos, kh, basePreds } = t;
   const preds = new Int32Array(n);
   const touchedRows = new Uint8Array(n);
   const b = new Float64Array(c);
@@ -41,19 +73,26 @@ export function predict(t, coefs, gammas, moves) {
   const active = [];
   for (let k = 0; k < c; k++) if (coefs[k] !== 0) active.push(k);
   const liveMoves = moves.filter((m) => m[2] !== 0);
+  if (!active.length && !liveMoves.length) { preds.set(basePreds); return { preds, moved: 0, touchedRows }; }
   let moved = 0;
   for (let i = 0; i < n; i++) {
     const row = i * c;
-    b.fill(0);
     let touched = false;
     for (const k of active) {
-      if (gammas === null || cos[row + k] > gammas[k]) { b[k] += coefs[k]; touched = true; }
+      if (gammas === null || cos[row + k] > gammas[k]) {
+        if (!touched) { b.fill(0); touched = true; }
+        b[k] += coefs[k];
+      }
     }
     for (const [s, tgt, alpha] of liveMoves) {
-      if (gammas === null || cos[row + s] > gammas[s]) { b[tgt] += alpha; b[s] -= alpha; touched = true; }
+      if (gammas === null || cos[row + s] > gammas[s]) {
+        if (!touched) { b.fill(0); touched = true; }
+        b[tgt] += alpha; b[s] -= alpha;
+      }
     }
+    if (!touched) { preds[i] = basePreds[i]; continue; }
     let nz = 0; // the classes this row's edit adds (usually one): C x nz work instead of C x C
-    if (touched) for (let k = 0; k < c; k++) if (b[k] !== 0) nzIdx[nz++] = k;
+    for (let k = 0; k < c; k++) if (b[k] !== 0) nzIdx[nz++] = k;
     let best = 0;
     let bestValue = -Infinity;
     for (let j = 0; j < c; j++) {
@@ -62,7 +101,7 @@ export function predict(t, coefs, gammas, moves) {
       if (v > bestValue) { bestValue = v; best = j; }
     }
     preds[i] = best;
-    if (touched) { moved++; touchedRows[i] = 1; }
+    moved++; touchedRows[i] = 1;
   }
   return { preds, moved, touchedRows };
 }
@@ -153,17 +192,24 @@ function drawConfusion(view, confusion) {
     canvas.addEventListener("mouseleave", () => { tip.hidden = true; });
   }
   view.confusion = confusion;
+  // one pixel per cell in an image of c x c, scaled up without smoothing: ~1 ms at c = 1000 where
+  // c^2 rectangles cost hundreds
   const size = Math.max(120, Math.min(box.clientWidth || 300, 420));
   const { ctx } = prepareCanvas(box.querySelector("canvas"), size, size, [0, 1, 0, 1]);
-  const cell = size / c;
+  const image = new ImageData(c, c);
   for (let i = 0; i < c; i++) {
     let support = 0;
     for (let k = 0; k < c; k++) support += confusion[i * c + k];
     for (let j = 0; j < c; j++) {
-      ctx.fillStyle = blue((100 * confusion[i * c + j]) / Math.max(support, 1));
-      ctx.fillRect(j * cell, i * cell, Math.ceil(cell), Math.ceil(cell));
+      const t = Math.min(Math.max(confusion[i * c + j] / Math.max(support, 1), 0), 1), o = 4 * (i * c + j);
+      image.data[o] = Math.round(247 + t * (8 - 247)); image.data[o + 1] = Math.round(251 + t * (48 - 251));
+      image.data[o + 2] = Math.round(255 + t * (107 - 255)); image.data[o + 3] = 255;
     }
   }
+  if (!view.cells || view.cells.width !== c) { view.cells = document.createElement("canvas"); view.cells.width = c; view.cells.height = c; }
+  view.cells.getContext("2d").putImageData(image, 0, 0);
+  ctx.imageSmoothingEnabled = false;
+  ctx.drawImage(view.cells, 0, 0, size, size);
 }
 
 function metricHtml(label, value, delta, inverse) {
@@ -180,15 +226,15 @@ function metricHtml(label, value, delta, inverse) {
 
 function build(root, data, tables) {
   root.innerHTML = "";
-  const view = { root, digest: data.digest, rev: null, names: data.names, tables };
+  const view = { root, digest: data.digest, rev: null, names: data.names, tables, thumbs: new Map() };
   const wrap = document.createElement("div");
   wrap.className = "cvs-live";
   wrap.innerHTML = `<div class="sliders" role="group" aria-label="Class coefficients"><div class="title">` +
     `Class coefficients</div></div><div class="results"><div class="metrics"></div><div class="edit"></div>` +
     `<div class="charts"><div class="chart bars-chart"></div><div class="chart confusion-chart"></div></div>` +
-    `<div class="timing"></div></div><div class="map cvs-map" hidden><div class="title map-title"></div>` +
-    `<div class="legend map-status"></div><div class="legend map-classes"></div><canvas></canvas>` +
-    `<div class="tip" hidden></div></div>`;
+    `<div class="timing"></div><div class="sample-note legend"></div></div><div class="map cvs-map" hidden><div class="title map-title"></div>` +
+    `<div class="legend map-status"></div><div class="legend map-classes"></div><div class="map-colour" role="radiogroup" ` +
+    `aria-label="Colour by"></div><div class="plot"></div><div class="tip" hidden></div></div>`;
   root.appendChild(wrap);
   view.wrap = wrap;
   view.colors = data.colors;
@@ -216,7 +262,6 @@ function build(root, data, tables) {
     input.addEventListener("change", () => view.setStateValue("coefs", { values: coefsOf(view), rev: view.rev }));
     return input;
   });
-  attachHover(view);
   const before = predict(view.tables, new Array(data.names.length).fill(0), null, []);
   view.before = scoreOf(before.preds, view.tables.labels, view.tables.c);
   return view;
@@ -268,9 +313,11 @@ function draw(view) {
 
 
 // ------------------------------------------------------------------ the map
-// Unchanged points are small squares at their map positions (colour: true class). The points the
-// edit touches are outlined: at their old position while a slider moves, at the position the
-// server re-projected once it answers for exactly these coefficients (their old position faint).
+// A WebGL point layer (gl_points.js): every point at its map position, coloured by true class or by
+// the prediction after the edit; the points the edit touches are drawn on top, outlined: at their old
+// position while a slider moves, at the position the server re-projected once it answers for exactly
+// these coefficients (their old position then marked in grey). Positions are re-uploaded only when
+// the server's answer changes them; a slider movement uploads only colours and the touched flags.
 
 function mapState(m, xy) {
   if (!m || !xy) return null;
@@ -282,58 +329,90 @@ function mapState(m, xy) {
 }
 
 const sameCoefs = (a, b) => a && b && a.length === b.length && a.every((v, k) => Math.abs(v - b[k]) < 1e-9);
+const MAP_COLOURS = ["true class", "prediction"];
+
+function mapLayer(view) {
+  if (view.layer) return view.layer;
+  const box = view.wrap.querySelector(".map");
+  view.mapColour = MAP_COLOURS[0];
+  const layer = createPointLayer(box.querySelector(".plot"), {
+    height: 460, extent: view.map.extent, onHover: (i, mx, my) => view.showTip(i, mx, my),
+  });
+  layer.setPalette(view.colors);
+  const describe = (i) => `image #${view.tables.rows ? view.tables.rows[i] : i} · true: ` +
+    `${view.names[view.tables.labels[i]]} · predicted: ${view.names[view.hover.preds[i]]}` +
+    `${view.hover.touchedRows[i] ? " · edited" : ""}`;
+  const rowOf = (i) => (view.tables.rows ? view.tables.rows[i] : i);
+  view.showTip = attachGlTooltip(layer, box.querySelector(".tip"), describe,
+    (i) => atlasImage(view.tables.atlas, i) || view.thumbs.get(rowOf(i)) || null,
+    view.tables.atlas || !view.images ? null : (i) => view.requestImage && view.requestImage(rowOf(i)));
+  MAP_COLOURS.forEach((name) => {
+    const b = document.createElement("button");
+    b.type = "button"; b.textContent = name; b.setAttribute("role", "radio");
+    b.addEventListener("click", () => { view.mapColour = name; drawMap(view); });
+    box.querySelector(".map-colour").appendChild(b);
+  });
+  if (window.ResizeObserver) new ResizeObserver(() => layer.redraw()).observe(box);
+  view.layer = layer;
+  return layer;
+}
+
+// The thumbnail of image i cut from the run's sheet (a small run), as an element, or null.
+function atlasImage(atlas, i) {
+  if (!atlas) return null;
+  const z = 2, col = i % atlas.cols, row = Math.floor(i / atlas.cols);
+  const thumb = document.createElement("div");
+  Object.assign(thumb.style, { width: `${atlas.cell * z}px`, height: `${atlas.cell * z}px`,
+    backgroundImage: `url("${atlas.src}")`, imageRendering: "pixelated",
+    backgroundSize: `${atlas.cols * atlas.cell * z}px auto`,
+    backgroundPosition: `-${col * atlas.cell * z}px -${row * atlas.cell * z}px` });
+  thumb.className = "thumb";
+  return thumb;
+}
 
 function drawMap(view) {
   const box = view.wrap.querySelector(".map");
   const map = view.map;
   box.hidden = !map;
   if (!map || !view.last) return;
-  const { names, colors, tables } = view;
+  const { tables } = view;
   const { coefs, preds, touchedRows, moved } = view.last;
   const answered = sameCoefs(map.coefs, coefs);
-  const pos = Float32Array.from(map.xy);
-  if (answered) map.index.forEach((i, k) => { pos[2 * i] = map.movedXy[2 * k]; pos[2 * i + 1] = map.movedXy[2 * k + 1]; });
-  const width = Math.max(200, box.clientWidth || view.wrap.clientWidth);
-  const { ctx, sx, sy } = prepareCanvas(box.querySelector("canvas"), width, 460, map.extent);
-  const d = dotSize(tables.n);
-  ctx.globalAlpha = 0.45;
-  for (let i = 0; i < tables.n; i++) {
-    if (touchedRows[i]) continue;
-    ctx.fillStyle = colors[tables.labels[i] % colors.length];
-    ctx.fillRect(sx(pos[2 * i]) - d / 2, sy(pos[2 * i + 1]) - d / 2, d, d);
+  const layer = mapLayer(view);
+  const posKey = `${map.key}|${answered ? map.coefs.join(",") + "|" + map.serverMs : ""}`;
+  if (layer.posKey !== posKey) { // positions change only when the server's answer does
+    let pos = map.xy;
+    if (answered && map.index.length) {
+      pos = Float32Array.from(map.xy);
+      map.index.forEach((i, k) => { pos[2 * i] = map.movedXy[2 * k]; pos[2 * i + 1] = map.movedXy[2 * k + 1]; });
+    }
+    layer.setPoints(pos, map.extent);
+    layer.posKey = posKey;
   }
-  ctx.globalAlpha = 1;
-  if (answered) { // where the moved points were before the edit
-    ctx.fillStyle = "rgba(90,90,90,0.25)";
-    map.index.forEach((i) => ctx.fillRect(sx(map.xy[2 * i]) - 2, sy(map.xy[2 * i + 1]) - 2, 4, 4));
+  layer.setCategories(view.mapColour === "prediction" ? preds : tables.labels);
+  layer.setFlags(touchedRows);
+  layer.setOverlay(answered && map.index.length ? (ctx, sx, sy) => { // where the moved points were before the edit
+    ctx.fillStyle = "rgba(90,90,90,0.35)";
+    for (let k = 0; k < map.index.length; k++) {
+      const i = map.index[k];
+      ctx.fillRect(sx(map.xy[2 * i]) - 1.5, sy(map.xy[2 * i + 1]) - 1.5, 3, 3);
+    }
+  } : null);
+  layer.draw();
+  view.hover = { preds, touchedRows };
+  for (const b of box.querySelectorAll(".map-colour button")) {
+    const on = b.textContent === view.mapColour;
+    b.setAttribute("aria-checked", String(on)); b.classList.toggle("on", on);
   }
-  ctx.lineWidth = 1;
-  ctx.strokeStyle = "#000";
-  for (let i = 0; i < tables.n; i++) {
-    if (!touchedRows[i]) continue;
-    ctx.beginPath();
-    ctx.arc(sx(pos[2 * i]), sy(pos[2 * i + 1]), 3.5, 0, 2 * Math.PI);
-    ctx.fillStyle = colors[tables.labels[i] % colors.length];
-    ctx.fill(); ctx.stroke();
-  }
-  view.hover = { pos, sx, sy, preds, touchedRows, n: tables.n };
   box.querySelector(".map-title").textContent = `Edited fine-tuned latents (UMAP) · ${moved.toLocaleString()} of ` +
     `${tables.n.toLocaleString()} points moved by the edit`;
-  box.querySelector(".map-status").textContent = !moved ? "colour: true class; hover a point for its prediction"
+  box.querySelector(".map-status").textContent = (!moved ? "hover a point for its prediction; drag to pan, wheel to zoom"
     : answered ? `outlined: edited points at their re-projected positions (grey: before the edit); ` +
         `re-projected on the server in ${map.serverMs.toFixed(0)} ms`
-    : "outlined: the points this edit moves, at their old positions; release the slider to re-project them";
+    : "outlined: the points this edit moves, at their old positions; release the slider to re-project them") +
+    ` · colour: ${view.mapColour}`;
   box.dataset.answered = answered ? "1" : "0";
   box.dataset.drawn = String((+box.dataset.drawn || 0) + 1);
-}
-
-function attachHover(view) {
-  const box = view.wrap.querySelector(".map");
-  const describe = (i) => `image #${i} · true: ${view.names[view.tables.labels[i]]} · predicted: ` +
-    `${view.names[view.hover.preds[i]]}${view.hover.touchedRows[i] ? " · edited" : ""}`;
-  attachTooltip(box.querySelector("canvas"), box.querySelector(".tip"), () => view.hover, describe,
-                () => view.tables.atlas);
-  if (window.ResizeObserver) new ResizeObserver(() => drawMap(view)).observe(box);
 }
 
 export default function (component) {
@@ -348,7 +427,9 @@ export default function (component) {
 }
 
 function render(component) {
-  const { parentElement, data, setStateValue } = component;
+  const { parentElement, setStateValue } = component;
+  let { data } = component;
+  if (data instanceof Uint8Array) data = fromPacket(data);
   if (!data || !data.names) return;
   if (data.base) remember(TABLES, data.digest, decodeTables(data));
   if (data.map && data.map.xy) remember(MAPS, data.map.key, decodeFloat32(data.map.xy));
@@ -372,6 +453,14 @@ function render(component) {
   view.gammas = data.gammas;
   view.moves = data.moves || [];
   view.map = mapState(data.map, mapXy);
+  view.images = !!data.images;
+  view.requestImage = (row) => setStateValue("hover", { row, digest: data.digest });
+  if (data.thumb && data.thumb.digest === data.digest) { // the image of the point the mouse rests on
+    view.thumbs.set(data.thumb.row, data.thumb.src);
+    if (view.layer && view.layer.tooltip) view.layer.tooltip.refresh();
+  }
+  view.note = data.note || "";
+  view.wrap.querySelector(".sample-note").textContent = view.note;
   if (view.rev !== data.rev) { // the server set the coefficients (a preset, a reset, another page)
     view.rev = data.rev;
     view.sliders.forEach((s, k) => {

@@ -3,6 +3,7 @@
 // the map's coordinate transform, and the hover tooltip with the image from the thumbnail sheet.
 
 export function decodeFloat32(b64) {
+  if (typeof b64 !== "string") return b64; // already a typed array (a binary packet's)
   const bin = atob(b64);
   const bytes = new Uint8Array(bin.length);
   for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
@@ -10,6 +11,7 @@ export function decodeFloat32(b64) {
 }
 
 export function decodeInt32(b64) {
+  if (typeof b64 !== "string") return b64;
   return new Int32Array(decodeFloat32(b64).buffer);
 }
 

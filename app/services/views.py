@@ -26,11 +26,13 @@ def live_editor(config: AppRunConfig, with_map: bool) -> LiveEditor:
 
 @st.cache_resource(show_spinner=False)
 def live_tables(config: AppRunConfig) -> dict:
-    """The browser's tables of one run (see app/components/live_editor.py): built once, sent on each draw."""
-    from app.components.live_editor import payload
+    """The browser's tables of one run (see app/components/live_editor.py): built once, sent until the
+    browser holds them."""
+    from app.components.live_editor import tables_packet
 
     editor = live_editor(config, False)
-    return payload(editor.factored, editor.labels, editor.cv.class_names, thumbnail_sheet(config))
+    return tables_packet(editor.factored, editor.labels, editor.cv.class_names, thumbnail_sheet(config),
+                         seed=config.seed, images=_eval_images(config) is not None)
 
 
 @st.cache_resource(show_spinner=False)

@@ -1,7 +1,7 @@
 """The browser components (app/components/*.js) in Chromium: the live editor against the library.
 
 The sliders of the Class-arithmetic screen are scored by this JavaScript; these tests run its
-exported functions on the tables the server sends (``app.components.live_editor.payload``) and
+exported functions on the tables the server sends (``app.components.live_editor.tables_packet``) and
 require the same predictions, per-class accuracies and forget/retain figures as
 ``cv_core.math.factored`` / ``cv_core.math.metrics``. Skipped without Debian's chromium.
 """
@@ -26,10 +26,35 @@ from tests.app.test_browser_e2e import CHROMIUM_ARGS  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
-RUN_IN_PAGE = """async ([src, data, cases]) => {
+U8 = "const u8 = (b64) => { const bin = atob(b64), a = new Uint8Array(bin.length); " \
+     "for (let i = 0; i < bin.length; i++) a[i] = bin.charCodeAt(i); return a; };"
+
+
+def _b64(blob: bytes) -> str:
+    import base64
+
+    return base64.b64encode(blob).decode()
+
+
+def _tables(factored, labels, names, **kw) -> dict:
+    from app.components.live_editor import tables_packet
+
+    return tables_packet(factored, labels, names, **kw)
+
+
+def _packet(tables, coefs, gammas=None, moves=(), rev=0, colors=None, map_part=None, have=None) -> str:
+    """What the server sends the mounted component (base64 of the packet's bytes, for page.evaluate)."""
+    from app.components.live_editor import editor_packet
+
+    c = len(tables["header"]["names"])
+    return _b64(editor_packet(tables, coefs, gammas, moves, rev, colors or ["#123456"] * c, map_part, have))
+
+
+RUN_IN_PAGE = """async ([src, blob, cases]) => {
   const url = URL.createObjectURL(new Blob([src], {type: "text/javascript"}));
   const m = await import(url);
-  const t = m.decodeTables(data);
+  """ + U8 + """
+  const t = m.decodeTables(m.fromPacket(u8(blob)));
   return cases.map(([coefs, gammas, moves, forgotten]) => {
     const {preds, moved} = m.predict(t, coefs, gammas, moves);
     const s = m.scoreOf(preds, t.labels, t.c);
@@ -73,10 +98,8 @@ CASES = [  # coefs, gamma, moves
 
 
 def test_the_browser_scores_every_edit_as_the_library_does(page):
-    from app.components.live_editor import payload
-
     factored, labels, names = _run()
-    data = payload(factored, labels, names)
+    data = _packet(_tables(factored, labels, names), [0.0] * 8)
     per_class_gamma = torch.linspace(0.1, 0.6, 8)
     cases, expected = [], []
     for coefs, gamma, moves in CASES:
@@ -98,14 +121,13 @@ def test_the_browser_scores_every_edit_as_the_library_does(page):
 
 
 def test_the_browser_decodes_the_servers_float32_tables_exactly(page):
-    from app.components.live_editor import payload
-
     factored, labels, names = _run(n=50)
-    data = payload(factored, labels, names)
+    data = _packet(_tables(factored, labels, names), [0.0] * 8)
     src = module_source("live_editor")
-    got = page.evaluate("""async ([src, data]) => {
+    got = page.evaluate("""async ([src, blob]) => {
       const m = await import(URL.createObjectURL(new Blob([src], {type: "text/javascript"})));
-      const t = m.decodeTables(data);
+      """ + U8 + """
+      const t = m.decodeTables(m.fromPacket(u8(blob)));
       return [Array.from(t.base), Array.from(t.cos), Array.from(t.kh), t.n, t.c];
     }""", [src, data])
     assert got[0] == factored.base.flatten().tolist() and got[1] == factored.cosines.flatten().tolist()
@@ -119,8 +141,9 @@ MOUNT = """async ([src, calls]) => {
   document.body.appendChild(host);
   const sent = [];
   const out = [];
-  for (const [data, moveClass, value] of calls) {
-    m.default({parentElement: host, data, setStateValue: (k, v) => sent.push([k, v])});
+  """ + U8 + """
+  for (const [blob, moveClass, value] of calls) {
+    m.default({parentElement: host, data: u8(blob), setStateValue: (k, v) => sent.push([k, v])});
     if (moveClass !== null) {  // what a user's drag does: input events while moving, change on release
       const input = host.querySelector(`input[data-class="${moveClass}"]`);
       input.value = String(value);
@@ -142,30 +165,35 @@ MOUNT = """async ([src, calls]) => {
 def test_the_mounted_editor_follows_its_sliders_the_server_and_the_map(page):
     import numpy as np
 
-    from app.components.live_editor import HEAVY, map_data, payload
+    from app.components.live_editor import map_data
 
     factored, labels, names = _run(n=300)
-    base = dict(payload(factored, labels, names), colors=["#123456"] * 8, moves=[], rev=0,
-                gammas=[0.1] * 8, coefs=[0.0] * 8, map=None)
+    tables = _tables(factored, labels, names)
+    digest = tables["header"]["digest"]
     weights = factored.edit_weights([0, -1, 0, 0, 0, 0, 0, 0], 0.1)
     index = factored.changed_rows(weights).numpy()
     xy = np.random.default_rng(0).normal(size=(300, 2)).astype(np.float32)
     answered = map_data(xy, (-4, 4, -4, 4), [0, -1, 0, 0, 0, 0, 0, 0], index, xy[index] + 1, 12.0)
+    zero, preset_coefs, g = [0.0] * 8, [0.5] + [0.0] * 7, [0.1] * 8
+    held = {"tables": digest, "map": answered["key"]}
+    slim = _packet(tables, preset_coefs, g, rev=1, map_part=answered, have=held)
+    from app.components.packet import unpack
+
+    # once the browser said it holds them, the tables and the map's positions are not sent again
+    assert set(unpack(__import__("base64").b64decode(slim))[1]) == {"map_index", "map_moved"}
     calls = [
-        [base, 1, -1],                                            # a user drags class 1 to -1
-        [dict(base, map=answered), None, None],                   # the server answers the release
-        [dict(base, map=answered, rev=1, coefs=[0.5] + [0.0] * 7), None, None],  # a preset from the server
-        # once the browser said it holds them, the server sends only the keys of the tables and the map
-        [dict({k: v for k, v in base.items() if k not in HEAVY}, rev=1, coefs=[0.5] + [0.0] * 7,
-              map={k: v for k, v in answered.items() if k != "xy"}), None, None],
+        [_packet(tables, zero, g), 1, -1],                                  # a user drags class 1 to -1
+        [_packet(tables, zero, g, map_part=answered), None, None],          # the server answers the release
+        [_packet(tables, preset_coefs, g, rev=1, map_part=answered), None, None],  # a preset from the server
+        [slim, None, None],
     ]
     src = module_source("live_editor")
     got = page.evaluate(MOUNT, [src, calls])
     drag, server, preset, slim = got["out"]
     assert drag["edit"] == "Edit: c<1> × -1.00" and drag["mapHidden"] is True
-    assert got["sent"] == [["have", {"tables": base["digest"], "map": None}],
+    assert got["sent"] == [["have", {"tables": digest, "map": None}],
                            ["coefs", {"values": [0, -1, 0, 0, 0, 0, 0, 0], "rev": 0}],
-                           ["have", {"tables": base["digest"], "map": answered["key"]}]]
+                           ["have", {"tables": digest, "map": answered["key"]}]]
     s = score(factored.predict(weights), labels, 8)
     assert drag["forget"] == f"{100 * float(s.per_class[1]):.1f}%"
     assert server["sliders"][1] == -1 and server["answered"] == "1"  # a rerun keeps the user's slider
@@ -198,7 +226,7 @@ def test_the_thumbnail_sheet_holds_every_image_where_the_hover_looks_for_it(page
     import numpy as np
     from PIL import Image
 
-    from app.components.live_editor import ATLAS_MAX_IMAGES, map_data, payload, thumbnail_atlas
+    from app.components.live_editor import ATLAS_MAX_IMAGES, map_data, thumbnail_atlas
 
     colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255)]
     images = [Image.new("RGB", (8, 8), c) for c in colours]
@@ -212,18 +240,18 @@ def test_the_thumbnail_sheet_holds_every_image_where_the_hover_looks_for_it(page
     assert thumbnail_atlas([images[0]] * (ATLAS_MAX_IMAGES + 1)) is None
 
     factored, labels, names = _run(n=5, c=8)
-    data = dict(payload(factored, labels, names, atlas), colors=["#123456"] * 8, moves=[], rev=0,
-                gammas=None, coefs=[0.0] * 8)
     xy = np.array([[0, 0], [1, 1], [2, 2], [3, 3], [-3, 3]], dtype=np.float32)
-    data["map"] = map_data(xy, (-4, 4, -4, 4), [0.0] * 8, np.zeros(0, int), np.zeros((0, 2)), 1.0)
+    part = map_data(xy, (-4, 4, -4, 4), [0.0] * 8, np.zeros(0, int), np.zeros((0, 2)), 1.0)
+    data = _packet(_tables(factored, labels, names, atlas=atlas), [0.0] * 8, map_part=part)
     src = module_source("live_editor")
-    tip = page.evaluate("""async ([src, data]) => {
+    tip = page.evaluate("""async ([src, blob]) => {
       const m = await import(URL.createObjectURL(new Blob([src], {type: "text/javascript"})));
+      """ + U8 + """
       const host = document.createElement("div");
       host.innerHTML = '<div class="cvs-live-root"></div>';
       document.body.appendChild(host);
-      m.default({parentElement: host, data, setStateValue: () => {}});
-      const canvas = host.querySelector("canvas"), r = canvas.getBoundingClientRect();
+      m.default({parentElement: host, data: u8(blob), setStateValue: () => {}});
+      const canvas = host.querySelector(".map canvas.overlay"), r = canvas.getBoundingClientRect();
       // point 4 sits at (-3, 3) of the extent (-4..4, -4..4)
       const x = r.left + (1 / 8) * r.width, y = r.top + (1 / 8) * r.height;
       canvas.dispatchEvent(new MouseEvent("mousemove", {clientX: x, clientY: y}));
@@ -287,21 +315,19 @@ def test_the_geometry_map_switches_views_and_names_the_latent_under_the_mouse(pa
 
 
 def test_many_classes_get_a_painted_confusion_matrix_that_names_the_cell_under_the_mouse(page):
-    from app.components.live_editor import payload
-
     from app.components.sources import style_source
 
     factored, labels, names = _run(n=400, c=25, d=40)
     page.add_style_tag(content=style_source("live_editor"))  # hiding a filtered slider is the stylesheet's job
-    data = dict(payload(factored, labels, names), colors=["#123456"] * 25, moves=[], rev=0, gammas=None,
-                coefs=[0.0] * 25, map=None)
+    data = _packet(_tables(factored, labels, names), [0.0] * 25)
     s = score(factored.predict(), labels, 25)
-    got = page.evaluate("""async ([src, data]) => {
+    got = page.evaluate("""async ([src, blob]) => {
       const m = await import(URL.createObjectURL(new Blob([src], {type: "text/javascript"})));
+      """ + U8 + """
       const host = document.createElement("div");
       host.innerHTML = '<div class="cvs-live-root"></div>';
       document.body.appendChild(host);
-      m.default({parentElement: host, data, setStateValue: () => {}});
+      m.default({parentElement: host, data: u8(blob), setStateValue: () => {}});
       const box = host.querySelector(".confusion-chart"), canvas = box.querySelector("canvas");
       const r = canvas.getBoundingClientRect(), cell = r.width / 25;
       canvas.dispatchEvent(new MouseEvent("mousemove", {clientX: r.left + 2.5 * cell, clientY: r.top + 2.5 * cell}));

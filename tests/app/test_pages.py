@@ -1,8 +1,6 @@
 """AppTest of every page, on the synthetic run (no model, a few seconds each)."""
 from __future__ import annotations
 
-import base64
-import json
 
 import numpy as np
 
@@ -25,8 +23,11 @@ def edited_points(at) -> tuple[int, int]:
 
 def live_data(at) -> dict:
     """The data the page sends to the browser's live editor (sliders, tables, gate, moves)."""
+    from app.components.packet import unpack
+
     (component,) = [e for e in at.get("bidi_component") if e.proto.component_name == "cvs_live_editor"]
-    return json.loads(component.proto.json)
+    header, arrays = unpack(component.proto.bytes)  # a binary packet (app/components/packet.py)
+    return dict(header, arrays=arrays)
 
 
 def release(at, coefs: list[float]):
@@ -102,8 +103,9 @@ def test_the_live_editor_gets_the_runs_tables_and_a_release_updates_the_server_s
     at = computed_app.switch_page("app_pages/arithmetic.py").run()
     no_trouble(at)
     data = live_data(at)
-    assert data["names"] == [f"class {c}" for c in range(10)] and len(data["labels"]) == 600
-    assert len(base64.b64decode(data["base"])) == len(base64.b64decode(data["cosines"])) == 600 * 10 * 4
+    assert data["names"] == [f"class {c}" for c in range(10)] and data["arrays"]["labels"].shape == (600,)
+    assert data["arrays"]["base"].shape == data["arrays"]["cosines"].shape == (600, 10)
+    assert data["arrays"]["base"].dtype == np.dtype("<f4") and data["note"] == ""  # all rows, no sample
     assert data["coefs"] == [0.0] * 10 and data["moves"] == [] and len(data["gammas"]) == 10
     assert "edit: none" in server_caption(at)
     release(at, [0.0, 0.0, 0.0, -1.0] + [0.0] * 6)
@@ -191,22 +193,24 @@ def test_the_map_is_fitted_once_and_then_moves_edited_points(computed_app):
     at = computed_app.switch_page("app_pages/geometry.py").run()
     at.button(key="geometry_fit").click().run()
     no_trouble(at)
+    from app.components.packet import unpack
+
     (geo,) = [e for e in at.get("bidi_component") if e.proto.component_name == "cvs_latent_map"]
-    data = json.loads(geo.proto.json)
-    assert len(data["labels"]) == 600 and len(data["pre_centroids"]) == len(data["ft_centroids"]) == 10
-    assert len(base64.b64decode(data["pre_xy"])) == len(base64.b64decode(data["ft_xy"])) == 600 * 2 * 4
-    assert data["atlas"] is None  # the synthetic run has no images
+    data, arrays = unpack(geo.proto.bytes)
+    assert data["n"] == 600 and len(data["pre_centroids"]) == len(data["ft_centroids"]) == 10
+    assert arrays["pre_xy"].shape == arrays["ft_xy"].shape == (600, 2) and arrays["ft_xy"].dtype == np.float16
+    assert data["images"] is False and data["note"] == ""  # the synthetic run has no images; 1,200 latents: no sample
     at.switch_page("app_pages/export.py").run()  # the Plotly version is built for Export
     no_trouble(at)
     at.switch_page("app_pages/arithmetic.py").run()
     assert not any("Fit the map" in i.value for i in at.info)  # the map is served from the cache
-    assert live_data(at)["map"]["index"] == ""  # no edit: nothing re-projected
+    assert live_data(at)["arrays"]["map_index"].size == 0  # no edit: nothing re-projected
     release(at, [-1.0] + [0.0] * 9)
     no_trouble(at)
-    m = live_data(at)["map"]
-    index = np.frombuffer(base64.b64decode(m["index"]), dtype="<i4")
-    moved_xy = np.frombuffer(base64.b64decode(m["moved_xy"]), dtype="<f4").reshape(-1, 2)
-    base_xy = np.frombuffer(base64.b64decode(m["xy"]), dtype="<f4").reshape(-1, 2)
+    data = live_data(at)
+    m, arrays = data["map"], data["arrays"]
+    index, moved_xy = arrays["map_index"], arrays["map_moved"]
+    base_xy = arrays["map_xy"].astype(np.float32)
     assert m["coefs"] == [-1.0] + [0.0] * 9 and len(index) in (59, 60) and moved_xy.shape == (len(index), 2)
     assert base_xy.shape == (600, 2) and np.abs(moved_xy - base_xy[index]).max() > 0.1  # they moved
     x0, x1, y0, y1 = m["extent"]
