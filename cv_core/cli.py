@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--move", action="append", default=[], metavar="SOURCE:TARGET=ALPHA",
                       help="move class SOURCE towards TARGET by alpha (kappa_target - kappa_source, gated on "
                            "SOURCE; the prediction flips near 0.5), e.g. --move 3:5=0.6; repeatable")
+    edit.add_argument("--forget", action="append", default=[], metavar="CLASS",
+                      help="forget CLASS at its forget strength: the smallest lambda in [0, 3] whose edit brings "
+                           "the val split's forget accuracy to <= 5%% with retain accuracy within 1 point "
+                           "(chosen per class, cached with the run, written to edit.json); repeatable")
     edit.add_argument("--gate", default="auto", help="cosine gate: auto (default), none, or a number in [-1, 1]")
     rep = sub.add_parser("report", help="compare editing/unlearning methods; writes report.json and report.md")
     _add_run_options(rep)
@@ -200,19 +204,42 @@ def cmd_edit(args) -> int:
     from .export import edit_dict, write_json
     from .pipeline import apply_edit
     coefs, moves = parse_coefs(args.coef), parse_moves(args.move)
-    if not coefs and not moves:
-        raise InvalidInputError("give at least one --coef CLASS=VALUE (e.g. --coef 3=-1 forgets class 3) "
-                                "or --move SOURCE:TARGET=ALPHA (e.g. --move 3:5=0.6)")
+    if not coefs and not moves and not args.forget:
+        raise InvalidInputError("give at least one --forget CLASS (forgets it at the strength chosen on val), "
+                                "--coef CLASS=VALUE (e.g. --coef 3=-1) or --move SOURCE:TARGET=ALPHA "
+                                "(e.g. --move 3:5=0.6)")
     out = _out_dir(args)
-    result = _run(args)
+    result = _run(args, ("train", "val", "test") if args.forget else ("train", "test"))
+    strengths = forget_coefficients(result, args.forget, coefs, args.gate)
+    coefs = {**coefs, **{s.name: -s.lam for s in strengths}}
     report = apply_edit(result, coefs, args.gate, moves=moves)
-    write_json(out / "edit.json", edit_dict(result, report))
+    write_json(out / "edit.json", edit_dict(result, report, strengths))
     moved = "".join(f", move {s}->{t} by {a:g}" for s, t, a in report.moves)
     print(f"edit {report.coefficients}{moved} (gate {args.gate}) on {result.dataset} test split:")
+    for s in strengths:
+        print(f"  forget strength of {s.describe()}")
     print(f"  forget accuracy {report.forget_accuracy_before:.3f} -> {report.forget_accuracy:.3f}")
     print(f"  retain accuracy {report.retain_accuracy_before:.3f} -> {report.retain_accuracy:.3f}")
     print(f"  wrote {out / 'edit.json'}")
     return 0
+
+
+def forget_coefficients(result, classes: list[str], coefs: dict[str, float], gate) -> list:
+    """The ForgetStrength of every --forget class (chosen on val, cached with the run); a class also
+    given a --coef is an error, never "last wins"."""
+    from .edits.strength import run_forget_strengths
+    from .results import class_index
+    if not classes:
+        return []
+    names = result.class_names
+    idx = [class_index(names, c) for c in classes]
+    given = {class_index(names, c) for c in coefs}
+    dup = sorted({names[i] for i in idx if idx.count(i) > 1 or i in given})
+    if dup:
+        raise InvalidInputError(f"class {', '.join(dup)} is given twice (--forget and --coef, or --forget twice): "
+                                "give each class one coefficient")
+    chosen = run_forget_strengths(result, gate)
+    return [chosen[i] for i in idx]
 
 
 def cmd_report(args) -> int:

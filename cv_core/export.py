@@ -27,12 +27,20 @@ def _clean(x):
     return x
 
 
+def _file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give: 0o666 less the process umask (mkstemp gives 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_json(path: Path, data: dict) -> None:
-    """Atomic write (temp file + rename), so a crash never leaves half a file."""
+    """Atomic write (temp file + rename), so a crash never leaves half a file; permissions follow the umask."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
     with os.fdopen(fd, "w") as f:
         json.dump(_clean(data), f, indent=2)
+    os.chmod(tmp, _file_mode())
     os.replace(tmp, path)
 
 
@@ -57,7 +65,8 @@ def summary_dict(result) -> dict:
     }
 
 
-def edit_dict(result, report) -> dict:
+def edit_dict(result, report, strengths=()) -> dict:
+    """The edit and its scores; ``strengths``: ForgetStrength of each class forgotten by --forget."""
     names = result.class_names
     before, after = report.before.per_class.tolist(), report.after.per_class.tolist()
     return {
@@ -67,6 +76,7 @@ def edit_dict(result, report) -> dict:
         "coefficients": report.coefficients,
         "moves": [{"from": s, "to": t, "alpha": a} for s, t, a in report.moves],
         "gate": report.gamma,
+        "forget_strengths": {s.name: s.as_dict() for s in strengths},
         "forget_classes": [names[i] for i in report.forget_classes],
         "forget_accuracy": report.forget_accuracy,
         "retain_accuracy": report.retain_accuracy,
@@ -87,6 +97,7 @@ def save_class_vectors(path: Path, cv: ClassVectors) -> None:
     os.close(fd)
     save_file({"kappa": cv.kappa.contiguous(), "mu_pre": cv.mu_pre.contiguous(), "mu_ft": cv.mu_ft.contiguous(),
                "counts": cv.counts.contiguous()}, tmp, metadata={"class_names": json.dumps(list(cv.class_names))})
+    os.chmod(tmp, _file_mode())
     os.replace(tmp, path)
 
 

@@ -1,5 +1,6 @@
 """End-to-end pipeline and CLI on a tiny random-weight CLIP and the bundled digits."""
 import json
+import os
 import math
 from pathlib import Path
 
@@ -92,6 +93,38 @@ def test_cli_run_and_edit_write_their_files(tiny_spec, tmp_path, capsys):
     assert edit["moves"] == [{"from": "3", "to": "8", "alpha": 0.6}, {"from": "1", "to": "2", "alpha": 1.0}]
     assert edit["forget_classes"] == ["1", "3"] and edit["coefficients"] == {}
     assert "move 3->8 by 0.6" in capsys.readouterr().out
+    assert oct((tmp_path / "out" / "edit.json").stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_cli_edit_forget_uses_the_strength_chosen_on_val(tiny_spec, tmp_path, capsys):
+    from cv_core.cli import config_from_args
+    from cv_core.edits.strength import run_forget_strengths
+
+    common = ["--backbone", tiny_spec, "--dataset", "digits", "--device", "cpu", "--max-per-class", "10",
+              "--steps", "3", "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "out")]
+    assert main(["edit", *common, "--forget", "3", "--forget", "5", "--coef", "1=0.5"]) == 0
+    edit = json.loads((tmp_path / "out" / "edit.json").read_text())
+    assert set(edit["forget_strengths"]) == {"3", "5"}
+    # a class already at or below the target on val gets lambda 0 (no edit, so not in the forget set)
+    assert edit["forget_classes"] == [n for n in ("3", "5") if edit["forget_strengths"][n]["lam"] > 0]
+    # the same run, the same function: the chosen lambdas are the run's cached strengths
+    from cv_core.cli import build_parser
+    result = run(config_from_args(build_parser().parse_args(["edit", *common]), ("train", "val", "test")))
+    chosen = run_forget_strengths(result)
+    for name in ("3", "5"):
+        assert edit["forget_strengths"][name]["lam"] == pytest.approx(chosen[int(name)].lam)
+        assert edit["coefficients"].get(name, 0.0) == pytest.approx(-chosen[int(name)].lam)
+    report = apply_edit(result, {"1": 0.5, "3": -chosen[3].lam, "5": -chosen[5].lam}, "auto")
+    assert edit["forget_accuracy"] == pytest.approx(report.forget_accuracy)
+    assert "forget strength of class 3" in capsys.readouterr().out
+    assert main(["edit", *common, "--forget", "3", "--coef", "3=-1"]) == 2
+    assert "given twice" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -13,12 +13,9 @@ from collections.abc import Sequence
 import torch
 
 from ..errors import InvalidInputError
-from ..math.metrics import forget_retain, score
 from ..math.steering import SteeringEdit, auto_gamma, steer
 from .base import SPLITS, MethodOutput, UnlearnContext, output, register_method
 
-#: Candidate steering strengths; lambda is chosen on the validation split, never on test.
-LAMBDA_GRID = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0)
 _MASKED = -1.0e4  # logit of a removed class: finite, so softmax and calibration stay defined
 
 
@@ -51,16 +48,27 @@ def gate_thresholds(ctx: UnlearnContext, gamma) -> torch.Tensor:
     return torch.full((ctx.num_classes,), g)
 
 
-def forget_edit(ctx: UnlearnContext, forget: Sequence[int], lam: float, gamma: torch.Tensor,
+def forget_edit(ctx: UnlearnContext, forget: Sequence[int], lam, gamma: torch.Tensor,
                 directions: torch.Tensor | None = None) -> SteeringEdit:
-    """Gated edit z_c = -lam * kappa_c for each forgotten class c (or -lam * directions[i]).
+    """Gated edit z_c = -lam_c * kappa_c for each forgotten class c (or -lam_c * directions[i]).
 
+    lam: one strength for every class, or (K,) strengths in the order of ``forget``;
     directions: optional (K, D) replacement vectors (the random-vector baseline).
     """
-    lam = _finite(lam, "steering strength lambda")
+    lams = _strengths(lam, len(forget))
     idx = torch.as_tensor(list(forget), dtype=torch.long)
     vecs = ctx.class_vectors.kappa[idx] if directions is None else directions
-    return SteeringEdit(-lam * vecs, ctx.class_vectors.mu_ft[idx], gamma[idx])
+    return SteeringEdit(-lams[:, None] * vecs, ctx.class_vectors.mu_ft[idx], gamma[idx])
+
+
+def _strengths(lam, k: int) -> torch.Tensor:
+    """One strength or K strengths -> (K,) float32, each checked finite."""
+    if isinstance(lam, (int, float, str)) or (isinstance(lam, torch.Tensor) and lam.ndim == 0):
+        return torch.full((k,), _finite(lam, "steering strength lambda"))
+    vals = [_finite(v, "steering strength lambda") for v in lam]
+    if len(vals) != k:
+        raise InvalidInputError(f"expected {k} steering strengths (one per forgotten class), got {len(vals)}")
+    return torch.tensor(vals)
 
 
 def _finite(value, what: str) -> float:
@@ -73,52 +81,58 @@ def _finite(value, what: str) -> float:
     return v
 
 
-def choose_lambda(ctx: UnlearnContext, forget: Sequence[int], gamma: torch.Tensor,
-                  grid: Sequence[float] = LAMBDA_GRID) -> float:
-    """The lambda of ``grid`` maximising val (ACC_r - ACC_f); ties go to the smallest lambda."""
-    val = ctx.ft["val"]
-    best, best_gain = float(grid[0]), -float("inf")
-    for lam in sorted(grid):
-        z = steer(val.features, forget_edit(ctx, forget, lam, gamma))
-        s = score(ctx.head.predict(z), val.labels, ctx.num_classes)
-        acc_f, acc_r = forget_retain(s.per_class, forget)
-        gain = acc_r - acc_f
-        if gain > best_gain + 1e-9:
-            best, best_gain = float(lam), gain
-    return best
+def _steering_setup(ctx: UnlearnContext, forget, options) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """-> ((K,) strengths in the order of ``forget``, (C,) gate thresholds, info for the output).
 
+    options: ``gamma`` (gate, default 'auto'); ``lam``: 'auto' (default: each class's forget strength
+    chosen on val by :func:`cv_core.edits.strength.choose_forget_strength`, the one definition) or a number;
+    ``target`` (default 0.05): the val forget accuracy the automatic strength aims at."""
+    from .strength import TARGET, choose_forget_strength
 
-def _steering_setup(ctx: UnlearnContext, forget, options) -> tuple[float, torch.Tensor]:
     gamma = gate_thresholds(ctx, options.get("gamma", "auto"))
     lam = options.get("lam", "auto")
-    lam = choose_lambda(ctx, forget, gamma) if lam == "auto" else _finite(lam, "steering strength lambda")
-    return lam, gamma
+    if lam != "auto":
+        lams = _strengths(lam, len(forget))
+        return lams, gamma, {"lambda": _lambda_info(lams)}
+    chosen = [choose_forget_strength(ctx.head, ctx.ft["val"], ctx.class_vectors, c, gamma,
+                                     target=float(options.get("target", TARGET))) for c in forget]
+    lams = torch.tensor([s.lam for s in chosen])
+    missed = [s.name for s in chosen if not s.reached]
+    info = {"lambda": _lambda_info(lams), "lambda_source": "chosen on val (forget strength)",
+            "target_reached": "yes" if not missed else "no for " + ", ".join(missed)}
+    return lams, gamma, info
 
 
-def _steered_output(ctx, edit: SteeringEdit, lam: float, note: str) -> MethodOutput:
+def _lambda_info(lams: torch.Tensor) -> float | str:
+    """One strength as a number; several as 'a, b, ...' in the order of the forget set."""
+    vals = [round(float(v), 4) for v in lams]
+    return vals[0] if len(vals) == 1 else ", ".join(f"{v:g}" for v in vals)
+
+
+def _steered_output(ctx, edit: SteeringEdit, info: dict, note: str) -> MethodOutput:
     latents = {s: steer(ctx.ft[s].features, edit) for s in SPLITS}
-    return output(ctx, latents, info={"lambda": lam, "probe_note": note})
+    return output(ctx, latents, info={**info, "probe_note": note})
 
 
 @register_method("cv_steer", "Class-Vector steering r' = r - lambda*kappa_c behind the cosine gate "
                              "(Algorithm 1; training-free, encoder untouched)")
 def cv_steer(ctx: UnlearnContext, forget, seed, options) -> MethodOutput:
-    lam, gamma = _steering_setup(ctx, forget, options)
+    lam, gamma, info = _steering_setup(ctx, forget, options)
     edit = forget_edit(ctx, forget, lam, gamma)
-    return _steered_output(ctx, edit, lam, "encoder untouched: a probe on f(x) recovers the class "
+    return _steered_output(ctx, edit, info, "encoder untouched: a probe on f(x) recovers the class "
                                            "by construction")
 
 
 @register_method("random_vector", "steering by a random direction with the norm of lambda*kappa_c, "
                                   "same gate and lambda as cv_steer (control)")
 def random_vector(ctx: UnlearnContext, forget, seed, options) -> MethodOutput:
-    lam, gamma = _steering_setup(ctx, forget, options)
+    lam, gamma, info = _steering_setup(ctx, forget, options)
     kappa = ctx.class_vectors.kappa[list(forget)]
     g = torch.Generator().manual_seed(seed)
     rand = torch.randn(kappa.shape, generator=g)
     rand = rand / rand.norm(dim=1, keepdim=True) * kappa.norm(dim=1, keepdim=True)
     edit = forget_edit(ctx, forget, lam, gamma, directions=rand)
-    return _steered_output(ctx, edit, lam, "encoder untouched")
+    return _steered_output(ctx, edit, info, "encoder untouched")
 
 
 def cmf_weights(ctx: UnlearnContext) -> torch.Tensor:

@@ -24,7 +24,7 @@ from ..errors import InvalidInputError
 from ..registry import Registry
 from .base import MethodOutput, UnlearnContext, register_method
 from .encoder_ops import batch_stream, encoded_output, option, train, visual_copy
-from .latent import _steering_setup
+from .latent import _lambda_info, _steering_setup
 
 DEFAULT_REFERENCES = 16  # digits stand-in: 8 refs at lr 0.01 left ACC_f ~0.3; 16 refs at lr 0.05 reached <= 0.06
 DEFAULT_STEPS, DEFAULT_LR = 100, 0.05
@@ -116,17 +116,17 @@ def fit_weight_map(ctx: UnlearnContext, forget, seed: int, options) -> tuple[tor
     steps, lr = option(options, "steps", DEFAULT_STEPS, int, 1), option(options, "lr", DEFAULT_LR, float, 0.0)
     preserve = option(options, "preserve", DEFAULT_PRESERVE, float, 0.0)  # 0: the paper's loss, forget term only
     batch = option(options, "preserve_batch", DEFAULT_PRESERVE_BATCH, int, 1)
-    lam, _ = _steering_setup(ctx, forget, options)
+    lam, _, _ = _steering_setup(ctx, forget, options)  # (K,): each class's forget strength
     torch.manual_seed(seed)
     visual = visual_copy(ctx).requires_grad_(False)  # eval mode: BatchNorm running statistics stay fixed
     block = EDITABLE_BLOCKS.get(block_name)(visual)
     block.requires_grad_(True)
     ft_train = ctx.ft["train"].features
     edit_idx, targets = [], []
-    for c in forget:
+    for k, c in enumerate(forget):
         idx = reference_indices(y_all, c, refs, seed, ctx.class_names[c])
         edit_idx.append(idx)
-        targets.append((ft_train[idx].mean(0) - lam * ctx.class_vectors.kappa[c]).expand(refs, -1))
+        targets.append((ft_train[idx].mean(0) - lam[k] * ctx.class_vectors.kappa[c]).expand(refs, -1))
     dev = ctx.encoder.device
     xe, te = x_all[torch.cat(edit_idx)].to(dev), torch.cat(targets).to(dev)
     scale = te.pow(2).sum(1).mean().detach()
@@ -144,7 +144,7 @@ def fit_weight_map(ctx: UnlearnContext, forget, seed: int, options) -> tuple[tor
 
     train(block.parameters(), loss, steps, lr, what="weight mapping")
     visual.requires_grad_(False).eval()
-    return visual, block, {"lambda": lam, "block": block_name, "references": refs, "preserve": preserve,
+    return visual, block, {"lambda": _lambda_info(lam), "block": block_name, "references": refs, "preserve": preserve,
                            "preserve_batch": batch if preserve > 0 else 0, "steps": steps, "lr": lr}
 
 

@@ -1,0 +1,186 @@
+"""Forget strength chosen on data: the one definition (DEFINITIONS.md item 4).
+
+For class c, the forget strength is the smallest lambda on :data:`STRENGTH_GRID` (a grid over [0, 3])
+whose steering edit -lambda * kappa_c, behind the resolved gate, brings the VAL split's forget accuracy
+to <= ``target`` (default 5%) while its retain accuracy stays within ``tolerance`` (default 1 point) of the
+unedited one. When no grid value reaches that, the best lambda is returned with ``reached=False``: the
+lowest forget accuracy among the lambdas that keep retain accuracy within the tolerance (ties: smaller
+lambda). lambda = 1 returns class c to its pretrained centroid; on a real model the zero-shot head often
+still recognises it there, which is why the strength is measured, not assumed.
+
+The CLI (``edit --forget``), the app's Forget preset, the Presenter and the report's ``cv_steer`` call
+:func:`choose_forget_strength` (directly or through :func:`run_forget_strengths`, which caches the curves
+of every class next to the run's other artifacts).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+
+from ..errors import InvalidInputError
+from ..math.factored import FactoredScores
+from ..math.metrics import Scores, forget_retain, score
+from ..results import ClassVectors, FeatureSet, ZeroShotHead
+
+#: Candidate strengths: 0, 0.05, ..., 3.0 (the issue's grid over [0, 3]).
+STRENGTH_GRID = tuple(round(0.05 * i, 2) for i in range(61))
+TARGET = 0.05       # forget accuracy to reach on val
+TOLERANCE = 0.01    # retain accuracy may fall at most this much below unedited
+CACHE_KIND = "forget_strength"
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ForgetStrength:
+    """The chosen strength of one class and the val curve it was read from.
+
+    lam: chosen lambda (the edit is -lam * kappa_c); reached: the target was met within the tolerance;
+    forget / retain: val accuracies at ``lam``; forget_before / retain_before: unedited val accuracies;
+    at_one: val forget accuracy at lambda = 1 (the class back at its pretrained centroid);
+    curve: ((lambda, forget, retain), ...) over the grid.
+    """
+
+    cls: int
+    name: str
+    lam: float
+    reached: bool
+    target: float
+    tolerance: float
+    forget: float
+    retain: float
+    forget_before: float
+    retain_before: float
+    at_one: float | None
+    curve: tuple[tuple[float, float, float], ...]
+
+    def as_dict(self, with_curve: bool = False) -> dict:
+        d = asdict(self)
+        if not with_curve:
+            d.pop("curve")
+        return d
+
+    def describe(self) -> str:
+        """One line: 'class 3: lambda 2.00 (val forget 94.1% -> 3.9%, retain 96.0% -> 95.6%)'."""
+        verdict = "" if self.reached else f"; target {100 * self.target:.0f}% not reached on the grid [0, 3]"
+        return (f"class {self.name}: λ = {self.lam:.2f} (val forget {100 * self.forget_before:.1f}% → "
+                f"{100 * self.forget:.1f}%, retain {100 * self.retain_before:.1f}% → {100 * self.retain:.1f}%"
+                f"{verdict})")
+
+
+def _fr(s: Scores, forget: Sequence[int]) -> tuple[float, float]:
+    """(forget, retain) accuracy by the one definition in cv_core.math.metrics."""
+    return forget_retain(s.per_class, forget)
+
+
+def strength_curves(head: ZeroShotHead, val: FeatureSet, cv: ClassVectors, gamma: torch.Tensor | None,
+                    grid: Sequence[float] = STRENGTH_GRID, classes: Sequence[int] | None = None) -> torch.Tensor:
+    """(K, G, 2) float64: val (forget, retain) accuracy of the edit -lambda*kappa_c for each class c of
+    ``classes`` (default: all) and each lambda of ``grid``. gamma: (C,) gate thresholds or None (no gate).
+
+    Scored with the factored arithmetic of the live editor (cv_core.math.factored), so it agrees with the
+    app's numbers to the image."""
+    c_all = cv.num_classes
+    classes = list(range(c_all)) if classes is None else [int(c) for c in classes]
+    if len(val) == 0:
+        raise InvalidInputError("the validation split is empty: the forget strength cannot be chosen")
+    fac = FactoredScores.from_latents(val.features, head.weights, cv)
+    base = fac.predict()                                                     # (N,) unedited predictions
+    lams = torch.tensor([float(x) for x in grid], dtype=torch.float64)      # (G,)
+    out = torch.empty(len(classes), len(grid), 2, dtype=torch.float64)
+    for i, c in enumerate(classes):
+        # the gate of class c does not depend on lambda: the same rows move for every grid value, and
+        # their logits are base - lambda * (kappa_c . w_j), as in FactoredScores.predict_rows
+        inside = torch.ones_like(base, dtype=torch.bool) if gamma is None else fac.cosines[:, c] > gamma[c]
+        rows = torch.nonzero(inside).flatten()
+        logits = fac.base[rows].double()[None] - lams[:, None, None] * fac.kappa_head[c].double()[None, None]
+        preds = base.repeat(len(grid), 1)                                    # (G, N)
+        preds[:, rows] = logits.argmax(-1)
+        for j in range(len(grid)):
+            p = base if lams[j] == 0 else preds[j]
+            out[i, j, 0], out[i, j, 1] = _fr(score(p, val.labels, c_all), [c])
+    return out
+
+
+def strength_from_curve(cls: int, name: str, curve: torch.Tensor, grid: Sequence[float] = STRENGTH_GRID,
+                        target: float = TARGET, tolerance: float = TOLERANCE) -> ForgetStrength:
+    """Read the chosen strength off one class's (G, 2) val curve (see the module docstring)."""
+    grid = [float(x) for x in grid]
+    if len(grid) != curve.shape[0] or sorted(grid) != grid or grid[0] != 0.0:
+        raise InvalidInputError("the strength grid must be ascending and start at 0 (the unedited model)")
+    f, r = curve[:, 0].tolist(), curve[:, 1].tolist()
+    f0, r0 = f[0], r[0]
+    if math.isnan(f0):
+        raise InvalidInputError(f"the validation split has no image of class {name}: its forget strength "
+                                "cannot be chosen (use more images per class)")
+    keeps = [j for j in range(len(grid)) if not (r[j] < r0 - tolerance - 1e-12)]  # NaN retain never blocks
+    hit = [j for j in keeps if f[j] <= target + 1e-12]
+    if hit:
+        j, reached = hit[0], True
+    else:
+        j, reached = min(keeps, key=lambda k: (f[k], grid[k])), False
+    at_one = f[grid.index(1.0)] if 1.0 in grid else None
+    return ForgetStrength(cls, name, grid[j], reached, target, tolerance, f[j], r[j], f0, r0, at_one,
+                          tuple((grid[k], f[k], r[k]) for k in range(len(grid))))
+
+
+def choose_forget_strength(head: ZeroShotHead, val: FeatureSet, cv: ClassVectors, cls: int,
+                           gamma: torch.Tensor | None, target: float = TARGET, tolerance: float = TOLERANCE,
+                           grid: Sequence[float] = STRENGTH_GRID) -> ForgetStrength:
+    """The forget strength of class ``cls`` chosen on the ``val`` latents (the one definition; see the
+    module docstring). gamma: (C,) gate thresholds from the gate resolver, or None (no gate)."""
+    _check(target, tolerance)
+    curve = strength_curves(head, val, cv, gamma, grid, [cls])[0]
+    return strength_from_curve(cls, cv.class_names[cls], curve, grid, target, tolerance)
+
+
+def _check(target: float, tolerance: float) -> None:
+    if not (0.0 <= target <= 1.0) or not (0.0 <= tolerance <= 1.0):
+        raise InvalidInputError(f"target and tolerance are accuracies in [0, 1], got {target}, {tolerance}")
+
+
+def _digest(*tensors: torch.Tensor | None) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(b"none" if t is None else t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def forget_strengths(head: ZeroShotHead, val: FeatureSet, cv: ClassVectors, gamma: torch.Tensor | None,
+                     cache_dir: str | None = None, target: float = TARGET, tolerance: float = TOLERANCE,
+                     grid: Sequence[float] = STRENGTH_GRID) -> tuple[ForgetStrength, ...]:
+    """The chosen strength of every class. With ``cache_dir`` the val curves are cached there (atomic,
+    checksummed entry keyed by a digest of everything they depend on: val latents and labels, head rows,
+    class vectors and centroids, gate thresholds, grid)."""
+    _check(target, tolerance)
+    if cache_dir is False:
+        curves = strength_curves(head, val, cv, gamma, grid)
+    else:
+        from ..features.cache import ArtifactCache
+
+        key = {"version": CACHE_VERSION, "grid": list(grid),
+               "inputs": _digest(val.features, val.labels, head.weights, cv.kappa, cv.mu_ft, gamma)}
+        tensors, _ = ArtifactCache(cache_dir).get_or_compute(
+            CACHE_KIND, key, lambda: {"curves": strength_curves(head, val, cv, gamma, grid)},
+            meta={"kind": "val forget/retain accuracy per class and forget strength"})
+        curves = tensors["curves"]
+    return tuple(strength_from_curve(c, cv.class_names[c], curves[c], grid, target, tolerance)
+                 for c in range(cv.num_classes))
+
+
+def run_forget_strengths(result, gate="auto", target: float = TARGET,
+                         tolerance: float = TOLERANCE) -> tuple[ForgetStrength, ...]:
+    """Every class's forget strength of a pipeline run (``cv_core.pipeline.RunResult``), chosen on its
+    val split and cached in the run's cache folder."""
+    from ..pipeline import resolve_gamma
+
+    if "val" not in result.ft:
+        raise InvalidInputError("the forget strength is chosen on the val split, and this run has none: "
+                                "compute the run with splits ('train', 'val', 'test')")
+    g = resolve_gamma(result, gate)
+    gamma = None if g is None else g.expand(result.class_vectors.num_classes).float()
+    return forget_strengths(result.head, result.ft["val"], result.class_vectors, gamma,
+                            result.config.cache_dir, target, tolerance)
