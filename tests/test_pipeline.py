@@ -121,7 +121,9 @@ def test_cli_edit_forget_uses_the_strength_chosen_on_val(tiny_spec, tmp_path, ca
         assert edit["forget_strengths"][name]["lam"] == pytest.approx(chosen[int(name)].lam)
         assert edit["coefficients"].get(name, 0.0) == pytest.approx(-chosen[int(name)].lam)
     report = apply_edit(result, {"1": 0.5, "3": -chosen[3].lam, "5": -chosen[5].lam}, "auto")
-    assert edit["forget_accuracy"] == pytest.approx(report.forget_accuracy)
+    assert edit["retain_accuracy"] == pytest.approx(report.retain_accuracy)
+    assert [edit["per_class"][str(c)]["after"] for c in range(10)] == pytest.approx(report.after.per_class.tolist(),
+                                                                                    nan_ok=True)
     assert "forget strength of class 3" in capsys.readouterr().out
     assert main(["edit", *common, "--forget", "3", "--coef", "3=-1"]) == 2
     assert "given twice" in capsys.readouterr().err
