@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -253,6 +252,7 @@ def cmd_report(args) -> int:
     result = _run(args, ("train", "val", "test"))  # lambda and gates are chosen on val, never on test
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     report = build_report(result, methods, out, progress=_progress_printer())
-    print(json.dumps({k: v for k, v in report.items() if k in ("methods", "files")}, indent=1, default=str)[:2000])
+    from .edits.report_md import summary_lines
+    print("\n".join(summary_lines(report)))
     print(f"  wrote {out / 'report.json'} and {out / 'report.md'}")
     return 0

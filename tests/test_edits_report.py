@@ -32,6 +32,21 @@ def test_report_writes_json_and_markdown(result, tmp_path):
     assert "| `cv_steer` |" in md and "by construction" in md and "Sequential shift" in md
     assert rep["files"]["markdown"].endswith("report.md") and events
     assert (tmp_path / "weight_map_forget_0.safetensors").is_file()
+    # human column names with direction and unit, a glossary entry for each, and the run's own sentences
+    assert "Forget accuracy ↓ (%)" in md and "## Glossary" in md and "**MIA efficacy ↑ (%)**:" in md
+    assert "`mia`" not in md and "trainable_params" not in md
+    assert set(data["properties"]["findings"]) == {"independence", "collapse", "interpolation", "minus_one"}
+    assert "mean |cos|" in md and "Reference — paper" in md
+    strengths = data["properties"]["forget_strengths"]
+    assert len(strengths) == 10 and all(0.0 <= s["lam"] <= 3.0 for s in strengths)
+
+
+def test_report_summary_is_short(result, tmp_path):
+    from cv_core.edits.report_md import summary_lines
+
+    rep = build_report(result, ["cv_steer"], tmp_path, config=ReportConfig(probe=False))
+    lines = summary_lines(rep)
+    assert 5 <= len(lines) <= 20 and "cv_steer" in lines[3] and "Forget accuracy ↓ (%)" in lines[1]
 
 
 def test_report_rejects_unknown_methods_before_working(result, tmp_path):
@@ -80,3 +95,16 @@ def test_shift_removal_undoes_a_known_shift():
     assert rows[0.0] <= 0.5
     assert max(acc for lam, acc in rows.items() if lam < 0) >= rows[0.0] + 0.3
     assert max(acc for lam, acc in rows.items() if lam > 0) <= rows[0.0]
+
+
+def test_weak_or_surprising_rows_get_one_sentence():
+    from cv_core.edits.columns import COLUMNS, interpret
+
+    ref = {"acc_f": 0.96, "acc_r": 0.96}
+    calib = interpret("cv_steer", {"acc_f": 0.04, "acc_r": 0.96, "calib_acc_f": 0.33, "probe_f": 0.95}, ref)
+    assert "4% back to 33%" in calib
+    assert "does not forget" in interpret("retrain", {"acc_f": 0.29, "acc_r": 0.95}, ref)
+    assert "damages the other classes" in interpret("neggrad", {"acc_f": 0.0, "acc_r": 0.3}, ref)
+    assert interpret("cmf", {"acc_f": 0.0, "acc_r": 0.96, "calib_acc_f": 0.02, "probe_f": 0.1}, ref) is None
+    assert interpret("random_vector", {"acc_f": 0.95, "acc_r": 0.96}, ref) is None
+    assert all(c.help and c.label for c in COLUMNS.values())

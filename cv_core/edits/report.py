@@ -22,6 +22,8 @@ from .audits import audit, summarize
 from .base import UNLEARNING_METHODS, run_method
 from .checks import figure_checks
 from .context import context_from_run
+from .explain import run_findings
+from .strength import forget_strengths
 from .report_md import render_markdown
 from .shifted import shifted_sweeps
 
@@ -97,7 +99,11 @@ def property_studies(ctx) -> dict:
     pairs = [(i, (i + 1) % c) for i in range(c)]
     interp = [properties.interpolation(head, test, cv, s, t, gamma) for s, t in pairs]
     switches = [r["switch_alpha"] for r in interp if r["switch_alpha"] is not None]
+    strengths = forget_strengths(head, ctx.ft["val"], cv, gamma, False)
+    findings = run_findings(head, ctx.pre["test"], test, cv, gamma, strengths, interp, focus=0)
     return {
+        "forget_strengths": [s.as_dict() for s in strengths],
+        "findings": {k: f.as_dict() for k, f in findings.items()},
         "gate_gamma": gamma.tolist(),
         "independence": properties.independence(cv),
         "scaling": properties.scaling_sweep(head, test, cv, gamma),

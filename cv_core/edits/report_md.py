@@ -1,15 +1,22 @@
 """Render the report dict (see ``report.build_report``) as readable Markdown."""
 from __future__ import annotations
 
-COLUMNS = (("acc_f", "ACC_f ↓"), ("acc_r", "ACC_r ↑"), ("ua", "UA"), ("ra", "RA"), ("ta", "TA"), ("mia", "MIA-eff."),
-           ("probe_f", "probe ACC_f"), ("pre_block_probe_f", "probe before block"), ("calib_acc_f", "calibrated ACC_f"))
+from .columns import COLUMNS, TABLE, glossary_lines, interpret
 
 
-def _pct(s: dict) -> str:
-    m, sd = s["mean"], s["std"]
-    if m is None or m != m:
-        return "–"
-    return f"{100 * m:.1f} ± {100 * sd:.1f}"
+def _stat(col, s: dict | None) -> str:
+    """'mean ± std' of a summary entry in the column's unit."""
+    if s is None or s["mean"] is None or s["mean"] != s["mean"]:
+        return "—"
+    if col.kind == "percent":
+        return f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
+    return col.cell(s["mean"])
+
+
+def _means(entry: dict) -> dict:
+    out = {k: v["mean"] for k, v in entry["summary"].items()}
+    out["encoder_changed"] = entry["per_class"][0]["encoder_changed"] if entry["per_class"] else False
+    return out
 
 
 def _classes(report: dict, idx: list[int]) -> str:
@@ -18,16 +25,52 @@ def _classes(report: dict, idx: list[int]) -> str:
 
 
 def method_table(report: dict) -> list[str]:
-    head = ["method", "forgotten (each in turn)"] + [t for _, t in COLUMNS] + ["time (s)", "trainable params",
-                                                                              "encoder changed"]
+    cols = [COLUMNS[k] for k in TABLE if k in COLUMNS]
+    head = ["method", "forgotten (each in turn)"] + [c.heading for c in cols]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, entry in report["methods"].items():
-        s = entry["summary"]
-        changed = entry["per_class"][0]["encoder_changed"] if entry["per_class"] else False
-        cells = [f"`{name}`", _classes(report, entry["classes"])] + [_pct(s[k]) for k, _ in COLUMNS]
-        cells += [f"{s['seconds']['mean']:.2f}", f"{int(s['trainable_params']['mean']):,}", "yes" if changed else "no"]
+        means = _means(entry)
+        cells = [f"`{name}`", _classes(report, entry["classes"])]
+        for c in cols:
+            cells.append(c.cell(means.get(c.key)) if c.kind in ("bool", "count") else _stat(c, entry["summary"].get(c.key)))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def interpretations(report: dict) -> list[str]:
+    """One sentence under each weak or surprising row (cv_core.edits.columns.interpret)."""
+    ref = _means(report["methods"]["finetuned"]) if "finetuned" in report["methods"] else None
+    lines = []
+    for name, entry in report["methods"].items():
+        text = interpret(name, _means(entry), ref)
+        if text:
+            lines.append(f"- `{name}`: {text}")
+    return lines
+
+
+def findings_lines(report: dict) -> list[str]:
+    """The run's explanatory sentences, each with the paper's value as a reference."""
+    found = report["properties"].get("findings", {})
+    return [f"- **{k}**: {f['text']} *(Reference — {f['reference']}.)*" for k, f in found.items()]
+
+
+def summary_lines(report: dict) -> list[str]:
+    """A short plain-text summary for the terminal (the `report` command prints it)."""
+    out = [f"{report['backbone']} on {report['dataset']}: zero-shot {100 * report['zero_shot_accuracy']:.1f}%, "
+           f"fine-tuned {100 * report['finetuned_accuracy']:.1f}%; {len(report['methods'])} methods in "
+           f"{report['seconds']:.0f} s"]
+    f, r, t = COLUMNS["acc_f"], COLUMNS["acc_r"], COLUMNS["seconds"]
+    out.append(f"  {'method':<16} {f.heading:>22} {r.heading:>22} {t.heading:>10}")
+    for name, entry in report["methods"].items():
+        m = _means(entry)
+        out.append(f"  {name:<16} {f.cell(m.get('acc_f')):>22} {r.cell(m.get('acc_r')):>22} "
+                   f"{t.cell(m.get('seconds')):>10}")
+    for c in report.get("checks", []):
+        met = "n/a" if c["met"] is None else ("met" if c["met"] else "NOT met")
+        out.append(f"  check {c['method']}: {c['figure']}: {met} ({c['measured']})")
+    for k, fd in report["properties"].get("findings", {}).items():
+        out.append(f"  {k}: {fd['text']}")
+    return out
 
 
 def method_notes(report: dict) -> list[str]:
@@ -37,7 +80,7 @@ def method_notes(report: dict) -> list[str]:
         lams = [a["info"].get("lambda") for a in entry["per_class"] if "lambda" in a["info"]]
         bits = [entry["description"]]
         if lams:
-            bits.append(f"lambda chosen on val: {', '.join(f'{v:g}' for v in lams)}")
+            bits.append(f"lambda chosen on val: {', '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in lams)}")
         if "probe_note" in info:
             bits.append(f"**{info['probe_note']}**")
         lines.append(f"- `{name}`: " + "; ".join(bits))
@@ -112,10 +155,13 @@ def render_markdown(report: dict) -> str:
              f"({report['val_source']}), test {n['test']}. Accuracies in %, mean ± std over the forgotten "
              f"classes; ACC_f/ACC_r on test. Report built in {report['seconds']:.0f} s.", "",
              "## Unlearning table", ""] + method_table(report)
-    lines += ["", "Probe ACC_f: a logistic regression trained on the edited train latents recovers this share of "
-              "the forgotten class on test — high means the class is still in the representation. Calibrated "
-              "ACC_f: after adding the best constant (chosen on val) to the forgotten logits.", "",
-              "## Methods", ""] + method_notes(report)
+    notes = interpretations(report)
+    if notes:
+        lines += ["", "What the weak or surprising rows mean:", ""] + notes
+    lines += ["", "## Glossary", ""] + glossary_lines()
+    lines += ["", "## What this run shows (each sentence computed from this run; the paper's value as reference)",
+              ""] + findings_lines(report)
+    lines += ["", "## Methods", ""] + method_notes(report)
     lines += ["", "## The issue's figures", ""] + checks(report)
     lines += ["", "## Properties of class vectors", ""] + property_lines(report["properties"])
     return "\n".join(lines) + "\n"
