@@ -12,6 +12,18 @@ from plotly.colors import qualitative
 
 WEBGL_FROM = 2000
 PALETTE = qualitative.Plotly + qualitative.D3 + qualitative.Alphabet
+# One colour convention for accuracy changes on every page (the browser's live editor uses the same values):
+# grey before; after in blue, red where a class dropped by half a point or more, green where it rose.
+BEFORE = "rgba(120,120,120,0.55)"
+SAME = "#1f77b4"
+DROP = "#d62728"
+RISE = "#2ca02c"
+
+
+def change_colors(before: np.ndarray, after: np.ndarray) -> list[str]:
+    """Colour of each 'after' bar (accuracies in [0, 1]) by the convention above."""
+    d = 100 * (np.asarray(after, dtype=float) - np.asarray(before, dtype=float))
+    return [DROP if x <= -0.5 else RISE if x >= 0.5 else SAME for x in np.nan_to_num(d)]
 
 
 def class_color(c: int) -> str:
@@ -76,10 +88,10 @@ def accuracy_bars(before: np.ndarray, after: np.ndarray, class_names: Sequence[s
     """Per-class accuracy (C,) before and after the edit, in percent; edited classes marked with *."""
     names = [f"{n} *" if i in set(edited) else str(n) for i, n in enumerate(class_names)]
     fig = go.Figure([
-        go.Bar(x=names, y=100 * np.asarray(before), name="before", marker_color="rgba(120,120,120,0.55)",
+        go.Bar(x=names, y=100 * np.asarray(before), name="before", marker_color=BEFORE,
                hovertemplate="%{x}: %{y:.1f}%<extra>before</extra>"),
-        go.Bar(x=names, y=100 * np.asarray(after), name="after", marker_color="#d62728",
-               hovertemplate="%{x}: %{y:.1f}%<extra>after</extra>"),
+        go.Bar(x=names, y=100 * np.asarray(after), name="after (red: dropped, green: rose)",
+               marker_color=change_colors(before, after), hovertemplate="%{x}: %{y:.1f}%<extra>after</extra>"),
     ])
     # category axis: digit class names ("0".."9") would otherwise make a numeric axis that drops "3 *"
     fig.update_layout(barmode="group", height=height, yaxis=dict(range=[0, 101], title="accuracy (%)"),
@@ -115,24 +127,94 @@ def cosine_heatmap(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str],
     return fig
 
 
-def method_comparison(rows: Sequence[dict], height: int = 360) -> go.Figure:
-    """Grouped bars of forget accuracy, retain accuracy and probe recovery (percent) per method."""
-    methods = [r["method"] for r in rows]
-    fig = go.Figure()
-    for key, label, color in (("acc_f", "forget accuracy ↓", "#d62728"), ("acc_r", "retain accuracy ↑", "#2ca02c"),
-                              ("probe_f", "probe recovery of forgotten ↓", "#9467bd")):
-        fig.add_trace(go.Bar(x=methods, y=[100 * float(r.get(key, np.nan)) for r in rows], name=label,
-                             marker_color=color, hovertemplate="%{x}: %{y:.1f}%<extra>" + label + "</extra>"))
-    fig.update_layout(barmode="group", height=height, yaxis=dict(range=[0, 101], title="%"),
-                      margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=1.12),
-                      title=dict(text="Unlearning methods compared", font=dict(size=14)))
+def interference_heatmap(table, class_names: Sequence[str], height: int = 380) -> go.Figure:
+    """(C, C) accuracy changes in [-1, 1] (row: edited class) as points, red for drops, green for rises."""
+    z = 100 * np.asarray(table, dtype=float)
+    names = [str(n) for n in class_names]
+    fig = go.Figure(go.Heatmap(z=z, x=names, y=names, zmid=0, zmin=-10, zmax=10, texttemplate="%{z:+.1f}",
+                               colorscale=[[0, DROP], [0.5, "#ffffff"], [1, RISE]],
+                               hovertemplate="forget %{y}: class %{x} changes %{z:+.1f} pts<extra></extra>"))
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10),
+                      title=dict(text="Δ accuracy (points) when the row's class is forgotten", font=dict(size=14)),
+                      xaxis=dict(type="category", title="class"), yaxis=dict(type="category", autorange="reversed",
+                                                                             title="forgotten"))
     return fig
 
 
-def presenter_bars(before: np.ndarray, after: np.ndarray, class_names: Sequence[str], forget: int) -> go.Figure:
-    """Large-font accuracy bars for the presenter screen."""
+def method_comparison(rows: Sequence[dict], height: int = 420, keys: Sequence[str] = ("acc_f", "acc_r", "probe_f"),
+                      ) -> go.Figure:
+    """Grouped bars (percent) per method of the metrics ``keys``, named by ``cv_core.edits.columns``.
+
+    Neutral colours (red and green mean drop and rise elsewhere); the legend sits below the plot so it never
+    overlaps the title; method names are slanted when there are many."""
+    from cv_core.edits.columns import COLUMNS
+
+    methods = [r["method"] for r in rows]
+    fig = go.Figure()
+    for key, color in zip(keys, ("#4c78a8", "#f58518", "#9467bd", "#8c564b")):
+        label = COLUMNS[key].heading
+        fig.add_trace(go.Bar(x=methods, y=[100 * float(r.get(key, np.nan)) for r in rows], name=label,
+                             marker_color=color, hovertemplate="%{x}: %{y:.1f}%<extra>" + label + "</extra>"))
+    fig.update_layout(barmode="group", height=height, yaxis=dict(range=[0, 101], title="%"),
+                      xaxis=dict(type="category", tickangle=-30 if len(methods) > 6 else 0),
+                      margin=dict(l=10, r=10, t=40, b=10),
+                      legend=dict(orientation="h", yanchor="top", y=-0.25 if len(methods) > 6 else -0.12, x=0),
+                      title=dict(text="Unlearning methods compared", font=dict(size=14), y=0.97))
+    return fig
+
+
+def presenter_bars(before: np.ndarray, after: np.ndarray, class_names: Sequence[str], forget: int,
+                   show_after: bool = True) -> go.Figure:
+    """Large-font accuracy bars for the presenter screen (only 'before' when ``show_after`` is False)."""
     fig = accuracy_bars(before, after, class_names, edited=(forget,), height=480)
-    fig.update_layout(font=dict(size=22), title=dict(font=dict(size=26)))
+    if not show_after:
+        fig.data = fig.data[:1]
+    fig.update_layout(font=dict(size=22), title=dict(font=dict(size=26)), legend=dict(y=1.18))
+    return fig
+
+
+def presenter_map(background_xy: np.ndarray, frames_xy: Sequence[np.ndarray], lams: Sequence[float], class_name: str,
+                  color: str, height: int = 460) -> go.Figure:
+    """One class's points moving on the map as the strength grows (an animation with a play button).
+
+    background_xy: (N, 2) every test point, faint; frames_xy: per strength, (M, 2) the class's points."""
+    first = np.asarray(frames_xy[0])
+    fig = go.Figure(
+        [go.Scatter(x=background_xy[:, 0], y=background_xy[:, 1], mode="markers", hoverinfo="skip",
+                    marker=dict(size=4, color="rgba(120,120,120,0.2)"), name="all test images"),
+         go.Scatter(x=first[:, 0], y=first[:, 1], mode="markers", name=f"images of {class_name}",
+                    marker=dict(size=11, color=color, line=dict(width=1, color="black")))],
+        frames=[go.Frame(data=[go.Scatter(), go.Scatter(x=np.asarray(xy)[:, 0], y=np.asarray(xy)[:, 1])],
+                         name=f"{lam:.2f}") for xy, lam in zip(frames_xy, lams)])
+    fig.update_layout(
+        height=height, font=dict(size=20), margin=dict(l=10, r=10, t=50, b=10),
+        xaxis=dict(showticklabels=False, showgrid=False, zeroline=False),
+        yaxis=dict(showticklabels=False, showgrid=False, zeroline=False),
+        legend=dict(orientation="h", yanchor="top", y=-0.02, x=0), title=dict(text="The class's images on the map"),
+        updatemenus=[dict(type="buttons", x=0, y=1.12, xanchor="left", buttons=[dict(
+            label="▶ play", method="animate",
+            args=[None, dict(frame=dict(duration=700, redraw=True), transition=dict(duration=500), fromcurrent=False)])])],
+        sliders=[dict(currentvalue=dict(prefix="λ = "), pad=dict(t=30), steps=[
+            dict(label=f"{lam:.2f}", method="animate", args=[[f"{lam:.2f}"], dict(mode="immediate")]) for lam in lams])])
+    return fig
+
+
+def presenter_sweep(curve: Sequence[tuple[float, float, float]], class_name: str, lam: float,
+                    height: int = 460) -> go.Figure:
+    """Accuracy on the forgotten class and on the others as the strength grows (val curve of the forget
+    strength), with the chosen strength marked: how the bars change between 'before' and 'after'."""
+    lams = [c[0] for c in curve]
+    fig = go.Figure([
+        go.Scatter(x=lams, y=[100 * c[1] for c in curve], name=f"accuracy on {class_name}", mode="lines",
+                   line=dict(color=DROP, width=5)),
+        go.Scatter(x=lams, y=[100 * c[2] for c in curve], name="accuracy on the other classes", mode="lines",
+                   line=dict(color=SAME, width=5)),
+    ])
+    fig.add_vline(x=lam, line=dict(color="black", dash="dash", width=2))
+    fig.add_annotation(x=lam, y=100, text=f"chosen λ = {lam:.2f}", showarrow=False, yshift=18, font=dict(size=20))
+    fig.update_layout(height=height, font=dict(size=22), yaxis=dict(range=[0, 105], title="accuracy (%), val"),
+                      xaxis=dict(title="strength λ (edit −λ·κ)"), margin=dict(l=10, r=10, t=50, b=10),
+                      legend=dict(orientation="h", yanchor="top", y=-0.2, x=0))
     return fig
 
 
@@ -206,7 +288,11 @@ def live_map(xy: np.ndarray, labels: np.ndarray, preds: np.ndarray, class_names:
             x=xy[sel, 0], y=xy[sel, 1], mode="markers", name="edited points (colour: true class)",
             customdata=sel, text=hover, hovertemplate="%{text}<br>image #%{customdata}<extra></extra>",
             marker=dict(size=7, color=palette[labels[sel]], line=dict(width=1, color="black"))))
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), legend=dict(itemsizing="constant"),
+    for c, cname in enumerate(class_names):  # the picture has no legend of its own: one entry per class colour
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=str(cname), hoverinfo="skip",
+                                 marker=dict(size=9, color=class_color(c))))
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), legend=dict(itemsizing="constant",
+                                                                                      title="true class"),
                       xaxis=dict(range=[x0, x1], showticklabels=False, showgrid=False, zeroline=False),
                       yaxis=dict(range=[y0, y1], showticklabels=False, showgrid=False, zeroline=False),
                       title=dict(text=f"Edited fine-tuned latents (UMAP) · {int(moved.sum()):,} of {len(xy):,} "

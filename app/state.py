@@ -22,6 +22,8 @@ REVISION = "coefs_revision"          # int, bumped whenever the server sets the 
 
 GATE_SLIDER = "gate_slider"
 GATE_AUTO = "gate_auto"
+FOCUS = "focus_class"                # int, the class every page selects by default (one default everywhere)
+GATE_MODES = {"auto": "auto", "fixed": "fixed γ", "off": "off"}  # the gate radio's labels
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,33 @@ def gate() -> str | float | None:
 
 def set_gate(value: str | float | None) -> None:
     st.session_state[GATE] = value
+
+
+def restore_gate(value: str | float | None) -> None:
+    """Set the gate and the Class-arithmetic widgets that choose it (before they are drawn)."""
+    set_gate(value)
+    if value == "auto":
+        st.session_state[GATE_AUTO] = GATE_MODES["auto"]
+    elif value is None:
+        st.session_state[GATE_AUTO] = GATE_MODES["off"]
+    else:
+        st.session_state[GATE_AUTO] = GATE_MODES["fixed"]
+        st.session_state[GATE_SLIDER] = float(value)
+
+
+def stored_coefficients() -> list[float]:
+    """The coefficients as stored (empty when the edit was reset)."""
+    return [float(v) for v in st.session_state.get(COEFS) or []]
+
+
+def focus_class(num_classes: int | None) -> int:
+    """The class the pages select by default (0 until the user picks another on any page)."""
+    c = int(st.session_state.get(FOCUS, 0))
+    return c if num_classes is None or 0 <= c < num_classes else 0
+
+
+def set_focus_class(value: int) -> None:
+    st.session_state[FOCUS] = int(value)
 
 
 def reset_edit(num_classes: int | None) -> None:

@@ -21,10 +21,11 @@ PAGES = [
     st.Page("app_pages/presenter.py", title="Presenter", icon=":material/slideshow:"),
 ]
 
-from app import services  # noqa: E402
+from app import services, url_state  # noqa: E402
 from app.components.run_gate import sidebar_summary  # noqa: E402
 
 page = st.navigation(PAGES)
+url_state.restore()  # a reload, a new tab or a shared link: the run and the edit named in the URL
 with st.sidebar:
     sidebar_summary()
 try:
@@ -33,6 +34,8 @@ except Exception as err:  # a bug must still read as a sentence, never as a trac
     from app.components.compute import plain_error
 
     st.error(f"This page could not be drawn: {plain_error(err)}")
+finally:
+    url_state.sync()  # after st.stop() too: navigation clears the URL's parameters
 # After the first page is drawn (not before: it would compete for the CPU with the first screen),
 # compile UMAP's numba code in the background so that the first map does not pay for it.
 services.start_umap_warm_up()

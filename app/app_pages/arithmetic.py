@@ -8,7 +8,7 @@ import numpy as np
 
 import streamlit as st
 
-from app import charts, live, services, state
+from app import charts, live, services, state, url_state
 from app.components import live_editor
 from app.components.run_gate import require_run
 
@@ -19,14 +19,20 @@ CLASS_COLORS = [charts.class_color(c) for c in range(C)]
 
 st.title("Class arithmetic")
 st.caption("Each slider adds a × κ_c to the latents of images that look like class c (the gate). "
-           "a = −1 sends class c back to its pretrained centroid: it is forgotten; the others should stay. "
            "Accuracy and confusion follow the slider as it moves (computed in your browser); "
            "the map follows when you release it.")
+FOCUS = state.focus_class(C)
+_minus_one = services.minus_one(config, FOCUS)
+st.caption(f"What −1 means on this run: {_minus_one.text} (Reference — {_minus_one.reference}.)")
 
 
-def apply_forget(c: int) -> None:
+def apply_forget(c: int, lam: float) -> None:
     state.reset_edit(C)
-    state.set_coefficients(live.preset_forget(C, c))
+    state.set_coefficients(live.preset_forget(C, c, lam))
+
+
+def _focus(key: str) -> None:
+    state.set_focus_class(st.session_state[key])
 
 
 def apply_move(source: int, target: int, alpha: float) -> None:
@@ -39,28 +45,50 @@ def apply_shift() -> None:
     state.set_moves(live.preset_shift(C))
 
 
-def presets_ui() -> None:
+def presets_ui(gate) -> None:
     with st.expander("Presets", expanded=True):
-        c = st.selectbox("Class", range(C), format_func=lambda i: names[i], key="preset_forget_class")
-        st.button("Forget this class", on_click=apply_forget, args=(c,), key="preset_forget", width="stretch")
-        s = st.selectbox("Move class", range(C), format_func=lambda i: names[i], key="preset_move_from")
+        c = st.selectbox("Class", range(C), index=FOCUS, format_func=lambda i: names[i], key="preset_forget_class",
+                         on_change=_focus, args=("preset_forget_class",))
+        s = services.forget_strengths(config, gate)[c]
+        st.button(f"Forget this class (λ = {s.lam:.2f})", on_click=apply_forget, args=(c, s.lam), key="preset_forget",
+                  width="stretch", help=_strength_help(s))
+        if not s.reached:
+            st.caption(f"No strength in [0, 3] reaches {100 * s.target:.0f}% on val for {names[c]} without costing "
+                       f"the other classes more than {100 * s.tolerance:.0f} point; the preset uses the best one.")
+        src = st.selectbox("Move class", range(C), format_func=lambda i: names[i], key="preset_move_from")
         t = st.selectbox("towards", range(C), index=min(1, C - 1), format_func=lambda i: names[i],
                          key="preset_move_to")
-        a = st.slider("by α", 0.0, 1.0, 0.6, 0.05, key="preset_move_alpha",
-                      help="The prediction typically flips near α ≈ 0.5.")
-        st.button("Move", on_click=apply_move, args=(s, t, a), key="preset_move", width="stretch")
+        a = st.slider("by α", 0.0, 1.0, 0.6, 0.05, key="preset_move_alpha", help=_move_help(src, t))
+        st.button("Move", on_click=apply_move, args=(src, t, a), key="preset_move", width="stretch")
         st.button("Sequential shift 0→1→…→0", on_click=apply_shift, key="preset_shift", width="stretch")
         st.button("Reset", on_click=state.reset_edit, args=(C,), key="preset_reset", width="stretch")
 
 
+def _strength_help(s) -> str:
+    return (f"The forget strength of {names[s.cls]}, chosen on the val split: the smallest λ in [0, 3] whose edit "
+            f"−λ·κ brings val accuracy on {names[s.cls]} to ≤ {100 * s.target:.0f}% while the other classes lose "
+            f"at most {100 * s.tolerance:.0f} point. Here: {s.describe()}. Same value as "
+            f"`python -m cv_core edit --forget {names[s.cls]}`.")
+
+
+def _move_help(source: int, target: int) -> str:
+    from cv_core.edits.explain import pair_switch_text
+
+    if source == target:
+        return "Choose two different classes."
+    return pair_switch_text(names[source], names[target], services.switch_alpha(config, source, target))
+
+
 def gate_ui():
     """The gate threshold: per-class automatic thresholds, one cosine for all, or no gate."""
-    mode = st.radio("Gate", ["auto", "fixed γ", "off"], horizontal=True, key=state.GATE_AUTO,
-                    help="auto: each class's threshold keeps 99% of its own training images inside its gate.")
-    if mode == "auto":
+    mode = st.radio("Gate", list(state.GATE_MODES.values()), horizontal=True, key=state.GATE_AUTO,
+                    help="auto: per class, halfway between the class's own train latents and the closest latent "
+                         "of any other class (cosine to its fine-tuned centroid). fixed γ: one cosine for every "
+                         "class. off: every term applies to every image.")
+    if mode == state.GATE_MODES["auto"]:
         state.set_gate("auto")
         return services.gate_thresholds(config)
-    if mode == "off":
+    if mode == state.GATE_MODES["off"]:
         state.set_gate(None)
         return None
     gamma = st.slider("γ (cosine to the class's fine-tuned centroid)", -1.0, 1.0, 0.5, 0.01, key=state.GATE_SLIDER)
@@ -89,6 +117,7 @@ def editor(gamma) -> None:
     timing = f"scores in {scores_ms:.0f} ms" + ("" if map_part is None else f", map in {map_part['ms']:.0f} ms")
     st.caption(f"Server, after the last release: {timing} ({int(res.moved.sum()):,} of {len(res.moved):,} "
                f"points edited; {edit_text.lower()}; forget {_pct(res.forget)}, retain {_pct(res.retain)}).")
+    url_state.sync()  # a release reruns only this fragment: keep the URL's edit current
 
 
 def server_side(gamma):
@@ -140,7 +169,7 @@ def _pct(value: float) -> str:
 
 left, right = st.columns([1, 3])
 with left:
-    presets_ui()
     gate = gate_ui()
+    presets_ui(state.gate())
 with right:
     editor(gate)

@@ -47,9 +47,18 @@ if points is not None:
         points.ft_xy, labels, ft_pred, names, name="fine-tuned", background_xy=points.pre_xy,
         background_name="pretrained (grey)", centroids=(points.pre_centroids, points.ft_centroids)))
 
+found = services.findings(config)
+
+
+def finding(topic: str) -> None:
+    """The run's own sentence, with the paper's value beside it as a reference."""
+    f = found[topic]
+    (st.success if f.verdict == "holds" else st.info if f.verdict == "partly" else st.warning)(f.text)
+    st.caption(f"Reference — {f.reference}.")
+
+
 st.subheader("Independence of class vectors")
-st.caption("Class vectors of different classes are nearly orthogonal to each other and to the other classes' "
-           "fine-tuned centroids (off-diagonal ≈ 0), which is why editing one class leaves the others alone.")
+finding("independence")
 kk, km = services.cosines(config)
 c1, c2 = st.columns(2)
 fig_kk = charts.cosine_heatmap(kk, names, names, "cos(κ_c, κ_c′)")
@@ -58,11 +67,14 @@ c1.plotly_chart(fig_kk, key="geometry_kk")
 c2.plotly_chart(fig_km, key="geometry_km")
 state.remember_figure("cosines_kappa", fig_kk)
 state.remember_figure("cosines_kappa_centroid", fig_km)
+with st.expander("Interference: how much every class moves when one class is forgotten"):
+    st.caption("Row: the class forgotten at its forget strength (chosen on val); column: change of each class's "
+               "test accuracy in points. The diagonal is the forgotten class itself.")
+    fig_int = charts.interference_heatmap(found["independence"].numbers["table"], names)
+    st.plotly_chart(fig_int, key="geometry_interference")
+    state.remember_figure("interference", fig_int)
 
 st.subheader("Neural collapse (NC1–NC4)")
-st.caption("Fine-tuning pulls the latents towards a simplex of class means; NC1–NC3 go to 0 and NC4 to 1 "
-           "as it does.")
-st.dataframe(services.collapse_table(config), hide_index=True,
-             column_config={"pretrained": st.column_config.NumberColumn(format="%.3f"),
-                            "fine-tuned": st.column_config.NumberColumn(format="%.3f"),
-                            "meaning": st.column_config.TextColumn(width="large")})
+finding("collapse")
+st.table([{"metric": r["metric"], "pretrained": f"{r['pretrained']:.3f}", "fine-tuned": f"{r['fine-tuned']:.3f}",
+           "meaning": r["meaning"]} for r in services.collapse_table(config)])

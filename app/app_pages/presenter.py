@@ -1,41 +1,91 @@
-"""Presenter mode: one large-type screen that walks through forgetting one class."""
+"""Presenter mode: a large-type walk through forgetting one class, for a projector.
+
+Step 1 shows only "before"; step 2 shows the class's points moving on the map and the accuracy changing as
+the strength grows; step 3 the result at the strength chosen on val, with one honest line about what the
+edit does and does not do. A toggle shows coefficient −1 instead, for teaching.
+"""
 from __future__ import annotations
 
 import streamlit as st
 
-from app import charts, live, services
+from app import charts, live, services, state
 from app.components.run_gate import require_run
 
 config, run = require_run()
 names = run.head.class_names
 C = len(names)
+STEPS = ["1 · Before", "2 · Forgetting", "3 · After"]
 
 st.markdown("<style>.block-container p, .block-container li {font-size: 1.5rem !important;} "
-            "[data-testid='stMetricValue'] {font-size: 3rem !important;}</style>", unsafe_allow_html=True)
+            "[data-testid='stMetricValue'] {font-size: 3.4rem !important;} "
+            "[data-testid='stMetricLabel'] p {font-size: 1.3rem !important;}</style>", unsafe_allow_html=True)
 st.title("What does forgetting a class do?")
 
-target = st.selectbox("Class to forget", range(C), format_func=lambda i: names[i], key="presenter_class")
-step = st.segmented_control("Step", ["1 · Before", "2 · Forget", "3 · After"], default="1 · Before",
-                            key="presenter_step") or "1 · Before"
 
-res = services.current_edit(config, live.preset_forget(C, target), [], "auto")
-before = res.before.per_class.numpy()
-after = res.after.per_class.numpy() if not step.startswith("1") else before
+def md(name: str) -> str:
+    """A class name safe inside Markdown (no emphasis, links or code from its characters)."""
+    return "".join("\\" + ch if ch in "\\`*_{}[]()#+-.!|<>~$:" else ch for ch in str(name))
 
-if step.startswith("1"):
-    st.markdown(f"The fine-tuned classifier recognises **every class**, including **{names[target]}**: "
+
+def _focus() -> None:
+    state.set_focus_class(st.session_state["presenter_class"])
+
+
+c1, c2, c3 = st.columns([2, 3, 2])
+target = c1.selectbox("Class to forget", range(C), index=state.focus_class(C), format_func=lambda i: names[i],
+                      key="presenter_class", on_change=_focus)
+step = c2.segmented_control("Step", STEPS, default=STEPS[0], key="presenter_step") or STEPS[0]
+teach = c3.toggle("Teaching: show λ = 1 (coefficient −1)", key="presenter_minus_one",
+                  help="The paper's forget edit: coefficient −1 sends the class back to its pretrained centroid. "
+                       "Off: the strength chosen on this run's val split.")
+
+strength = services.forget_strengths(config, "auto")[target]
+lam = 1.0 if teach else strength.lam
+res = services.current_edit(config, live.preset_forget(C, target, lam), [], "auto")
+before, after = res.before.per_class.numpy(), res.after.per_class.numpy()
+name = md(names[target])
+n = step[0]
+
+if n == "1":
+    st.markdown(f"The fine-tuned classifier recognises **every class**, including **{name}**: "
                 f"{100 * before[target]:.0f}% of its test images are right.")
-elif step.startswith("2"):
-    st.markdown(f"We subtract the class vector of **{names[target]}** from the latents of images that look "
-                f"like {names[target]}. No retraining: one vector, applied behind a gate.")
+elif n == "2":
+    st.markdown(f"We subtract λ × the class vector of **{name}** from the latents of images that look like "
+                f"{name}. No retraining: one vector, applied behind a gate. λ grows from 0 to {lam:.2f}.")
 else:
-    st.markdown(f"**{names[target]}** is forgotten ({100 * res.forget:.0f}% left); the other classes keep "
-                f"{100 * res.retain:.0f}% accuracy (they had {100 * res.retain_before:.0f}%).")
+    gone = after[target] <= strength.target
+    verdict = (f"**{name}** is forgotten: {100 * after[target]:.0f}% of its test images are still recognised"
+               if gone else f"**{name}** is only partly forgotten: {100 * after[target]:.0f}% of its test images are "
+                            "still recognised")
+    how = "coefficient −1 (the paper's edit)" if teach else f"λ = {lam:.2f}, chosen on the val split"
+    st.markdown(f"At {how}: {verdict}; the other classes keep {100 * res.retain:.0f}% (they had "
+                f"{100 * res.retain_before:.0f}%).")
+    st.markdown(f"*What it does not do:* the image encoder is untouched — a linear probe on its features still "
+                f"finds {name} (see the Unlearning page). The edit changes what the classifier says for images "
+                "that look like this class.")
+    if teach:
+        st.caption(services.minus_one(config, target).text)
 
 m1, m2 = st.columns(2)
-m1.metric(f"Accuracy on {names[target]}", f"{100 * after[target]:.0f}%",
-          delta=None if step.startswith("1") else f"{100 * (after[target] - before[target]):+.0f} pts")
-others = res.retain_before if step.startswith("1") else res.retain
-m2.metric("Accuracy on the other classes", f"{100 * others:.0f}%")
-st.plotly_chart(charts.presenter_bars(before, after, names, target), key="presenter_bars")
-st.caption("Grey: before the edit. Red: after. The starred class is the one being forgotten.")
+shown = before if n != "3" else after
+m1.metric(f"Accuracy on {names[target]}", f"{100 * shown[target]:.0f}%",
+          delta=None if n != "3" else f"{100 * (after[target] - before[target]):+.0f} pts", delta_color="normal")
+others = res.retain if n == "3" else res.retain_before
+m2.metric("Accuracy on the other classes", f"{100 * others:.0f}%",
+          delta=None if n != "3" else f"{100 * (res.retain - res.retain_before):+.1f} pts", delta_color="normal")
+
+if n == "2":
+    points = services.cached_map(config)
+    left, right = st.columns(2)
+    with left:
+        if points is None:
+            st.info("Fit the map on the Geometry page to see the class's points move here.")
+        else:
+            st.plotly_chart(services.presenter_map(config, target, lam), key="presenter_map")
+    with right:
+        curve = strength.curve if not teach else [c for c in strength.curve if c[0] <= 1.0]
+        st.plotly_chart(charts.presenter_sweep(curve, names[target], lam), key="presenter_sweep")
+else:
+    st.plotly_chart(charts.presenter_bars(before, after, names, target, show_after=n == "3"), key="presenter_bars")
+st.caption("Colours on every page: grey = before; after in blue, red where a class dropped, green where it rose. "
+           "The starred class is the one being forgotten.")

@@ -17,8 +17,13 @@ const TABLES = new Map();
 const MAPS = new Map();
 const SENT = new WeakMap(); // root -> the holdings last reported to the server
 const remember = (store, key, value) => { store.set(key, value); while (store.size > 3) store.delete(store.keys().next().value); };
+// One colour convention on every page (app/charts.py: BEFORE, SAME, DROP, RISE): grey before; after in blue,
+// red where the class dropped by half a point or more, green where it rose.
 const BEFORE = "rgba(120,120,120,0.55)";
-const AFTER = "#d62728";
+const SAME = "#1f77b4";
+const DROP = "#d62728";
+const RISE = "#2ca02c";
+const afterColor = (b, a) => (a <= b - 0.5 ? DROP : a >= b + 0.5 ? RISE : SAME);
 const LABELLED_UP_TO = 20; // above this many classes the confusion cells carry no numbers
 
 // The tables of one run, decoded once: base and cos are (N*C) row-major, kh is (C*C); basePreds (N)
@@ -140,12 +145,16 @@ function barsHtml(before, after, names, edited) {
     const b = pct(before[k]), a = pct(after[k]);
     return `<div class="group" title="${label}: before ${b.toFixed(1)}%, after ${a.toFixed(1)}%">` +
       `<div class="pair"><div style="height:${b.toFixed(1)}%;background:${BEFORE}"></div>` +
-      `<div style="height:${a.toFixed(1)}%;background:${AFTER}"></div></div>` +
+      `<div style="height:${a.toFixed(1)}%;background:${afterColor(b, a)}"></div></div>` +
       `<div class="tick${edited.has(k) ? " edited" : ""}">${label}</div></div>`;
   });
+  const axis = `<div class="axis"><span style="top:0">100%</span><span style="top:50%">50%</span>` +
+    `<span style="top:100%">0%</span></div>`;
   return `<div class="title">Per-class accuracy</div><div class="legend"><span style="color:${BEFORE}">■</span> before ` +
-    `&nbsp; <span style="color:${AFTER}">■</span> after &nbsp; (* edited class; 0–100%)</div>` +
-    `<div class="bars">${groups.join("")}</div>`;
+    `&nbsp; after: <span style="color:${SAME}">■</span> same <span style="color:${DROP}">■</span> dropped ` +
+    `<span style="color:${RISE}">■</span> rose &nbsp; (* edited class)</div>` +
+    `<div class="bars-wrap">${axis}<div class="bars"><div class="grid" style="top:0"></div>` +
+    `<div class="grid" style="top:calc((100% - 15px) / 2)"></div>${groups.join("")}</div></div>`;
 }
 
 function confusionHtml(confusion, names) {
@@ -157,7 +166,7 @@ function confusionHtml(confusion, names) {
     for (let j = 0; j < c; j++) support += confusion[i * c + j];
     const cells = names.map((other, j) => {
       const p = (100 * confusion[i * c + j]) / Math.max(support, 1);
-      return `<td style="background:${blue(p)};color:${p > 55 ? "#fff" : "#000"}" title="true ${esc(name)}, ` +
+      return `<td${p >= 99.5 ? ' class="full"' : ""} style="background:${blue(p)};color:${p > 55 ? "#fff" : "#000"}" title="true ${esc(name)}, ` +
         `predicted ${esc(other)}: ${p.toFixed(1)}% (${confusion[i * c + j]})">${numbers ? p.toFixed(0) : ""}</td>`;
     }).join("");
     return `<tr><th class="row">${esc(name)}</th>${cells}</tr>`;
@@ -254,7 +263,7 @@ function build(root, data, tables) {
   view.sliders = data.names.map((name, k) => {
     const line = document.createElement("label");
     line.className = "slider";
-    line.innerHTML = `<span class="name">${esc(name)}</span><input type="range" min="-2" max="2" step="0.05" ` +
+    line.innerHTML = `<span class="name">${esc(name)}</span><input type="range" min="-3" max="3" step="0.05" ` +
       `value="0" aria-label="${esc(name)}" data-class="${k}"><output>0.00</output>`;
     wrap.querySelector(".sliders").appendChild(line);
     const input = line.querySelector("input");

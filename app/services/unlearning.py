@@ -44,6 +44,7 @@ def compare_unlearning(config: AppRunConfig, forget: tuple[int, ...], methods: t
     _on_method(name): called before each method (not part of the cache key).
     """
     from cv_core.edits import UNLEARNING_METHODS, audit, run_method
+    from cv_core.edits.columns import COLUMNS
 
     encoder = any(UNLEARNING_METHODS.get(m).needs_encoder for m in methods)
     ctx = _unlearn_context(config, encoder)
@@ -52,9 +53,11 @@ def compare_unlearning(config: AppRunConfig, forget: tuple[int, ...], methods: t
         if _on_method is not None:
             _on_method(name)
         a = audit(ctx, run_method(name, ctx, list(forget), seed=config.seed), seed=config.seed, probe=probe)
-        rows.append({"method": name, "acc_f": a.acc_f, "acc_r": a.acc_r, "probe_f": a.probe_f, "mia": a.mia,
-                     "seconds": a.seconds, "trainable_params": a.trainable_params,
-                     "encoder_changed": a.encoder_changed})
+        values = a.as_dict()
+        if not probe:  # not measured: no column of NaNs
+            values = {k: v for k, v in values.items() if not k.startswith(("probe_", "pre_block_probe"))}
+        rows.append({"method": name, **{k: None if isinstance(v, float) and v != v else v
+                                        for k, v in values.items() if k in COLUMNS}})
     return rows
 
 

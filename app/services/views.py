@@ -110,3 +110,25 @@ def _eval_images(config: AppRunConfig):
     if config.dataset == synthetic.NAME or run is None:
         return None
     return run.images(EVAL_SPLIT)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def presenter_map(config: AppRunConfig, target: int, lam: float, frames: int = 6):
+    """The Presenter's animated map: class ``target``'s test points re-projected at strengths 0 .. lam."""
+    from app import charts
+
+    from .runs import gate_thresholds
+
+    points = cached_map(config)
+    editor = live_editor(config, True)
+    c = len(editor.cv.class_names)
+    gamma = gate_thresholds(config)
+    mask = editor.labels.numpy() == target
+    steps = [lam * k / (frames - 1) for k in range(frames)]
+    xys = []
+    for s in steps:
+        coefs = [0.0] * c
+        coefs[target] = -s
+        xys.append(editor.positions(editor.evaluate(coefs, gamma))[mask])
+    return charts.presenter_map(points.ft_xy, xys, steps, str(editor.cv.class_names[target]),
+                                charts.class_color(target))

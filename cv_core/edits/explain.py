@@ -107,7 +107,7 @@ def independence_finding(cos_kappa_mu: np.ndarray, interference: np.ndarray, nam
         edits = (f"but the gate keeps edits local: {how}, no other class's accuracy changes by "
                  f"{100 * MOVED_POINTS:.0f} points or more" if not orthogonal else
                  f"and {how}, no other class's accuracy changes by {100 * MOVED_POINTS:.0f} points or more")
-        text = f"{geometry.capitalize()}; {edits}."
+        text = f"{geometry[0].upper()}{geometry[1:]}; {edits}."
     else:
         verdict = "fails"
         worst = max(leaking, key=lambda i: np.abs(side[i]).max())
@@ -117,7 +117,8 @@ def independence_finding(cos_kappa_mu: np.ndarray, interference: np.ndarray, nam
                 f"also moves {parts}.")
     numbers = {"offdiag_abs_mean": mean_abs, "offdiag_abs_max": max_abs, "max_pair": [str(names[i_max]),
                str(names[j_max])], "leaking_edits": [str(names[i]) for i in leaking],
-               "moved": {str(names[i]): {str(names[j]): float(side[i, j]) for j in leaks[i]} for i in leaking}}
+               "moved": {str(names[i]): {str(names[j]): float(side[i, j]) for j in leaks[i]} for i in leaking},
+               "table": inter.tolist()}
     return Finding("independence", verdict, text, REFERENCES["independence"], numbers)
 
 

@@ -64,6 +64,7 @@ def test_charts_use_webgl_only_for_large_maps(run):
 def test_accuracy_bars_and_confusion_are_in_percent():
     fig = charts.accuracy_bars(np.array([1.0, 0.5]), np.array([0.0, 0.5]), ["a", "b"], edited=(0,))
     assert list(fig.data[1].y) == [0.0, 50.0] and list(fig.data[0].x) == ["a *", "b"]
+    assert list(fig.data[1].marker.color) == [charts.DROP, charts.SAME]  # one colour convention for drops
     conf = charts.confusion_heatmap(np.array([[3, 1], [0, 4]]), ["a", "b"])
     assert np.allclose(conf.data[0].z, [[75, 25], [0, 100]])
 
@@ -114,7 +115,10 @@ def test_the_live_map_draws_unchanged_points_as_a_picture_and_edited_ones_as_mar
     moved = labels == 3
     fig = charts.live_map(xy, labels, labels, run.head.class_names, moved, charts.map_extent(xy), xy[moved][:5])
     assert fig.layout.images[0].source.startswith("data:image/png;base64,")
-    markers = [t for t in fig.data if t.name != "previous positions"]
+    legend = [t for t in fig.data if t.hoverinfo == "skip" and len(t.x) == 1]  # the picture's legend: one empty entry per class colour
+    assert [t.name for t in legend] == list(run.head.class_names)
+    assert [t.marker.color for t in legend] == [charts.class_color(c) for c in range(len(legend))]
+    markers = [t for t in fig.data if t.name != "previous positions" and t.hoverinfo != "skip"]
     assert len(markers) == 1 and len(markers[0].x) == moved.sum()  # one trace, coloured per point
     assert set(markers[0].marker.color) == {charts.class_color(3)}
     assert markers[0].text[0] == "true: class 3<br>predicted: class 3"  # the hover

@@ -119,10 +119,22 @@ def test_presets_set_the_sliders_and_reset_clears_them(computed_app):
     at = computed_app.switch_page("app_pages/arithmetic.py").run()
     rev = live_data(at)["rev"]
     at.selectbox(key="preset_forget_class").select(2).run()
+    label = at.button(key="preset_forget").label  # "Forget this class (λ = 0.75)": the strength chosen on val
+    lam = float(label.split("λ = ")[1].rstrip(")"))
     at.button(key="preset_forget").click().run()
     data = live_data(at)
-    assert data["coefs"][2] == -1.0 and data["rev"] > rev  # the browser's sliders move to the preset
-    assert server_percent(at, "forget") < 10
+    assert data["coefs"][2] == pytest.approx(-lam) and data["rev"] > rev  # the browser's sliders move to it
+    assert 0 < lam <= 3 and server_percent(at, "forget") <= 5 and server_percent(at, "retain") >= 98
+    # the same value as the one definition in cv_core, on the run's val split with the page's gate
+    import torch
+
+    from app import services
+    from app.state import AppRunConfig
+    from cv_core.edits.strength import choose_forget_strength
+
+    run = services.cached_run(AppRunConfig("synthetic", "synthetic-10k"))
+    gammas = torch.tensor(live_data(at)["gammas"])
+    assert choose_forget_strength(run.head, run.ft["val"], run.class_vectors, 2, gammas).lam == pytest.approx(lam)
     at.button(key="preset_shift").click().run()
     no_trouble(at)
     data = live_data(at)
@@ -181,12 +193,60 @@ def test_presenter_walks_through_forgetting(computed_app):
     assert metric(at, "Accuracy on the other classes") == "100%"
 
 
+def test_presenter_steps_show_before_then_the_change_then_an_honest_result(computed_app):
+    at = computed_app.switch_page("app_pages/presenter.py").run()
+    (bars,) = [c for c in at.get("plotly_chart") if "presenter_bars" in c.proto.id]
+    assert [t["name"] for t in json.loads(bars.proto.spec)["data"]] == ["before"]  # step 1: only "before"
+    at.button_group(key="presenter_step").set_value("2 · Forgetting").run()
+    no_trouble(at)
+    assert any("Fit the map" in i.value for i in at.info)  # no map yet: says where to get it
+    (sweep,) = [c for c in at.get("plotly_chart") if "presenter_sweep" in c.proto.id]
+    assert "chosen \\u03bb" in sweep.proto.spec  # JSON-escaped "chosen λ"
+    at.button_group(key="presenter_step").set_value("3 · After").run()
+    text = " ".join(m.value for m in at.markdown)
+    assert "chosen on the val split" in text and "encoder is untouched" in text and "linear probe" in text
+    assert "is forgotten" in text  # the synthetic run really does reach the target at the chosen strength
+    at.toggle(key="presenter_minus_one").set_value(True).run()
+    no_trouble(at)
+    text = " ".join(m.value for m in at.markdown)
+    assert "coefficient −1 (the paper's edit)" in text
+    assert any("−1" in c.value and "centroid" in c.value for c in at.caption)
+
+
+def test_the_url_reopens_the_run_and_the_edit(computed_app):
+    at = computed_app.switch_page("app_pages/arithmetic.py").run()
+    release(at, [0.0] * 3 + [-1.5] + [0.0] * 6)
+    params = {k: v[0] if isinstance(v, list) else v for k, v in dict(at.query_params).items()}
+    assert params["dataset"] == "synthetic-10k" and params["coefs"] == "3:-1.5"
+    from streamlit.testing.v1 import AppTest
+
+    from tests.app.conftest import APP, TIMEOUT
+    fresh = AppTest.from_file(APP, default_timeout=TIMEOUT)  # a reload: a new session with only the URL
+    for k, v in params.items():
+        fresh.query_params[k] = v
+    fresh.switch_page("app_pages/arithmetic.py").run()
+    no_trouble(fresh)
+    assert live_data(fresh)["coefs"] == [0.0] * 3 + [-1.5] + [0.0] * 6
+    assert "edit: class 3 × -1.50" in server_caption(fresh)
+
+
 def test_geometry_shows_cosines_and_collapse_and_offers_the_map(computed_app):
     at = computed_app.switch_page("app_pages/geometry.py").run()
     no_trouble(at)
-    nc = at.dataframe[0].value
-    assert list(nc["metric"])[:1] == ["nc1"]
-    assert (nc["fine-tuned"] >= 0).all()
+    nc = at.table[0].value
+    assert list(nc["metric"])[:1] == ["nc1"] and nc["meaning"].str.len().min() > 20  # wrapped, never cut off
+    # the captions are this run's numbers, never the paper's claim stated as a fact
+    from app import services
+    from app.state import AppRunConfig
+
+    found = services.findings(AppRunConfig("synthetic", "synthetic-10k"))
+    texts = [e.value for e in [*at.success, *at.info, *at.warning]]
+    assert found["independence"].text in texts and found["collapse"].text in texts
+    mean_abs = found["independence"].numbers["offdiag_abs_mean"]
+    assert f"mean |cos| {mean_abs:.3f}" in found["independence"].text
+    assert ("NOT orthogonal" in found["independence"].text) == (mean_abs >= 0.1
+                                                                 or found["independence"].numbers["offdiag_abs_max"] >= 0.3)
+    assert not any("off-diagonal ≈ 0" in c.value or "go to 0" in c.value for c in at.caption)
 
 
 def test_the_map_is_fitted_once_and_then_moves_edited_points(computed_app):

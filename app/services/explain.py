@@ -1,0 +1,61 @@
+"""Forget strengths and the sentences about a run, for the pages (cached per run and gate)."""
+from __future__ import annotations
+
+import streamlit as st
+
+from app.state import AppRunConfig
+
+from .runs import EVAL_SPLIT, cached_run, gate_thresholds
+
+
+def _gamma(config: AppRunConfig, gate):
+    """The gate of the pages ('auto', one cosine, or None) as (C,) thresholds or None."""
+    from cv_core.math.steering import gamma_vector
+
+    if gate == "auto":
+        return gate_thresholds(config)
+    return gamma_vector(gate, len(cached_run(config).head.class_names))
+
+
+@st.cache_resource(show_spinner=False)
+def forget_strengths(config: AppRunConfig, gate="auto") -> tuple:
+    """Every class's ForgetStrength (cv_core.edits.strength), chosen on the run's val split with this gate.
+    A pipeline run caches the curves in its cache folder; the synthetic run keeps them in memory."""
+    from cv_core.edits.strength import forget_strengths as strengths
+    from cv_core.edits.strength import run_forget_strengths
+
+    run = cached_run(config)
+    if hasattr(run, "config"):  # a cv_core.pipeline.RunResult
+        return run_forget_strengths(run, "none" if gate is None else gate)
+    return strengths(run.head, run.ft["val"], run.class_vectors, _gamma(config, gate), False)
+
+
+@st.cache_resource(show_spinner=False)
+def findings(config: AppRunConfig) -> dict:
+    """topic -> Finding (cv_core.edits.explain.run_findings) for the run with the automatic gate."""
+    from cv_core.edits.explain import run_findings
+
+    run = cached_run(config)
+    return run_findings(run.head, run.pre[EVAL_SPLIT], run.ft[EVAL_SPLIT], run.class_vectors,
+                        gate_thresholds(config), forget_strengths(config, "auto"))
+
+
+def minus_one(config: AppRunConfig, cls: int, gate="auto"):
+    """The Finding that says what coefficient -1 does to class ``cls`` on this run."""
+    from cv_core.edits.explain import minus_one_finding
+
+    run = cached_run(config)
+    s = forget_strengths(config, gate)[cls]
+    return minus_one_finding(run.head.class_names[cls], s.at_one, float(run.zero_shot.per_class[cls]), s)
+
+
+@st.cache_data(show_spinner=False)
+def switch_alpha(config: AppRunConfig, source: int, target: int) -> float | None:
+    """The alpha where ``source`` test images switch to ``target`` (automatic gate), None if never within 1."""
+    from cv_core.edits.properties import interpolation
+
+    if source == target:
+        return None
+    run = cached_run(config)
+    return interpolation(run.head, run.ft[EVAL_SPLIT], run.class_vectors, source, target,
+                         gate_thresholds(config))["switch_alpha"]
