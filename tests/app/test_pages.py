@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 
+import json
+
 import numpy as np
 
 import pytest
