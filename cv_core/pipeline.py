@@ -70,12 +70,13 @@ class _Prepared:
 class _LazyBackbone:
     """Loads the model on first use only: a fully cached run never builds it."""
 
-    def __init__(self, spec: str, device: torch.device, seed: int):
-        self.spec, self.device, self.seed, self._backbone = spec, device, seed, None
+    def __init__(self, spec: str, device: torch.device, seed: int, progress: ProgressFn = None):
+        self.spec, self.device, self.seed, self._backbone, self.progress = spec, device, seed, None, progress
 
     def get(self) -> Backbone:
         if self._backbone is None:
-            self._backbone = load_backbone(self.spec, self.device, self.seed)
+            _emit(self.progress, "model", f"loading {self.spec}")
+            self._backbone = load_backbone(self.spec, self.device, self.seed, self.progress)
         return self._backbone
 
 
@@ -135,7 +136,7 @@ def run(config: RunConfig = RunConfig(), progress: ProgressFn = None, cancel: Ca
     spec = parse_spec(config.backbone)
     info = get_dataset_info(config.dataset)
     cache = ArtifactCache(config.cache_dir)
-    lazy = _LazyBackbone(config.backbone, device, config.seed)
+    lazy = _LazyBackbone(config.backbone, device, config.seed, progress)
     weights_id = weights_identity(spec, config.seed)
     base_key = {"backbone": spec.name, "weights": weights_id, "dataset": info.name,
                 "max_per_class": config.max_per_class, "data_seed": config.seed}

@@ -25,7 +25,8 @@ KINDS = {
 }
 for name, (label, mime, help_text) in KINDS.items():
     c1, c2 = st.columns([1, 3])
-    c1.download_button(label, files[name], file_name=name, mime=mime, key=f"export_{name}", width="stretch")
+    c1.download_button(label, files[name], file_name=name, mime=mime, key=f"export_{name}", width="stretch",
+                       on_click="ignore")  # no rerun: quick successive clicks no longer cancel downloads
     c2.caption(help_text)
 
 with st.expander("Recipe"):
@@ -38,6 +39,6 @@ if not figures:
 for name, fig in figures.items():
     c1, c2 = st.columns([1, 3])
     c1.download_button(f"{name}.html", exports.figure_html(fig), file_name=f"{name}.html", mime="text/html",
-                       key=f"export_fig_{name}", width="stretch")
+                       key=f"export_fig_{name}", width="stretch", on_click="ignore")
     c2.caption("Interactive HTML with plotly.js inside: opens offline in any browser. (PNG needs kaleido and a "
                "browser build it downloads, so it is not offered offline.)")

@@ -31,9 +31,10 @@ def backbone_ui() -> str | None:
             st.info("Type the path of a checkpoint file on this machine.")
             return None
         spec = f"{model}:{Path(path).expanduser()}"
-    ok, message = services.backbone_availability(spec)
+    with st.spinner("Checking the backbone…"):
+        ok, message = services.backbone_availability(spec)
     if ok is None:
-        st.error(message)
+        st.error(f"{message} — Compute is disabled until this is fixed.")
         return None
     (st.success if ok else st.warning)(f"{spec}: {message}")
     return spec
@@ -48,7 +49,7 @@ def dataset_ui() -> tuple[str | None, int | None]:
     else:
         folder = st.text_input("Folder with one sub-folder of images per class", key="setup_folder")
         if not folder:
-            st.info("Type the path of an image folder (class_a/*.png, class_b/*.png, ...).")
+            st.info("Type the path of an image folder (`class_a/*.png`, `class_b/*.png`, …).")
             return None, None
         if not Path(folder).expanduser().is_dir():
             st.error(f"There is no folder at {folder}. Check the path.")

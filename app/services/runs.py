@@ -55,14 +55,22 @@ def backbone_choices() -> list[str]:
 
 @st.cache_data(show_spinner=False, ttl=60)
 def backbone_availability(spec: str) -> tuple[bool | None, str]:
-    """(usable offline, plain message); None when the spec itself is invalid. Never downloads."""
+    """(usable offline, plain message); None when the backbone cannot be used (invalid spec, a checkpoint file
+    that is missing, unreadable or does not fit the architecture, or weights to download with no network, which
+    a 3-second probe tells). Never downloads."""
     from cv_core.errors import CVError
     from cv_core.models.backbones import check_backbone
 
     try:
         a = check_backbone(spec)
-    except CVError as err:
+    except CVError as err:  # an invalid spec, or a local checkpoint that cannot be used: Compute stays disabled
         return None, str(err)
+    if not a.available_offline:
+        from cv_core.models.checkpoints import network_reachable
+
+        if os.environ.get("HF_HUB_OFFLINE") == "1" or not network_reachable(timeout=3.0):
+            return None, (f"{a.message}, and there is no network: put the weights in the Hugging Face cache, "
+                          "pass MODEL:/path/to/file, or choose the built-in backbone")
     return a.available_offline, a.message
 
 

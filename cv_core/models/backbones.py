@@ -122,7 +122,8 @@ def parameter_count(model_name: str) -> int:
 
 
 def check_backbone(spec: str) -> Availability:
-    """Is the backbone usable without a download? Never downloads, never contacts a network."""
+    """Is the backbone usable without a download? Never downloads, never contacts a network.
+    A local checkpoint that cannot be used raises WeightsUnavailableError with the reason."""
     s = parse_spec(spec)
     if s.source == "builtin":
         from .builtin import weights_path
@@ -130,9 +131,9 @@ def check_backbone(spec: str) -> Availability:
         return Availability(s.name, ok, None, "ships with the project" if ok else f"missing {weights_path()}")
     if s.source == "random":
         return Availability(s.name, True, None, "random weights (for tests and speed benchmarks only)")
-    if s.source == "file":
-        ok = Path(s.tag).is_file()
-        return Availability(s.name, ok, None, "local file" if ok else f"no file at {s.tag}")
+    if s.source == "file":  # checked like an image folder: exists, readable, weights that fit the model
+        from .checkpoints import check_checkpoint
+        return Availability(s.name, True, None, f"local file: {check_checkpoint(s.model, s.tag)}")
     cached = _hf_cached_file(s)
     if cached:
         return Availability(s.name, True, None, f"cached at {cached}")
@@ -148,7 +149,31 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def _weights_file(s: BackboneSpec) -> str:
+def _download(cfg: dict, progress=None) -> str:
+    """open_clip hub weights into the Hugging Face cache; with ``progress``, 'download' events in megabytes."""
+    repo = cfg.get("hf_hub", "")
+    if progress is None or not repo:
+        return open_clip.download_pretrained(cfg)
+    from huggingface_hub import hf_hub_download
+
+    from ..progress import Progress
+    from .checkpoints import mb_progress_class
+
+    def report(done: float, total: float | None) -> None:
+        progress(Progress("download", int(done), None if total is None else max(1, int(total)),
+                          f"{done:.0f} of {total:.0f} MB" if total else f"{done:.0f} MB"))
+
+    model_id, filename = os.path.split(repo)
+    last = None
+    for name in ([filename] if filename else list(_HF_FILES)):
+        try:
+            return hf_hub_download(model_id, name, tqdm_class=mb_progress_class(report))
+        except Exception as err:  # the next file name (open_clip tries safetensors, then .bin)
+            last = err
+    raise last
+
+
+def _weights_file(s: BackboneSpec, progress=None) -> str:
     """Path of the weights file to load (downloading open_clip weights when needed and possible)."""
     if s.source == "builtin":
         from .builtin import verify_weights, weights_path
@@ -161,8 +186,16 @@ def _weights_file(s: BackboneSpec) -> str:
     cached = _hf_cached_file(s)
     if cached:
         return cached
+    from .checkpoints import network_reachable
+    cfg = open_clip.get_pretrained_cfg(s.model, s.tag)
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or not network_reachable(
+            "huggingface.co" if cfg.get("hf_hub") else "openaipublic.azureedge.net"):
+        where = f"the Hugging Face cache as {cfg.get('hf_hub', '').strip('/')}/{_HF_FILES[0]}"
+        raise WeightsUnavailableError(
+            f"weights for {s.name} are not cached and there is no network. Connect to the network once, or put "
+            f"the file in {where} (or pass {s.model}:/path/to/file), or choose the built-in backbone ('builtin').")
     try:
-        return open_clip.download_pretrained(open_clip.get_pretrained_cfg(s.model, s.tag))
+        return _download(cfg, progress)
     except Exception as err:  # huggingface_hub / urllib raise many types when offline
         cfg = open_clip.get_pretrained_cfg(s.model, s.tag)
         where = f"the Hugging Face cache as {cfg.get('hf_hub', '').strip('/')}/{_HF_FILES[0]}"
@@ -183,8 +216,9 @@ def weights_identity(s: BackboneSpec, seed: int = 0, path: str | None = None) ->
     return _sha256(path or _weights_file(s))
 
 
-def load_backbone(spec: str, device: torch.device | str = "cpu", seed: int = 0) -> Backbone:
-    """Create the model, load its weights safely, and return it in eval mode on ``device``."""
+def load_backbone(spec: str, device: torch.device | str = "cpu", seed: int = 0, progress=None) -> Backbone:
+    """Create the model, load its weights safely, and return it in eval mode on ``device``.
+    progress: optional callback of Progress events (a download reports megabytes)."""
     s = parse_spec(spec)
     quick = _needs_quick_gelu(s)
     path = None
@@ -192,7 +226,7 @@ def load_backbone(spec: str, device: torch.device | str = "cpu", seed: int = 0) 
         torch.manual_seed(seed)
         model = _create(s.model, quick)
     else:
-        path = _weights_file(s)
+        path = _weights_file(s, progress)
         model = _create(s.model, quick)
         _load_weights(model, path, s)
     weights_id = weights_identity(s, seed, path)

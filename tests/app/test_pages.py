@@ -83,14 +83,17 @@ def test_setup_says_plainly_when_a_folder_does_not_exist(new_app):
 def test_setup_reports_a_backbone_that_cannot_be_loaded(new_app, tmp_path):
     bad = tmp_path / "broken.safetensors"
     bad.write_bytes(b"not a checkpoint")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a text file is no checkpoint\n")
     at = new_app()
     at.radio(key="setup_backbone_kind").set_value("local checkpoint").run()
-    at.text_input(key="setup_ckpt_path").input(str(bad)).run()
-    at.button(key="setup_compute").click().run()
-    assert not at.exception, [e.value for e in at.exception]
-    assert at.error, "a broken checkpoint must give an st.error"
-    message = at.error[0].value
-    assert "Traceback" not in message and "broken.safetensors" in message, message
+    for path, reason in ((bad, "not a readable safetensors file"), (notes, "neither a safetensors file"),
+                         (tmp_path / "missing.pt", "no file at")):
+        at.text_input(key="setup_ckpt_path").input(str(path)).run()
+        assert not at.exception, [e.value for e in at.exception]
+        message = at.error[0].value  # said before Compute, which stays disabled
+        assert reason in message and "Compute is disabled" in message and "Traceback" not in message, message
+        assert at.button(key="setup_compute").disabled
 
 
 @pytest.mark.parametrize("page", PAGES)
