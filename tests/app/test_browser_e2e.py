@@ -144,3 +144,62 @@ def test_forget_one_class_in_the_browser(server):
     assert retain_change >= -3, f"the other classes fell by {-retain_change} points to {retain}%"
     # the server's own scoring of the released edit agrees with what the browser drew
     assert f"forget {forget:.1f}%, retain {retain:.1f}%" in server, server
+
+
+def test_forget_preset_reload_and_a_text_file_as_checkpoint(server, tmp_path):
+    """The Forget preset forgets at the strength chosen on val (forget <= 5%, retain within 2 points); a reload
+    reopens the same run and edit from the URL; a text file given as checkpoint disables Compute with the
+    reason. The reload time is printed (a figure, not an assertion)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("these are notes, not weights\n")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1300})
+        page.set_default_timeout(30_000)
+        try:
+            page.goto(server)
+            page.get_by_role("button", name="Compute").wait_for()
+            if DATASET != "digits":
+                page.locator('[data-testid="stSelectbox"]').filter(has_text="Dataset").first.click()
+                page.get_by_role("option", name=DATASET).click()
+            page.get_by_role("button", name="Compute").click()
+            page.get_by_text("Current run:").wait_for(timeout=150_000)
+            page.get_by_role("link", name="Class arithmetic").first.click()
+            preset = page.get_by_role("button", name=re.compile(r"Forget this class \(λ = "))
+            preset.wait_for(timeout=60_000)
+            lam = float(re.search(r"λ = ([0-9.]+)", preset.inner_text()).group(1))
+            name = "0" if DATASET == "digits" else "class 0"  # the default class of every page
+            preset.click()
+            page.locator(".cvs-live .edit").filter(has_text=f"Edit: {name} × -{lam:.2f}").wait_for(timeout=30_000)
+            wait_until_idle(page)
+            forget, retain = percent(live_metric(page, "Forget accuracy")), percent(live_metric(page, "Retain accuracy"))
+            retain_change = percent(live_metric(page, "Retain accuracy", "delta"))
+            page.screenshot(path=str(ARTIFACTS / "browser_forget_preset.png"), full_page=True)
+            url = page.url
+            start = time.monotonic()
+            page.reload()
+            page.locator(".cvs-live .edit").filter(has_text=f"Edit: {name} × -{lam:.2f}").wait_for(timeout=30_000)
+            reload_s = time.monotonic() - start
+            wait_until_idle(page)
+            forget_again = percent(live_metric(page, "Forget accuracy"))
+            slider = page.get_by_role("slider", name=name, exact=True).input_value()
+            page.get_by_role("link", name="Setup").first.click()
+            page.get_by_text("local checkpoint").click()
+            box = page.get_by_label("Checkpoint file (.safetensors, .pt, .bin)")
+            box.fill(str(notes))
+            box.press("Enter")
+            alert = page.locator('[data-testid="stAlert"]').filter(has_text="Compute is disabled")
+            alert.wait_for(timeout=30_000)
+            reason = alert.inner_text()
+            disabled = page.get_by_role("button", name=re.compile("^(Compute|Open)$")).is_disabled()
+            page.screenshot(path=str(ARTIFACTS / "browser_bad_checkpoint.png"), full_page=True)
+        finally:
+            browser.close()
+    print(f"forget preset on {name}: lambda {lam}, forget {forget}%, retain {retain}% ({retain_change:+} pts); "
+          f"reload to the same edit in {reload_s:.2f} s")
+    assert f"coefs=0%3A-{lam:g}" in url or f"coefs=0:-{lam:g}" in url, url
+    assert forget <= 5, f"the Forget preset left {forget}% on class {name}"
+    assert retain_change >= -2, f"the other classes fell by {-retain_change} points"
+    assert forget_again == forget and float(slider) == -lam  # the same run and edit after the reload
+    assert "neither a safetensors file nor a PyTorch weights file" in reason and disabled
