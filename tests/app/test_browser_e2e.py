@@ -192,7 +192,8 @@ def test_forget_preset_reload_and_a_text_file_as_checkpoint(server, tmp_path):
             alert = page.locator('[data-testid="stAlert"]').filter(has_text="Compute is disabled")
             alert.wait_for(timeout=30_000)
             reason = alert.inner_text()
-            disabled = page.get_by_role("button", name=re.compile("^(Compute|Open)$")).is_disabled()
+            disabled = page.locator('[data-testid="stBaseButton-primary"]').filter(
+                has_text=re.compile("^(Compute|Open)$")).is_disabled()
             page.screenshot(path=str(ARTIFACTS / "browser_bad_checkpoint.png"), full_page=True)
         finally:
             browser.close()
