@@ -175,7 +175,15 @@ def test_unlearning_compares_the_registered_methods(computed_app):
     table = at.dataframe[0].value
     assert list(table["method"]) == ["finetuned", "cv_steer"]
     steer = table[table["method"] == "cv_steer"].iloc[0]
-    assert steer["acc_f"] < 10 and steer["acc_r"] > 90  # percent
+    assert steer["acc_f"] <= 5 and steer["acc_r"] > 90  # percent
+    # human names with direction and unit, a definition in each tooltip
+    config = json.dumps(json.loads(at.dataframe[0].proto.columns), ensure_ascii=False)
+    assert "Forget accuracy ↓ (%)" in config and "MIA efficacy ↑ (%)" in config and "Time ↓ (s)" in config
+    assert "membership-inference" in config
+    methods = at.table[0].value  # "About the methods": every registered method, with the time measured here
+    from cv_core.edits import UNLEARNING_METHODS
+    assert len(methods) == len(list(UNLEARNING_METHODS.items()))
+    assert methods.set_index("method").loc["cv_steer", "time measured here"].endswith(" s")
 
 
 def test_export_offers_every_file_and_a_cli_recipe(computed_app):
