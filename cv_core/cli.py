@@ -1,4 +1,6 @@
-"""Command line: ``python -m cv_core list|run|edit|report``. Calls the same functions as the app."""
+"""Command line: ``python -m cv_core list|run|finetune|edit|report``. Calls the same functions as the app.
+
+``finetune`` runs data-parallel when launched by ``torchrun`` or ``srun`` (see README, "On a cluster")."""
 from __future__ import annotations
 
 import argparse
@@ -50,6 +52,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-download", action="store_true", help="never download datasets")
     p.add_argument("--out", default="out", help="output folder (default: ./out)")
+    p.add_argument("--engine", choices=["local", "ray"], default="local", help="extraction engine: local (this "
+                   "process) or ray (Ray Data actors; needs the 'scale' extra)")
+    p.add_argument("--workers", type=int, default=None, help="ray: encoder actors (default: one per GPU, else 2)")
+    p.add_argument("--ray-address", default=None, help="ray: 'auto' or HOST:PORT of a running cluster (default: "
+                   "start a local one)")
+    p.add_argument("--feature-store", choices=["auto", "on", "off"], default="auto", help="keep latents in a "
+                   "sharded feature store (auto: for the ray engine and runs of 200k+ images)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--all", action="store_true", help="backbones: list every open_clip MODEL:TAG pair")
     ls.add_argument("--data-root", default=None)
     _add_run_options(sub.add_parser("run", help="fine-tune, extract latents, compute class vectors"))
+    _add_run_options(sub.add_parser("finetune", help="only fine-tune the image encoder (data-parallel under "
+                                    "torchrun or srun); 'run' then finds the cached encoder"))
     edit = sub.add_parser("edit", help="apply a class-vector steering edit on the test split")
     _add_run_options(edit)
     edit.add_argument("--coef", action="append", default=[], metavar="CLASS=VALUE",
@@ -83,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"list": cmd_list, "run": cmd_run, "edit": cmd_edit, "report": cmd_report}[args.command](args)
+        return {"list": cmd_list, "run": cmd_run, "finetune": cmd_finetune, "edit": cmd_edit,
+                "report": cmd_report}[args.command](args)
     except CVError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -131,7 +143,8 @@ def config_from_args(args, splits: tuple[str, ...] = ("train", "test")):
     return RunConfig(backbone=args.backbone, dataset=args.dataset, device=args.device, data_root=args.data_root,
                      cache_dir=args.cache_dir, finetune=finetune, max_per_class=args.max_per_class,
                      references_per_class=args.references, seed=args.seed, download=not args.no_download,
-                     splits=splits)
+                     splits=splits, engine=args.engine, workers=args.workers, ray_address=args.ray_address,
+                     feature_store=args.feature_store)
 
 
 def _run(args, splits: tuple[str, ...] = ("train", "test")):
@@ -156,12 +169,22 @@ def cmd_run(args) -> int:
     write_json(out / "summary.json", summary)
     save_class_vectors(out / "class_vectors.safetensors", result.class_vectors)
     print(f"{result.backbone_name} on {result.dataset} ({len(result.class_names)} classes, "
-          f"{len(result.ft['test'])} test images, {summary['device']})")
+          f"{result.num_images('test')} test images, {summary['device']})")
     print(f"  zero-shot accuracy  {result.zero_shot_accuracy:.3f}")
     print(f"  fine-tuned accuracy {result.finetuned_accuracy:.3f}")
     cached = "all from cache" if all(result.cache_hits.values()) else "computed"
     print(f"  time {result.timings['total']:.1f} s ({cached}); wrote {out / 'summary.json'} and "
           f"{out / 'class_vectors.safetensors'}")
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    from .pipeline import finetune_encoder
+    out = finetune_encoder(config_from_args(args), progress=_progress_printer())
+    if out.rank == 0:
+        where = f"{out.world_size} processes ({out.backend})" if out.world_size > 1 else "1 process"
+        state = "already cached" if out.cache_hit else f"trained on {where} in {out.timings['finetune']:.1f} s"
+        print(f"fine-tuned image encoder {state}: {out.encoder_path}")
     return 0
 
 

@@ -8,27 +8,30 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from . import __version__
-from .data.datasets import fingerprint, get_dataset_info, load_split
+from .data.datasets import load_split
 from .device import resolve_device
-from .errors import DatasetError, InvalidInputError
-from .features.cache import ArtifactCache, key_digest
-from .features.extract import encode_images, identity, preprocess_once
+from .errors import InvalidInputError
+from .features.store import FeatureStore
+from .features.stored import StoreSplits, blocks, class_vectors_from_store, scores_from_store
 from .math.class_vectors import compute_class_vectors
 from .math.metrics import Scores, forget_retain, score
-from .math.steering import auto_gamma, edit_from_coefficients, move_edit, steer
-from .models.backbones import Backbone, load_backbone, parse_spec, weights_identity
-from .models.finetune import FinetuneConfig, finetune, finetuned_encoder
-from .models.zeroshot import build_head
-from .progress import CancelFn, Progress, ProgressFn
+from .math.steering import auto_gamma_from_blocks, edit_from_coefficients, move_edit, steer
+from .models.backbones import Backbone
+from .models.distributed import init_world, shutdown
+from .models.finetune import FinetuneConfig, finetuned_encoder
+from .progress import CancelFn, ProgressFn
 from .results import ClassVectors, FeatureSet, ZeroShotHead, class_index
+from .stages import LazyBackbone, file_features, finetune_stage, prepare, store_features, uses_store
 
 SPLIT_CHOICES = ("train", "val", "test")
+ENGINES = ("local", "ray")
+STORE_CHOICES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -44,40 +47,25 @@ class RunConfig:
     splits: tuple[str, ...] = ("train", "test")
     seed: int = 0
     download: bool = True
+    engine: str = "local"  # "local": this process; "ray": Ray Data actors (needs the 'scale' extra)
+    workers: int | None = None  # ray: encoder actors (default: one per visible GPU, else 2)
+    ray_address: str | None = None  # ray: "auto" or HOST:PORT of a running cluster; None starts a local one
+    feature_store: str = "auto"  # "on": sharded store; "off": one file per split; auto: on for ray/large runs
 
     def __post_init__(self):
+        if self.engine not in ENGINES:
+            raise InvalidInputError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
+        if self.feature_store not in STORE_CHOICES:
+            raise InvalidInputError(f"feature_store must be one of {', '.join(STORE_CHOICES)}, got {self.feature_store!r}")
+        if self.engine == "ray" and self.feature_store == "off":
+            raise InvalidInputError("the ray engine writes a feature store; use feature_store 'auto' or 'on'")
+        if self.workers is not None and self.workers < 1:
+            raise InvalidInputError(f"workers must be at least 1, got {self.workers}")
         bad = [s for s in self.splits if s not in SPLIT_CHOICES]
         if bad or "train" not in self.splits or "test" not in self.splits:
             raise InvalidInputError(f"splits must include train and test, from {SPLIT_CHOICES}; got {self.splits}")
         if self.max_per_class is not None and self.max_per_class < 1:
             raise InvalidInputError(f"max images per class must be at least 1, got {self.max_per_class}")
-
-
-class _Prepared:
-    """Preprocessed images per split, made on first need and shared by fine-tuning and both encoders."""
-
-    def __init__(self, data: dict, lazy: _LazyBackbone):
-        self.data, self.lazy, self._done = data, lazy, {}
-
-    def get(self, split: str):
-        """-> (dataset, transform) ready for encode_images / finetune."""
-        if split not in self._done:
-            pre = preprocess_once(self.data[split], self.lazy.get().preprocess)
-            self._done[split] = (pre, identity) if pre is not None else (self.data[split], self.lazy.get().preprocess)
-        return self._done[split]
-
-
-class _LazyBackbone:
-    """Loads the model on first use only: a fully cached run never builds it."""
-
-    def __init__(self, spec: str, device: torch.device, seed: int, progress: ProgressFn = None):
-        self.spec, self.device, self.seed, self._backbone, self.progress = spec, device, seed, None, progress
-
-    def get(self) -> Backbone:
-        if self._backbone is None:
-            _emit(self.progress, "model", f"loading {self.spec}")
-            self._backbone = load_backbone(self.spec, self.device, self.seed, self.progress)
-        return self._backbone
 
 
 @dataclass(frozen=True)
@@ -88,8 +76,8 @@ class RunResult:
     dataset: str
     class_names: tuple[str, ...]
     head: ZeroShotHead
-    pre: dict[str, FeatureSet]
-    ft: dict[str, FeatureSet]
+    pre: Mapping[str, FeatureSet]  # a dict, or StoreSplits (each split loaded from the store on first use)
+    ft: Mapping[str, FeatureSet]
     class_vectors: ClassVectors
     zero_shot: Scores
     finetuned: Scores
@@ -98,7 +86,8 @@ class RunResult:
     device: torch.device
     timings: dict[str, float] = field(default_factory=dict)
     cache_hits: dict[str, bool] = field(default_factory=dict)
-    _backbone: _LazyBackbone | None = field(default=None, repr=False, compare=False)
+    store: FeatureStore | None = None  # the sharded feature store of a large or Ray run, else None
+    _backbone: LazyBackbone | None = field(default=None, repr=False, compare=False)
 
     @property
     def zero_shot_accuracy(self) -> float:
@@ -107,6 +96,10 @@ class RunResult:
     @property
     def finetuned_accuracy(self) -> float:
         return self.finetuned.accuracy
+
+    def num_images(self, split: str) -> int:
+        """Images of a split (read from the store's manifest when there is one: no features loaded)."""
+        return self.store.num_rows(split) if self.store is not None else len(self.ft[split])
 
     def backbone(self) -> Backbone:
         """The pretrained CLIP (loaded on first call)."""
@@ -123,103 +116,72 @@ class RunResult:
         return load_split(c.dataset, split, c.data_root, c.max_per_class, c.seed, c.download)
 
 
-def _emit(progress: ProgressFn, stage: str, message: str) -> None:
-    if progress is not None:
-        progress(Progress(stage, 0, None, message))
-
-
 def run(config: RunConfig = RunConfig(), progress: ProgressFn = None, cancel: CancelFn = None) -> RunResult:
     """Compute (or load from the cache) everything a session needs. See the module docstring."""
     timings: dict[str, float] = {}
     hits: dict[str, bool] = {}
-    device = resolve_device(config.device)
-    spec = parse_spec(config.backbone)
-    info = get_dataset_info(config.dataset)
-    cache = ArtifactCache(config.cache_dir)
-    lazy = _LazyBackbone(config.backbone, device, config.seed, progress)
-    weights_id = weights_identity(spec, config.seed)
-    base_key = {"backbone": spec.name, "weights": weights_id, "dataset": info.name,
-                "max_per_class": config.max_per_class, "data_seed": config.seed}
-
+    if config.engine == "ray":  # fail in seconds, not after the fine-tuning
+        from .features.ray_extract import preflight
+        preflight(config.ray_address)
+    inp = prepare(config, progress, timings, hits)
     t = time.perf_counter()
-    data = {s: load_split(config.dataset, s, config.data_root, config.max_per_class, config.seed, config.download)
-            for s in config.splits}
-    class_names = tuple(data["train"].class_names)
-    _check_classes(info.name, data, class_names)
-    timings["data"] = time.perf_counter() - t
-
-    prepared = _Prepared(data, lazy)
-    head, hits["head"], timings["head"] = _head(cache, lazy, base_key, class_names, info.templates, device, progress)
-    ft_cfg = config.finetune or FinetuneConfig.default_for(device, small_model=spec.source == "builtin")
-    enc_key = {**base_key, "train": fingerprint(data["train"]), "finetune": ft_cfg.as_dict(),
-               "head": key_digest({"w": head.weights.sum().item(), "t": head.templates})}
-    t = time.perf_counter()
-    state, hits["finetune"] = cache.get_or_compute(
-        "encoders", enc_key,
-        lambda: finetune(lazy.get().model, prepared.get("train")[1], head, prepared.get("train")[0], ft_cfg, device,
-                         progress, cancel),
-        meta={"kind": "fine-tuned image encoder", "cv_core": __version__, "torch": torch.__version__})
-    encoder_path = cache.paths("encoders", enc_key)[0]
+    state, hits["finetune"] = finetune_stage(inp, progress, cancel)
     timings["finetune"] = time.perf_counter() - t
 
-    pre, ft = {}, {}
     t = time.perf_counter()
-    for split, ds in data.items():
-        split_key = {**base_key, "split": split, "data": fingerprint(ds)}
-        pre[split], hits[f"pre:{split}"] = _features(cache, {**split_key, "encoder": "pretrained"}, split,
-                                                     "pretrained", lambda: lazy.get().model, prepared, device,
-                                                     progress, cancel)
-        ft[split], hits[f"ft:{split}"] = _features(cache, {**split_key, "encoder": key_digest(enc_key)}, split,
-                                                   "finetuned", lambda: finetuned_encoder(lazy.get().model, state,
-                                                                                          device),
-                                                   prepared, device, progress, cancel)
+    store = None
+    if uses_store(config, inp.data):
+        store, hits["features"] = store_features(config, inp, state, progress, cancel)
+        pre, ft = StoreSplits(store, "pre"), StoreSplits(store, "ft")
+    else:
+        pre, ft = file_features(inp, state, progress, cancel, hits)
     timings["extract"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    cv = compute_class_vectors(pre["train"], ft["train"], config.references_per_class, config.seed)
-    zs = score(head.predict(pre["test"].features), pre["test"].labels, len(class_names))
-    fts = score(head.predict(ft["test"].features), ft["test"].labels, len(class_names))
+    head, c = inp.head, len(inp.class_names)
+    if store is not None:  # block by block: never all rows in memory
+        cv = class_vectors_from_store(store, config.references_per_class, config.seed)
+        zs, fts = scores_from_store(head, store, "test", "pre"), scores_from_store(head, store, "test", "ft")
+    else:
+        cv = compute_class_vectors(pre["train"], ft["train"], config.references_per_class, config.seed)
+        zs = score(head.predict(pre["test"].features), pre["test"].labels, c)
+        fts = score(head.predict(ft["test"].features), ft["test"].labels, c)
     timings["class_vectors"] = time.perf_counter() - t
     timings["total"] = sum(timings.values())
-    return RunResult(config, spec.name, weights_id, info.name, class_names, head, pre, ft, cv, zs, fts,
-                     encoder_path, ft_cfg, device, timings, hits, lazy)
+    return RunResult(config, inp.spec.name, inp.weights_id, inp.info.name, inp.class_names, head, pre, ft, cv, zs, fts,
+                     inp.cache.paths("encoders", inp.enc_key)[0], inp.ft_cfg, inp.device, timings, hits, store,
+                     inp.lazy)
 
 
-def _check_classes(name: str, data: dict, class_names: tuple[str, ...]) -> None:
-    for split, ds in data.items():
-        if tuple(ds.class_names) != class_names:
-            raise DatasetError(f"{name}: split {split!r} has different classes than train")
-    counts = torch.bincount(torch.as_tensor(data["train"].targets), minlength=len(class_names))
-    empty = [class_names[i] for i in torch.nonzero(counts == 0).flatten().tolist()]
-    if empty:
-        raise DatasetError(f"{name}: classes {empty} have no training images; class vectors need at least one")
+@dataclass(frozen=True)
+class FinetuneOutcome:
+    """What ``finetune_encoder`` did: where the entry is, whether it was already cached, on how many ranks."""
+
+    encoder_path: Path
+    cache_hit: bool
+    rank: int
+    world_size: int
+    backend: str | None
+    timings: dict[str, float]
 
 
-def _head(cache, lazy, base_key, class_names, templates, device, progress):
-    t = time.perf_counter()
-    key = {"backbone": base_key["backbone"], "weights": base_key["weights"], "classes": list(class_names),
-           "templates": list(templates)}
-
-    def compute():
-        _emit(progress, "head", "building the zero-shot head from the prompts")
-        h = build_head(lazy.get(), class_names, templates, device)
-        return {"weights": h.weights, "logit_scale": torch.tensor(h.logit_scale)}
-
-    tensors, hit = cache.get_or_compute("heads", key, compute)
-    head = ZeroShotHead(tensors["weights"].float(), float(tensors["logit_scale"]), class_names, tuple(templates))
-    return head, hit, time.perf_counter() - t
-
-
-def _features(cache, key, split, encoder, make_model, prepared, device, progress, cancel):
-    def compute():
-        ds, transform = prepared.get(split)
-        fs = encode_images(make_model(), ds, transform, device, progress=progress, cancel=cancel,
-                           stage=f"extract:{encoder}:{split}", encoder=encoder, split=split)
-        return {"features": fs.features, "labels": fs.labels}
-
-    tensors, hit = cache.get_or_compute("features", key, compute)
-    names = tuple(prepared.data[split].class_names)
-    return FeatureSet(tensors["features"], tensors["labels"], names, split, encoder), hit
+def finetune_encoder(config: RunConfig = RunConfig(), progress: ProgressFn = None,
+                     cancel: CancelFn = None) -> FinetuneOutcome:
+    """Only the fine-tuning stage, data-parallel when torchrun or srun launched several processes: every
+    rank trains its share of each global batch; rank 0 writes the same cache entry that ``run`` reads."""
+    device = resolve_device(config.device)
+    world = init_world(device)
+    timings: dict[str, float] = {}
+    try:
+        main = world is None or world.is_main
+        inp = prepare(config, progress if main else None, timings, {}, world, world.device if world else device)
+        t = time.perf_counter()
+        _, hit = finetune_stage(inp, progress if main else None, cancel, world)
+        timings["finetune"] = time.perf_counter() - t
+    finally:
+        shutdown(world)
+    return FinetuneOutcome(inp.cache.paths("encoders", inp.enc_key)[0], hit, world.rank if world else 0,
+                           world.world_size if world else 1, world.backend if world else None, timings)
 
 
 @dataclass(frozen=True)
@@ -244,11 +206,16 @@ def resolve_gamma(result: RunResult, gamma: float | str | None) -> torch.Tensor 
     if gamma is None or (isinstance(gamma, str) and gamma.lower() == "none"):
         return None
     if isinstance(gamma, str) and gamma.lower() == "auto":
-        return auto_gamma(result.class_vectors, result.ft["train"])
+        return auto_gamma_from_blocks(result.class_vectors, _ft_blocks(result, "train"))
     try:
         return torch.tensor(float(gamma))
     except (TypeError, ValueError):
         raise InvalidInputError(f"gate must be 'auto', 'none' or a cosine in [-1, 1], got {gamma!r}") from None
+
+
+def _ft_blocks(result: RunResult, split: str):
+    """(features, labels) blocks of the fine-tuned latents: from the store, or the whole split at once."""
+    return blocks(result.store if result.store is not None else result.ft[split], split, "ft")
 
 
 def apply_edit(result: RunResult, coefs, gamma: float | str | None = "auto", split: str = "test",
@@ -259,24 +226,31 @@ def apply_edit(result: RunResult, coefs, gamma: float | str | None = "auto", spl
     moves: (source, target, alpha) terms, class names or indices: alpha (kappa_target - kappa_source)
     gated on the source class (move source towards target; the prediction flips near alpha 0.5).
     Every term's gate is read from the unedited latents, as in the app. Forgotten classes: negative
-    coefficients and moved sources.
+    coefficients and moved sources. A store-backed run is edited block by block.
     """
     if split not in result.ft:
         raise InvalidInputError(f"split {split!r} was not computed; available: {sorted(result.ft)}")
     cv = result.class_vectors
     a = cv.coefficients(coefs)
     g = resolve_gamma(result, gamma)
-    fs = result.ft[split]
     moves = [(class_index(cv.class_names, s), class_index(cv.class_names, t), float(al)) for s, t, al in moves]
-    edited = steer(fs.features, edit_from_coefficients(cv, a, g))
     for s, t, al in moves:
         if not math.isfinite(al):
             raise InvalidInputError(f"move {cv.class_names[s]}->{cv.class_names[t]}: alpha must be a finite number")
-        if al:
-            edited = edited + (steer(fs.features, move_edit(cv, s, t, al, g)) - fs.features)
+    edit = edit_from_coefficients(cv, a, g)
+    move_edits = [move_edit(cv, s, t, al, g) for s, t, al in moves if al]
+    preds_before, preds_after, labels = [], [], []
+    for feats, y in _ft_blocks(result, split):
+        edited = steer(feats, edit)
+        for m in move_edits:
+            edited = edited + (steer(feats, m) - feats)
+        preds_before.append(result.head.predict(feats))
+        preds_after.append(result.head.predict(edited))
+        labels.append(y)
     c = cv.num_classes
-    before = score(result.head.predict(fs.features), fs.labels, c)
-    after = score(result.head.predict(edited), fs.labels, c)
+    labels = torch.cat(labels)
+    before = score(torch.cat(preds_before), labels, c)
+    after = score(torch.cat(preds_after), labels, c)
     forget = tuple(sorted(set(torch.nonzero(a < 0).flatten().tolist()) | {s for s, _, al in moves if al}))
     if forget and len(forget) == c:
         raise InvalidInputError("every class is forgotten (negative coefficient or moved away): nothing would be "

@@ -46,3 +46,12 @@ def tiny_digits_run(tmp_path_factory):
                     cache_dir=str(tmp_path_factory.mktemp("cache")), max_per_class=12,
                     finetune=FinetuneConfig(steps=6, batch_size=32, lr=1e-3, warmup=1))
     return run(cfg)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for every Ray test of the session (start and stop cost about 5 s each)."""
+    ray = pytest.importorskip("ray", reason="the 'scale' extra (ray[data]) is not installed")
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield ray
+    ray.shutdown()

@@ -55,19 +55,24 @@ def preprocess_once(dataset, preprocess: Callable, max_bytes: int = 1 << 30):
     return TensorImages(images, dataset.targets, dataset.class_names)
 
 
-def batches(dataset, preprocess: Callable, batch_size: int, device: torch.device, shuffle: bool = False,
-            generator: torch.Generator | None = None):
-    """Yield (images (B, 3, H, W), labels (B,)) batches. In-memory tensors are sliced directly (a
-    DataLoader's per-item collation costs more than a small model's forward pass on a CPU)."""
+def batches(dataset, preprocess: Callable, batch_size: int, device: torch.device):
+    """Yield (images (B, 3, H, W), labels (B,)) batches in order."""
+    n = len(dataset)
+    yield from index_batches(dataset, preprocess, [list(range(i, min(i + batch_size, n)))
+                                                   for i in range(0, n, batch_size)], device)
+
+
+def index_batches(dataset, preprocess: Callable, chunks: list[list[int]], device: torch.device):
+    """Yield (images (b, 3, H, W), labels (b,)) for each list of indices in ``chunks``. In-memory tensors
+    are sliced directly (a DataLoader's per-item collation costs more than a small model's forward pass
+    on a CPU)."""
     if isinstance(dataset, TensorImages) and preprocess is identity:
         targets = torch.as_tensor(dataset.targets)
-        order = torch.randperm(len(dataset), generator=generator) if shuffle else torch.arange(len(dataset))
-        for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
+        for chunk in chunks:
+            idx = torch.as_tensor(chunk, dtype=torch.long)
             yield dataset.images[idx], targets[idx]
         return
-    yield from DataLoader(Transformed(dataset, preprocess), batch_size=batch_size, shuffle=shuffle,
-                          generator=generator, **loader_kwargs(device))
+    yield from DataLoader(Transformed(dataset, preprocess), batch_sampler=chunks, **loader_kwargs(device))
 
 
 def loader_kwargs(device: torch.device) -> dict:
@@ -111,3 +116,37 @@ def _encode(model, dataset, preprocess, device, batch_size, progress, cancel, st
         done += len(y)
         timer.update(done, f"{done}/{len(dataset)} images")
     return FeatureSet(torch.cat(feats), torch.cat(labels).long(), tuple(dataset.class_names), split, encoder)
+
+
+@torch.no_grad()
+def encode_pair_to_store(pre_model: torch.nn.Module, ft_model: torch.nn.Module, dataset, preprocess: Callable,
+                         device: torch.device, writer, split: str, batch_size: int = 256,
+                         source: Callable[[int], str] | None = None, progress: ProgressFn = None,
+                         cancel: CancelFn = None) -> int:
+    """Encode every image of ``dataset`` with both encoders (each batch decoded once) into a
+    FeatureStoreWriter, batch by batch: the latents are never all in memory. source(row) -> str: the
+    metadata's source column. Returns the rows written."""
+    pre_model.eval()
+    ft_model.eval()
+    stage = f"extract:{split}"
+    timer, done = StageTimer(progress, stage, len(dataset)), 0
+    for images, y in batches(dataset, preprocess, batch_size, device):
+        check_cancel(cancel, stage)
+        images = images.to(device, non_blocking=True)
+        with autocast(device):
+            pre, ft = pre_model.encode_image(images), ft_model.encode_image(images)
+        rows = torch.arange(done, done + len(y))
+        sources = [source(int(r)) for r in rows] if source is not None else None
+        writer.add(split, "pre", pre.float().cpu(), y, rows, sources)
+        writer.add(split, "ft", ft.float().cpu(), y, rows, sources)
+        done += len(y)
+        timer.update(done, f"{done}/{len(dataset)} images")
+    return done
+
+
+def image_source(dataset, i: int) -> str | None:
+    """The file of image ``i`` when the dataset reads files (through SubsetDataset views), else None."""
+    while hasattr(dataset, "base") and hasattr(dataset, "indices"):
+        dataset, i = dataset.base, dataset.indices[i]
+    samples = getattr(dataset, "samples", None)
+    return str(samples[i][0]) if samples is not None else None

@@ -6,7 +6,7 @@ term is meant for. Without gates every term applies to every latent.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -120,18 +120,34 @@ def auto_gamma(cv: ClassVectors, reference: FeatureSet, own_quantile: float = 0.
     midpoint keeps the gate on for the class and off for the others.
     margin=False: the threshold covers only the class's own references, q_own(own_quantile).
     """
+    return auto_gamma_from_blocks(cv, [(reference.features, reference.labels)], own_quantile, margin)
+
+
+def auto_gamma_from_blocks(cv: ClassVectors, blocks: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                           own_quantile: float = 0.01, margin: bool = True) -> torch.Tensor:
+    """``auto_gamma`` over (features (n, D), labels (n,)) blocks: keeps each row's own-class cosine (N,)
+    and a running max of the other classes' (C,), never the (N, C) cosines or all the latents."""
     if not 0.0 <= own_quantile < 0.5:
         raise InvalidInputError(f"own_quantile must be in [0, 0.5), got {own_quantile}")
-    cos = torch.nn.functional.normalize(reference.features, dim=-1) @ \
-        torch.nn.functional.normalize(cv.mu_ft, dim=-1).T  # (N, C)
+    mu = torch.nn.functional.normalize(cv.mu_ft, dim=-1)
+    own, own_labels = [], []
+    other_max = torch.full((cv.num_classes,), float("-inf"))
+    for feats, labels in blocks:
+        cos = torch.nn.functional.normalize(feats, dim=-1) @ mu.T  # (n, C)
+        rows = torch.arange(len(labels))
+        own.append(cos[rows, labels])
+        own_labels.append(labels)
+        cos[rows, labels] = float("-inf")
+        if len(labels):
+            other_max = torch.maximum(other_max, cos.max(dim=0).values)
+    own, own_labels = torch.cat(own), torch.cat(own_labels)
     gammas = torch.zeros(cv.num_classes)
     for c in range(cv.num_classes):
-        mine = reference.labels == c
-        own, other = cos[mine, c], cos[~mine, c]
-        if margin and own.numel() and other.numel():
-            gammas[c] = 0.5 * (torch.quantile(own, own_quantile) + other.max())
-        elif own.numel():
-            gammas[c] = torch.quantile(own, own_quantile) - 1e-4
+        mine = own[own_labels == c]
+        if margin and mine.numel() and other_max[c] > float("-inf"):
+            gammas[c] = 0.5 * (torch.quantile(mine, own_quantile) + other_max[c])
+        elif mine.numel():
+            gammas[c] = torch.quantile(mine, own_quantile) - 1e-4
     return gammas
 
 

@@ -6,12 +6,14 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 import torch
+from torch.utils.data.distributed import DistributedSampler
 
 from ..device import autocast
 from ..errors import InvalidInputError, NumericalError
-from ..features.extract import batches
+from ..features.extract import index_batches
 from ..progress import CancelFn, ProgressFn, StageTimer, check_cancel
 from ..results import ZeroShotHead
+from .distributed import World, collective, mean_across
 
 
 @dataclass(frozen=True)
@@ -78,44 +80,82 @@ def cosine_with_warmup(step: int, warmup: int, total: int) -> float:
 
 
 def finetune(model: torch.nn.Module, preprocess, head: ZeroShotHead, dataset, config: FinetuneConfig,
-             device: torch.device, progress: ProgressFn = None, cancel: CancelFn = None) -> dict[str, torch.Tensor]:
+             device: torch.device, progress: ProgressFn = None, cancel: CancelFn = None,
+             world: World | None = None) -> dict[str, torch.Tensor]:
     """Train a copy of ``model.visual`` with cross-entropy through the frozen head.
 
-    Returns the fine-tuned image-encoder state dict (CPU tensors); ``model`` itself is not changed.
+    world: the data-parallel group (``models.distributed.init_world``) or None. Under DDP each rank
+    takes ``batch_size / world_size`` images of the same global batch (DistributedSampler, reshuffled
+    per epoch by ``set_epoch``), so N processes follow the single-process run step by step; the reported
+    loss is the mean over ranks. Returns the fine-tuned image-encoder state dict (CPU tensors) on every
+    rank; ``model`` itself is not changed.
     """
+    size = world.world_size if world is not None else 1
+    if config.batch_size % size:
+        raise InvalidInputError(f"the global batch {config.batch_size} must divide by the {size} processes; "
+                                f"choose --nproc_per_node among its divisors")
     torch.manual_seed(config.seed)
     encoder = ImageEncoder(copy.deepcopy(model.visual)).to(device).train()
+    trained = encoder if world is None else torch.nn.parallel.DistributedDataParallel(
+        encoder, device_ids=[device.index] if device.type == "cuda" else None)
     weights = head.weights.to(device)
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: cosine_with_warmup(s, config.warmup, config.steps))
-    stream = _forever(dataset, preprocess, config.batch_size, device, torch.Generator().manual_seed(config.seed))
-    timer = StageTimer(progress, "finetune", config.steps)
+    stream = _forever(dataset, preprocess, config.batch_size // size, device, config.seed,
+                      world.rank if world else 0, size)
+    timer = StageTimer(progress if world is None or world.is_main else None, "finetune", config.steps)
     for step in range(config.steps):
         check_cancel(cancel, "fine-tuning")
         images, labels = next(stream)
         with autocast(device):
-            feats = encoder(images.to(device, non_blocking=True))
+            feats = trained(images.to(device, non_blocking=True))
             logits = head.logit_scale * torch.nn.functional.normalize(feats.float(), dim=-1) @ weights.T
             loss = torch.nn.functional.cross_entropy(logits, labels.to(device))
-        if not torch.isfinite(loss):
-            raise NumericalError(f"fine-tuning diverged at step {step} (loss {loss.item()}); lower the learning "
+        shown = mean_across(world, loss)
+        if not torch.isfinite(shown):
+            raise NumericalError(f"fine-tuning diverged at step {step} (loss {shown.item()}); lower the learning "
                                  f"rate (now {config.lr})")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if world is None:
+            loss.backward()
+        else:
+            with collective(world, f"averaging gradients at step {step}"):
+                loss.backward()
         torch.nn.utils.clip_grad_norm_(encoder.parameters(), config.grad_clip)
         optimizer.step()
         schedule.step()
-        timer.update(step + 1, f"step {step + 1}/{config.steps}", loss.item())
+        timer.update(step + 1, f"step {step + 1}/{config.steps}", shown.item())
     return {k: v.detach().cpu().clone() for k, v in encoder.visual.state_dict().items()}
 
 
-def _forever(dataset, preprocess, batch_size: int, device: torch.device, generator: torch.Generator):
-    """Endless shuffled batches; a last batch smaller than half a batch is skipped (noisy steps)."""
+def _forever(dataset, preprocess, batch_size: int, device: torch.device, seed: int, rank: int = 0,
+             world_size: int = 1):
+    """Endless shuffled batches of this rank's share; a last batch smaller than half a batch is skipped.
+
+    The order is DistributedSampler's (a permutation seeded by seed + epoch; rank r takes every
+    world_size-th index), so the ranks' batches at a step together form the single-process batch.
+    """
+    sampler = DistributedSampler(_Length(len(dataset)), num_replicas=world_size, rank=rank, shuffle=True,
+                                 seed=seed, drop_last=world_size > 1)
+    epoch = 0
     while True:
-        for images, labels in batches(dataset, preprocess, batch_size, device, True, generator):
-            if len(labels) * 2 >= min(batch_size, len(dataset)):
-                yield images, labels
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        chunks = [c for c in chunks if len(c) * 2 >= min(batch_size, len(order))]
+        yield from index_batches(dataset, preprocess, chunks, device)
+        epoch += 1
+
+
+class _Length:
+    """The only thing DistributedSampler reads from a dataset is its length."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
 
 
 def finetuned_encoder(model: torch.nn.Module, state: dict[str, torch.Tensor], device: torch.device) -> ImageEncoder:
