@@ -172,14 +172,16 @@ def finetune_encoder(config: RunConfig = RunConfig(), progress: ProgressFn = Non
     device = resolve_device(config.device)
     world = init_world(device)
     timings: dict[str, float] = {}
+    done = False
     try:
         main = world is None or world.is_main
         inp = prepare(config, progress if main else None, timings, {}, world, world.device if world else device)
         t = time.perf_counter()
         _, hit = finetune_stage(inp, progress if main else None, cancel, world)
         timings["finetune"] = time.perf_counter() - t
+        done = True
     finally:
-        shutdown(world)
+        shutdown(world, clean=done)
     return FinetuneOutcome(inp.cache.paths("encoders", inp.enc_key)[0], hit, world.rank if world else 0,
                            world.world_size if world else 1, world.backend if world else None, timings)
 

@@ -123,6 +123,8 @@ class collective:
         return False
 
 
-def shutdown(world: World | None) -> None:
-    if world is not None and dist.is_initialized():
+def shutdown(world: World | None, clean: bool = True) -> None:
+    """Leave the process group. After a failure it is left alone: destroying a group whose peer died
+    can block forever, and the process is about to exit with the error anyway."""
+    if world is not None and clean and dist.is_initialized():
         dist.destroy_process_group()
