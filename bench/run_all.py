@@ -4,7 +4,7 @@
     python bench/run_all.py --quick    # smaller sizes and fewer repeats (about 4 minutes)
 
 The GPU half of part 4 runs only when CUDA is available; otherwise it is reported as skipped with the
-reason. Part 6 needs Chromium at /usr/bin/chromium and is skipped with the reason when it is missing.
+reason. Part 7 needs Ray (the 'scale' extra). Part 6 needs Chromium at /usr/bin/chromium and is skipped with the reason when it is missing.
 Run it on a quiet machine: the parts time each other's neighbours otherwise.
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ import bench_edit_score
 import bench_first_map
 import bench_pipeline
 import bench_reproject
+import bench_scale
 
 
 def main() -> None:
@@ -30,6 +31,8 @@ def main() -> None:
         ("4 pipeline throughput", lambda: bench_pipeline.main(["--quick"] if quick else [])),
         ("5 cold start", lambda: bench_cold_start.main(1 if quick else 3)),
         ("6 browser (and the app's first screen)", bench_browser.main),
+        ("7 past one process (Ray Data extraction, DDP fine-tuning)",
+         lambda: bench_scale.main(["--quick"] if quick else [])),
     ]
     took = {}
     for name, fn in parts:

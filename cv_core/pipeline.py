@@ -217,7 +217,8 @@ def resolve_gamma(result: RunResult, gamma: float | str | None) -> torch.Tensor 
 
 def _ft_blocks(result: RunResult, split: str):
     """(features, labels) blocks of the fine-tuned latents: from the store, or the whole split at once."""
-    return blocks(result.store if result.store is not None else result.ft[split], split, "ft")
+    store = getattr(result, "store", None)  # runs that only carry latents (the app's synthetic run) have none
+    return blocks(store if store is not None else result.ft[split], split, "ft")
 
 
 def apply_edit(result: RunResult, coefs, gamma: float | str | None = "auto", split: str = "test",

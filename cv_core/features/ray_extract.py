@@ -12,6 +12,7 @@ Ray Data's API for actor pools changed across 2.9-2.51; this module is written a
 """
 from __future__ import annotations
 
+import copy
 import socket
 import time
 from collections.abc import Mapping
@@ -105,9 +106,17 @@ def _resolve(value):
         return value
     key = value.hex()
     if key not in _RESOLVED:
-        _RESOLVED.clear()  # one run's objects at a time
+        while len(_RESOLVED) >= 8:  # a few runs' objects at most
+            _RESOLVED.pop(next(iter(_RESOLVED)))
         _RESOLVED[key] = ray.get(value)
     return _RESOLVED[key]
+
+
+def _on_cpu(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` itself when it is on the CPU, else a CPU copy (the caller's model stays where it is)."""
+    if all(p.device.type == "cpu" for p in module.parameters()):
+        return module
+    return copy.deepcopy(module).cpu()
 
 
 def _preprocess_block(batch: dict, datasets: dict, transform, offsets: np.ndarray) -> dict:
@@ -190,8 +199,8 @@ def _run_pipeline(ray, pre_visual, ft_visual, datasets, transform, writer, worke
         "datasets": ray.put(dict(datasets)), "transform": ray.put(transform), "offsets": offsets})
     ds = ds.map_batches(EncodePair, batch_size=batch_size, compute=ActorPoolStrategy(size=workers),
                         num_gpus=1 if gpu else 0, num_cpus=actor_cpus,
-                        fn_constructor_kwargs={"pre_visual": ray.put(pre_visual.cpu()),
-                                               "ft_visual": ray.put(ft_visual.cpu()),
+                        fn_constructor_kwargs={"pre_visual": ray.put(_on_cpu(pre_visual)),
+                                               "ft_visual": ray.put(_on_cpu(ft_visual)),
                                                "device": "cuda" if gpu else "cpu",
                                                "threads": 1 if gpu else int(actor_cpus) or 1})
     timer = StageTimer(progress, "extract:ray", total)
