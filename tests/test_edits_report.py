@@ -32,6 +32,17 @@ def test_report_writes_json_and_markdown(result, tmp_path):
     assert "| `cv_steer` |" in md and "by construction" in md and "Sequential shift" in md
     assert rep["files"]["markdown"].endswith("report.md") and events
     assert (tmp_path / "weight_map_forget_0.safetensors").is_file()
+    # the audits: relearning and CKA for the encoder-changing method, by construction for steering
+    audits = data["audits"]
+    assert set(audits) == {"relearning", "cka", "references", "quantized"}
+    rel = audits["relearning"]["methods"]
+    assert [len(e["acc_f"]) for e in rel["cv_weight_map"]] == [3, 3] and "by_construction" in rel["cv_steer"]
+    assert {e["forget"][0] for e in audits["cka"]["cv_weight_map"]} == {0, 9}
+    assert len(audits["references"]["rows"]) == 3 * 5 + 1
+    assert {r["edit"] for r in audits["quantized"]["dynamic_int8"]["rows"]} == {"cv_steer", "cv_weight_map"}
+    for title in ("## Relearning audit", "## Layer-wise CKA", "## Representative references", "## Int8 deployment"):
+        assert title in md
+    assert any(c["method"] == "relearning" and c["met"] is not None for c in data["checks"])
     # human column names with direction and unit, a glossary entry for each, and the run's own sentences
     assert "Forget accuracy ↓ (%)" in md and "## Glossary" in md and "**MIA efficacy ↑ (%)**:" in md
     assert "`mia`" not in md and "trainable_params" not in md

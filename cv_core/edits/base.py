@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -83,6 +83,8 @@ class MethodOutput:
     logits:  split -> (N, C) outputs of the edited classifier
     latents: split -> (N, D) the edited representation a probe is trained on
     pre_block_latents: split -> (N, W) input of the edited block (weight mapping only)
+    visual: the edited image tower (methods that change the encoder), for the audits that fine-tune or
+            probe it further (relearning, layer-wise CKA, int8 deployment); never the caller's model
     """
 
     method: str
@@ -94,6 +96,7 @@ class MethodOutput:
     encoder_changed: bool
     info: Mapping[str, float | str] = field(default_factory=dict)
     pre_block_latents: Mapping[str, torch.Tensor] | None = None
+    visual: torch.nn.Module | None = None
 
     def predictions(self, split: str) -> torch.Tensor:
         return self.logits[split].argmax(dim=-1)
@@ -114,6 +117,15 @@ class UnlearningMethod:
 
 
 UNLEARNING_METHODS: Registry[UnlearningMethod] = Registry("unlearning method")
+
+
+def list_methods(*, changes_encoder: bool | None = None, needs_encoder: bool | None = None) -> list[str]:
+    """Registered method names, filtered by what they do (None = either): ``changes_encoder=True`` are the
+    methods whose edited image encoder differs from the fine-tuned one (the ones the relearning, CKA and
+    int8 audits examine); ``needs_encoder=True`` the ones that need the model and images."""
+    return [n for n, m in UNLEARNING_METHODS.items()
+            if (changes_encoder is None or m.encoder_changed == changes_encoder)
+            and (needs_encoder is None or m.needs_encoder == needs_encoder)]
 
 
 def register_method(name: str, description: str, *, needs_encoder: bool = False,
@@ -151,15 +163,15 @@ def run_method(name: str, ctx: UnlearnContext, forget: Sequence[str | int] | str
     start = time.perf_counter()
     out = method.fn(ctx, idx, int(seed), options)
     elapsed = time.perf_counter() - start
-    return MethodOutput(name, idx, out.logits, out.latents, out.seconds if out.seconds > 0 else elapsed,
-                        out.trainable_params, out.encoder_changed, dict(out.info), out.pre_block_latents)
+    return replace(out, method=name, forget=idx, seconds=out.seconds if out.seconds > 0 else elapsed,
+                   info=dict(out.info))
 
 
 def output(ctx: UnlearnContext, latents: Mapping[str, torch.Tensor], *, head_logits=None,
            trainable_params: int = 0, encoder_changed: bool = False, seconds: float = 0.0,
-           info: Mapping | None = None, pre_block=None) -> MethodOutput:
+           info: Mapping | None = None, pre_block=None, visual: torch.nn.Module | None = None) -> MethodOutput:
     """Build a MethodOutput; logits default to the zero-shot head applied to the latents."""
     logit_fn = head_logits or ctx.head.logits
     logits = {s: logit_fn(z) for s, z in latents.items()}
     return MethodOutput("", (), logits, dict(latents), seconds, int(trainable_params), encoder_changed,
-                        dict(info or {}), pre_block)
+                        dict(info or {}), pre_block, visual)

@@ -8,6 +8,7 @@ Settings are options with CPU-sized defaults for the built-in model; every run i
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import torch
 
@@ -113,5 +114,4 @@ def forget_vector(ctx: UnlearnContext, forget, seed, options) -> MethodOutput:
     out = encoded_output(ctx, visual, trainable_params=n, seconds=seconds, perturb=delta.detach(),
                          info={"delta_rms": float(delta.detach().pow(2).mean().sqrt()),
                                "probe_note": "encoder weights untouched: the probe sees perturbed inputs"})
-    return MethodOutput(out.method, out.forget, out.logits, out.latents, out.seconds, out.trainable_params, False,
-                        out.info)
+    return replace(out, encoder_changed=False, visual=None)  # the weights are the fine-tuned ones

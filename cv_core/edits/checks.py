@@ -33,10 +33,31 @@ def figure_checks(report: dict) -> list[dict]:
         _check(report, "cv_weight_map", "ACC_f <= 0.10 and ACC_r within 0.05 of fine-tuned",
                lambda m, ft: (m["acc_f"] <= 0.10 and abs(m["acc_r"] - ft["acc_r"]) <= 0.05,
                               f"ACC_f {m['acc_f']:.3f}, ACC_r {m['acc_r']:.3f} vs fine-tuned {ft['acc_r']:.3f}")),
+        _check(report, "wf_net", "one trained filter set: ACC_f <= 0.10 and ACC_r within 0.05 of fine-tuned",
+               lambda m, ft: (m["acc_f"] <= 0.10 and abs(m["acc_r"] - ft["acc_r"]) <= 0.05,
+                              f"ACC_f {m['acc_f']:.3f}, ACC_r {m['acc_r']:.3f} vs fine-tuned {ft['acc_r']:.3f}")),
         _check(report, "neggrad", "destroys retain accuracy (ACC_r at least 0.20 below fine-tuned)",
                lambda m, ft: (m["acc_r"] <= ft["acc_r"] - 0.20,
                               f"ACC_r {m['acc_r']:.3f} vs fine-tuned {ft['acc_r']:.3f}")),
         _check(report, "random_vector", "forgets nothing (ACC_f within 0.05 of fine-tuned)",
                lambda m, ft: (abs(m["acc_f"] - ft["acc_f"]) <= 0.05,
                               f"ACC_f {m['acc_f']:.3f} vs fine-tuned {ft['acc_f']:.3f}")),
+        relearning_check(report),
     ]
+
+
+def relearning_check(report: dict) -> dict:
+    """The seed paper's finding: some method that forgot at the output regains >= 50% ACC_f after relearning."""
+    figure = "relearning: at least one encoder-changing method regains >= 0.50 ACC_f after the last step count"
+    rel = report.get("audits", {}).get("relearning")
+    rows = {n: r for n, r in (rel or {}).get("methods", {}).items() if isinstance(r, list) and n != "retrain"}
+    if not rows:
+        return {"method": "relearning", "figure": figure, "met": None, "measured": "not run"}
+    last = {n: sum(e["acc_f"][-1] for e in r) / len(r) for n, r in rows.items()}
+    ref = (rel["methods"].get("retrain") or [])
+    ref_text = (f"; retrained reference {sum(e['acc_f'][-1] for e in ref) / len(ref):.3f}"
+                if isinstance(ref, list) and ref else "")
+    best = max(last, key=last.get)
+    return {"method": "relearning", "figure": figure, "met": last[best] >= 0.5,
+            "measured": f"after {rel['steps'][-1]} steps: " + ", ".join(f"{n} {v:.3f}" for n, v in last.items()) +
+                        ref_text}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Column:
     """key: the metric's key in audit rows / summaries; label: human name with direction and unit;
-    kind: 'percent' (stored in [0, 1]) | 'seconds' | 'count' | 'bool'; better: 'lower' | 'higher' | None;
+    kind: 'percent' (stored in [0, 1]) | 'seconds' | 'count' | 'ratio' (e.g. CKA, in [0, 1]) | 'bool'; better: 'lower' | 'higher' | None;
     help: one-sentence definition (tooltip and glossary)."""
 
     key: str
@@ -43,6 +43,8 @@ class Column:
             return f"{value:.2f}"
         if self.kind == "count":
             return f"{int(value):,}"
+        if self.kind == "ratio":
+            return f"{value:.3f}"
         return "yes" if value else "no"
 
 

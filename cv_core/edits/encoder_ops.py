@@ -62,7 +62,7 @@ def encoded_output(ctx: UnlearnContext, visual: torch.nn.Module, *, trainable_pa
         if handle is not None:
             handle.remove()
     return output(ctx, latents, trainable_params=trainable_params, encoder_changed=True, seconds=seconds,
-                  info=info, pre_block=pre_block or None)
+                  info=info, pre_block=pre_block or None, visual=visual)
 
 
 def batch_stream(n: int, batch_size: int, generator: torch.Generator):

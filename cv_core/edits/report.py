@@ -24,12 +24,13 @@ from .checks import figure_checks
 from .context import context_from_run
 from .explain import run_findings
 from .strength import forget_strengths
+from .report_audits import AUDITS, EncoderAudits, job_order, run_other_audits
 from .report_md import render_markdown
 from .shifted import shifted_sweeps
 
 DEFAULT_METHODS = ("pretrained", "finetuned", "cv_steer", "random_vector", "cmf", "classifier_ft",
                    "cv_weight_map", "neggrad", "retain_ft", "random_labels", "task_vector", "forget_vector",
-                   "retrain")
+                   "retrain", "wf_net", "lrp_npp", "fucrt_latent", "fucrt_transform")
 #: Above this many train images the report subsamples each split for encoder methods: preprocessed
 #: 224 px images take 0.6 MB each and must fit in memory (1,500 -> 0.9 GB per split).
 ENCODER_MAX_TRAIN = 1500
@@ -47,10 +48,16 @@ class ReportConfig:
     trigger_pair: tuple[int, int] | None = (0, 1)
     method_options: dict = field(default_factory=dict)  # method name -> options, e.g. {"cv_weight_map": {...}}
     save_checkpoint: bool = False  # also write the weight-mapped model forgetting class 0 as a checkpoint
+    audits: tuple[str, ...] = AUDITS  # relearning, cka (encoder-changing methods), references, quantized
+    relearn_steps: tuple[int, ...] = (0, 10, 50)
+    relearn_shots: int = 5
 
     def __post_init__(self):
         if self.encoder_classes is not None and self.encoder_classes < 1:
             raise InvalidInputError(f"encoder_classes must be at least 1 or None, got {self.encoder_classes}")
+        unknown = sorted(set(self.audits) - set(AUDITS))
+        if unknown:
+            raise InvalidInputError(f"unknown audit(s) {unknown}; available: {', '.join(AUDITS)}")
 
 
 def _classes_for(num_classes: int, k: int | None) -> list[int]:
@@ -70,18 +77,23 @@ def _warm_up() -> None:
     torch.optim.AdamW([p]).step()
 
 
-def evaluate_methods(ctx, methods: list[str], config: ReportConfig, progress: ProgressFn = None) -> dict:
-    """method -> {classes, per_class: [Audit dicts], summary}."""
+def evaluate_methods(ctx, methods: list[str], config: ReportConfig, progress: ProgressFn = None,
+                     collector: EncoderAudits | None = None) -> dict:
+    """method -> {classes, per_class: [Audit dicts], summary}; ``collector`` sees every output (relearning,
+    CKA) before it is dropped."""
     jobs = []
     for name in methods:
         m = UNLEARNING_METHODS.get(name)
         classes = _classes_for(ctx.num_classes, config.encoder_classes if m.needs_encoder else None)
         jobs += [(name, c) for c in classes]
+    jobs = job_order(jobs)
     results: dict[str, dict] = {}
     for i, (name, c) in enumerate(jobs):
         _emit(progress, i, len(jobs), f"{name}: forgetting class {ctx.class_names[c]}")
         out = run_method(name, ctx, [c], seed=config.seed, options=config.method_options.get(name))
         a = audit(ctx, out, config.seed, probe=config.probe)
+        if collector is not None:
+            collector.observe(out)
         results.setdefault(name, {"classes": [], "per_class": []})
         results[name]["classes"].append(c)
         results[name]["per_class"].append(a)
@@ -149,7 +161,13 @@ def build_report(run_result, methods: list[str] | None, out_dir: Path, progress:
     _emit(progress, 0, 1, "preparing latents" + (" and images" if needs_encoder else ""))
     ctx = context_from_run(run_result, encoder=needs_encoder, max_per_class=cap, seed=config.seed)
     _warm_up()
-    results = evaluate_methods(ctx, methods, config, progress)
+    collector = EncoderAudits(ctx, config.audits, config.seed, config.relearn_steps, config.relearn_shots)
+    results = evaluate_methods(ctx, methods, config, progress, collector)
+    results = {n: results[n] for n in methods}  # the table keeps the requested order
+    _emit(progress, 0, 1, "audits: relearning, CKA, representative references, int8")
+    audits = collector.results()
+    audits.update(run_other_audits(ctx, config.audits, collector, config.seed,
+                                   config.method_options.get("cv_steer")))
     props = property_studies(ctx)
     _emit(progress, 0, 1, "shifted datasets (environment / typography)")
     props["shift_removal"] = shifted_sweeps(run_result, ctx)
@@ -168,6 +186,7 @@ def build_report(run_result, methods: list[str] | None, out_dir: Path, progress:
         "zero_shot_accuracy": run_result.zero_shot_accuracy, "finetuned_accuracy": run_result.finetuned_accuracy,
         "methods": {n: {"description": UNLEARNING_METHODS.get(n).description, **results[n]} for n in methods},
         "properties": props,
+        "audits": audits,
     }
     report["checks"] = figure_checks(report)
     report["seconds"] = time.perf_counter() - start

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .columns import COLUMNS, TABLE, glossary_lines, interpret
+from .report_md_audits import audit_sections
 
 
 def _stat(col, s: dict | None) -> str:
@@ -163,5 +164,7 @@ def render_markdown(report: dict) -> str:
               ""] + findings_lines(report)
     lines += ["", "## Methods", ""] + method_notes(report)
     lines += ["", "## The issue's figures", ""] + checks(report)
+    if "audits" in report:
+        lines += audit_sections(report)
     lines += ["", "## Properties of class vectors", ""] + property_lines(report["properties"])
     return "\n".join(lines) + "\n"
