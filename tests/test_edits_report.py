@@ -37,7 +37,7 @@ def test_report_writes_json_and_markdown(result, tmp_path):
     assert set(audits) == {"relearning", "cka", "references", "quantized"}
     rel = audits["relearning"]["methods"]
     assert [len(e["acc_f"]) for e in rel["cv_weight_map"]] == [3, 3] and "by_construction" in rel["cv_steer"]
-    assert {e["forget"][0] for e in audits["cka"]["cv_weight_map"]} == {0, 9}
+    assert {e["classes"][0] for e in audits["cka"]["cv_weight_map"]} == {0, 9}
     assert len(audits["references"]["rows"]) == 3 * 5 + 1
     assert {r["edit"] for r in audits["quantized"]["dynamic_int8"]["rows"]} == {"cv_steer", "cv_weight_map"}
     for title in ("## Relearning audit", "## Layer-wise CKA", "## Representative references", "## Int8 deployment"):

@@ -42,12 +42,12 @@ class EncoderAudits:
             return
         if "relearning" in self.audits:
             rows = relearn(self.ctx, out.visual, out.forget, self.steps, self.shots, seed=self.seed)
-            self.relearning.setdefault(out.method, []).append({"forget": list(out.forget), **rows})
+            self.relearning.setdefault(out.method, []).append({"classes": list(out.forget), **rows})
         if "cka" in self.audits:
             refs = {"original": self.original()}
             if out.method != "retrain" and out.forget in self.retrained:
                 refs["retrained"] = self.retrained[out.forget]
-            self.cka.setdefault(out.method, []).append({"forget": list(out.forget),
+            self.cka.setdefault(out.method, []).append({"classes": list(out.forget),
                                                         **cka_audit(self.ctx, out, refs, self.seed)})
 
     def original(self):
