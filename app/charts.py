@@ -298,3 +298,49 @@ def live_map(xy: np.ndarray, labels: np.ndarray, preds: np.ndarray, class_names:
                       title=dict(text=f"Edited fine-tuned latents (UMAP) · {int(moved.sum()):,} of {len(xy):,} "
                                       "points moved by the edit", font=dict(size=14)))
     return fig
+
+
+def cka_curves(cka: dict, height: int = 380) -> go.Figure:
+    """Layer-wise linear CKA per encoder-changing method: one panel for the forgotten classes' images and one
+    for the retained ones; solid = against the original (fine-tuned) tower, dashed = against the retrained one.
+
+    cka: method -> [{classes, blocks, forget: {ref: [per block]}, retain: {...}}] (``EncoderAudits.results``).
+    """
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, subplot_titles=("forgotten-class images",
+                                                                            "retained-class images"))
+    for i, (method, entries) in enumerate(cka.items()):
+        blocks = entries[0]["blocks"]
+        for col, part in ((1, "forget"), (2, "retain")):
+            for ref, dash in (("original", "solid"), ("retrained", "dash")):
+                if ref not in entries[0][part]:
+                    continue
+                vals = np.mean([e[part][ref] for e in entries], axis=0)
+                fig.add_trace(go.Scatter(x=blocks, y=vals, mode="lines+markers", name=f"{method} vs {ref}",
+                                         legendgroup=method, showlegend=col == 1,
+                                         line=dict(color=class_color(i), dash=dash),
+                                         hovertemplate=f"{method} vs {ref}<br>%{{x}}: CKA %{{y:.3f}}<extra></extra>"),
+                              row=1, col=col)
+    fig.update_yaxes(range=[0, 1.02], title_text="linear CKA", row=1, col=1)
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25),
+                      title=dict(text="Where each method changed the image tower (1 = same features)",
+                                 font=dict(size=14)))
+    return fig
+
+
+def relearning_curves(relearning: dict, height: int = 340) -> go.Figure:
+    """Forget accuracy (%) after k relearning steps, one line per encoder-changing method (``retrain`` dashed:
+    the reference that never learnt the class)."""
+    fig = go.Figure()
+    for i, (method, rows) in enumerate(relearning["methods"].items()):
+        if not isinstance(rows, list):
+            continue
+        acc = 100 * np.mean([r["acc_f"] for r in rows], axis=0)
+        fig.add_trace(go.Scatter(x=relearning["steps"], y=acc, mode="lines+markers", name=method,
+                                 line=dict(color=class_color(i), dash="dash" if method == "retrain" else "solid"),
+                                 hovertemplate=f"{method}: %{{y:.1f}}% after %{{x}} steps<extra></extra>"))
+    fig.update_layout(height=height, xaxis=dict(title="fine-tuning steps on 5 images per forgotten class"),
+                      yaxis=dict(range=[0, 101], title="forget accuracy %"), margin=dict(l=10, r=10, t=40, b=10),
+                      title=dict(text="Relearning: does the forgotten class come back?", font=dict(size=14)))
+    return fig

@@ -13,6 +13,7 @@ COEFS = "coefs"                      # list[float], one coefficient per class (t
 GATE = "gate"                        # "auto", a cosine threshold gamma, or None (no gate)
 LAST_FIGURES = "last_figures"        # dict name -> plotly Figure, for the Export page
 UNLEARN_ROWS = "unlearn_rows"        # list[dict] of the last unlearning comparison
+UNLEARN_AUDITS = "unlearn_audits"    # dict of the last audits (relearning, CKA, references, int8)
 MOVES = "moves"                      # list of (source, target, alpha) move terms set by the presets
 
 
@@ -142,3 +143,11 @@ def unlearn_rows() -> list[dict] | None:
 
 def set_unlearn_rows(rows: list[dict]) -> None:
     st.session_state[UNLEARN_ROWS] = rows
+
+
+def unlearn_audits() -> dict | None:
+    return st.session_state.get(UNLEARN_AUDITS)
+
+
+def set_unlearn_audits(audits: dict) -> None:
+    st.session_state[UNLEARN_AUDITS] = audits

@@ -6,6 +6,7 @@ import streamlit as st
 from app import charts, services, state
 from app.components.run_gate import require_run
 from cv_core.edits.columns import COLUMNS, TABLE, interpret
+from app.components.unlearning_audits import audits_section
 
 config, run = require_run()
 names = run.head.class_names
@@ -100,3 +101,5 @@ if rows:
     with st.expander("Glossary"):
         for c in COLUMNS.values():
             st.markdown(f"- **{c.heading}**: {c.help}")
+
+audits_section(config, names, forget, chosen, has_model=not unusable)

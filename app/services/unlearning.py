@@ -87,3 +87,19 @@ def export_bundle(config: AppRunConfig, coefs: list[float], moves: list, gate, u
             "metrics.json": json.dumps(m, indent=2).encode(),
             "per_class.csv": exports.per_class_csv(m),
             "recipe.sh": exports.recipe(config, names, coefs, moves, gate).encode()}
+
+
+@st.cache_data(show_spinner=False)
+def unlearning_audits(config: AppRunConfig, forget: tuple[int, ...], methods: tuple[str, ...],
+                      audits: tuple[str, ...], reference_ks: tuple = (1, 2, 5, 10, 30, None),
+                      _on_method: Callable | None = None) -> dict:
+    """Relearning, layer-wise CKA, representative references and the int8 check for one forget set
+    (``cv_core.edits.report_audits.run_audits``, the report's code)."""
+    from cv_core.edits import UNLEARNING_METHODS
+    from cv_core.edits.report_audits import run_audits
+
+    encoder = config.dataset != synthetic.NAME and (
+        any(UNLEARNING_METHODS.get(m).encoder_changed for m in methods) or "quantized" in audits)
+    ctx = _unlearn_context(config, encoder)
+    return run_audits(ctx, methods, forget, audits, seed=config.seed, on_method=_on_method,
+                      reference_ks=reference_ks)

@@ -23,11 +23,11 @@ import torch
 
 from ..errors import InvalidInputError
 from ..math.metrics import forget_retain, score
-from ..math.steering import auto_gamma, steer
+from ..math.steering import auto_gamma, steer_rows
 from ..registry import Registry
 from ..results import ClassVectors, FeatureSet
 from .base import UnlearnContext
-from .latent import choose_lambda, forget_edit
+from .latent import LAMBDA_GRID, forget_edit
 
 REFERENCE_KS = (1, 2, 5, 10, 30, None)  # None = every train image of the class
 Selector = Callable[[torch.Tensor, int, int], torch.Tensor]  # (n, D) latents, k, seed -> (k,) indices
@@ -52,8 +52,11 @@ def _snap(points: np.ndarray, x: np.ndarray) -> torch.Tensor:
 def _kmeans_medoids(x: torch.Tensor, k: int, seed: int) -> torch.Tensor:
     from sklearn.cluster import KMeans
 
+    from threadpoolctl import threadpool_limits
+
     xn = x.double().numpy()
-    km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(xn)
+    with threadpool_limits(1):  # small problems: BLAS threads cost more than they save on a shared CPU
+        km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(xn)
     return _snap(km.cluster_centers_, xn)
 
 
@@ -123,28 +126,50 @@ def class_vectors_from(ctx: UnlearnContext, refs: dict[int, torch.Tensor]) -> tu
     return cv, auto_gamma(cv, ref_set)
 
 
-def forget_with(ctx: UnlearnContext, cv: ClassVectors, gamma: torch.Tensor, cls: int) -> tuple[float, float, float]:
-    """Steering with these class vectors forgets ``cls`` (lambda chosen on val) -> (ACC_f, ACC_r, lambda)."""
+class _Split:
+    """One split's fine-tuned latents, their unit vectors and unedited predictions, computed once: a forget
+    edit changes only its gated rows (``steer_rows``), so each candidate edit re-scores those rows alone."""
+
+    def __init__(self, ctx: UnlearnContext, split: str):
+        self.ctx, self.x, self.y = ctx, ctx.ft[split].features, ctx.labels(split)
+        self.unit = torch.nn.functional.normalize(self.x, dim=-1)
+        self.base = ctx.head.predict(self.x)
+
+    def accuracies(self, edit, cls: int) -> tuple[float, float]:
+        rows, z = steer_rows(self.x, edit, self.unit)
+        pred = self.base.clone()
+        pred[rows] = self.ctx.head.predict(z)
+        return forget_retain(score(pred, self.y, self.ctx.num_classes).per_class, [cls])
+
+
+def forget_with(ctx: UnlearnContext, cv: ClassVectors, gamma: torch.Tensor, cls: int,
+                splits: dict | None = None) -> tuple[float, float, float]:
+    """Steering with these class vectors forgets ``cls`` -> (test ACC_f, test ACC_r, lambda), lambda chosen
+    on val as ``cv_steer`` does (:func:`latent.choose_lambda`: max val ACC_r - ACC_f, smallest on ties)."""
     from dataclasses import replace
 
+    splits = splits or {s: _Split(ctx, s) for s in ("val", "test")}
     sub = replace(ctx, class_vectors=cv)
-    lam = choose_lambda(sub, [cls], gamma)
-    z = steer(ctx.ft["test"].features, forget_edit(sub, [cls], lam, gamma))
-    s = score(ctx.head.predict(z), ctx.labels("test"), ctx.num_classes)
-    f, r = forget_retain(s.per_class, [cls])
-    return f, r, lam
+    best, best_gain = LAMBDA_GRID[0], -float("inf")
+    for lam in sorted(LAMBDA_GRID):
+        f, r = splits["val"].accuracies(forget_edit(sub, [cls], lam, gamma), cls)
+        if r - f > best_gain + 1e-9:
+            best, best_gain = float(lam), r - f
+    f, r = splits["test"].accuracies(forget_edit(sub, [cls], best, gamma), cls)
+    return f, r, best
 
 
 def reference_study(ctx: UnlearnContext, ks: Sequence[int | None] = REFERENCE_KS,
                     rules: Sequence[str] | None = None, seed: int = 0) -> list[dict]:
     """One row per (rule, k): mean / std over forgetting each class in turn of ACC_f and ACC_r."""
     rows = []
+    splits = {s: _Split(ctx, s) for s in ("val", "test")}
     for rule in rules or SELECTION_RULES.list():
         for k in ks:
             if k is None and rule != (rules or SELECTION_RULES.list())[0]:
                 continue  # "all" is the same set for every rule
             cv, gamma = class_vectors_from(ctx, select_references(ctx, rule, k, seed))
-            res = np.array([forget_with(ctx, cv, gamma, c) for c in range(ctx.num_classes)])
+            res = np.array([forget_with(ctx, cv, gamma, c, splits) for c in range(ctx.num_classes)])
             rows.append({"rule": "all" if k is None else rule, "k": "all" if k is None else int(k),
                          "acc_f": float(res[:, 0].mean()), "acc_f_std": float(res[:, 0].std()),
                          "acc_r": float(res[:, 1].mean()), "acc_r_std": float(res[:, 1].std()),

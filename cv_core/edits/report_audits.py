@@ -67,22 +67,51 @@ class EncoderAudits:
 
 
 def run_other_audits(ctx: UnlearnContext, audits, collector: EncoderAudits | None, seed: int,
-                     steer_options: dict | None = None) -> dict:
-    """Representative references (latents only) and the int8 check (needs the encoder)."""
+                     steer_options: dict | None = None, steer_classes=None, reference_ks=None) -> dict:
+    """Representative references (latents only) and the int8 check (needs the encoder; steering checked for
+    ``steer_classes``, default every class)."""
     out: dict = {}
     if "references" in audits:
-        from .references import reference_study
-        out["references"] = {"rows": reference_study(ctx, seed=seed)}
+        from .references import REFERENCE_KS, reference_study
+        out["references"] = {"rows": reference_study(ctx, reference_ks or REFERENCE_KS, seed=seed)}
     if "quantized" in audits:
         if ctx.encoder is None:
             out["quantized"] = {"skipped": "no encoder method was requested, so the model and images were not loaded"}
         else:
             from .quantized import quantized_check
             maps = collector.weight_maps if collector is not None else []
-            out["quantized"] = quantized_check(ctx, range(ctx.num_classes), maps, steer_options)
+            classes = range(ctx.num_classes) if steer_classes is None else steer_classes
+            out["quantized"] = quantized_check(ctx, classes, maps, steer_options)
     return out
 
 
 def job_order(jobs: list[tuple[str, int]]) -> list[tuple[str, int]]:
     """Retraining first, so every later method's CKA can compare with the retrained tower."""
     return sorted(jobs, key=lambda j: j[0] != "retrain")
+
+
+def run_audits(ctx: UnlearnContext, methods, forget, audits=AUDITS, seed: int = 0, on_method=None,
+               reference_ks=None) -> dict:
+    """The audits for one forget set (what the app's Unlearning page shows): each method forgets ``forget``,
+    relearning and CKA run on the encoder-changing ones (CKA against ``retrain`` when it is among
+    ``methods``), then the reference study and the int8 check of steering and weight mapping on ``forget``.
+    on_method(name): called before each method."""
+    from .base import check_forget, run_method
+
+    forget = check_forget(ctx.class_names, forget)
+    unknown = sorted(set(audits) - set(AUDITS))
+    if unknown:
+        from ..errors import InvalidInputError
+        raise InvalidInputError(f"unknown audit(s) {unknown}; available: {', '.join(AUDITS)}")
+    collector = EncoderAudits(ctx, audits, seed)
+    needs_outputs = {"relearning", "cka", "quantized"} & set(audits)
+    for name in job_order([(m, 0) for m in methods]) if needs_outputs else []:
+        name = name[0]
+        if UNLEARNING_METHODS.get(name).needs_encoder and ctx.encoder is None:
+            continue
+        if on_method is not None:
+            on_method(name)
+        collector.observe(run_method(name, ctx, list(forget), seed=seed))
+    out = collector.results()
+    out.update(run_other_audits(ctx, audits, collector, seed, steer_classes=forget, reference_ks=reference_ks))
+    return out

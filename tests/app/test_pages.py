@@ -312,3 +312,18 @@ def test_an_unexpected_failure_on_a_page_is_reported_in_words(computed_app, monk
     at = computed_app.switch_page("app_pages/geometry.py").run()
     assert not at.exception
     assert any("disk on fire" in e.value and "could not be drawn" in e.value for e in at.error)
+
+
+def test_unlearning_audits_show_the_reference_study(computed_app):
+    at = computed_app.switch_page("app_pages/unlearning.py").run()
+    no_trouble(at)
+    # the synthetic run has no model: relearning and CKA answer by construction, int8 is not offered
+    assert "Int8 deployment" not in at.multiselect(key="unlearn_audit_choice").options
+    at.multiselect(key="unlearn_methods").set_value(["cv_steer"])
+    at.multiselect(key="unlearn_audit_choice").set_value(["references", "relearning"])
+    at.multiselect(key="unlearn_reference_ks").set_value([1, "all"])
+    at.button[1].click().run()  # the audits form's submit button
+    no_trouble(at)
+    refs = next(d.value for d in at.dataframe if "rule" in d.value.columns)
+    assert set(refs["rule"]) == {"random", "kmeans_medoids", "support_points", "all"}
+    assert refs["forget acc ↓"].max() <= 100 and any("by construction" in c.value for c in at.caption)
