@@ -144,7 +144,10 @@ def test_reference_study_rows_and_all_references_reproduce_the_class_vectors():
     assert torch.allclose(cv.kappa, ctx.class_vectors.kappa, atol=1e-5)
     rows = reference_study(ctx, ks=(1, 5, None))
     assert len(rows) == 3 * 2 + 1 and sum(r["k"] == "all" for r in rows) == 1
-    assert all(r["acc_f"] <= 0.1 and r["acc_r"] >= 0.9 for r in rows)  # well-separated classes: one suffices
+    full = next(r for r in rows if r["k"] == "all")
+    assert full["acc_f"] <= 0.15 and full["acc_r"] == 1.0
+    # well-separated classes with identical shifts: one reference per class already gives the same edit
+    assert all(abs(r["acc_f"] - full["acc_f"]) <= 0.05 and r["acc_r"] == 1.0 for r in rows)
     assert REFERENCE_KS == (1, 2, 5, 10, 30, None)
 
 

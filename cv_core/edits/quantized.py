@@ -115,7 +115,7 @@ def quantized_check(ctx: UnlearnContext, steer_classes: Sequence[int], weight_ma
         base_f, base_q = _scores(ctx, ctx.ft["test"].features, []), _scores(ctx, z_q, [])
         rows = []
         for c in steer_classes:
-            lam, gamma = _steering_setup(ctx, [c], dict(steer_options or {}))
+            lam, gamma, _ = _steering_setup(ctx, [c], dict(steer_options or {}))
             edit = forget_edit(ctx, [c], lam, gamma)
             rows.append(_row(ctx, "cv_steer", [c], _scores(ctx, steer(ctx.ft["test"].features, edit), [c]),
                              _scores(ctx, steer(z_q, edit), [c])))

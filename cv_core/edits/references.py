@@ -11,8 +11,8 @@ fine-tuned train latents of class c:
   energy distance to the class's latents, by their convex-concave iteration — each snapped to its
   nearest distinct image (references must be real images).
 
-``reference_study`` forgets every class in turn with steering built from each rule's references, lambda
-chosen on val as ``cv_steer`` does, and reports ACC_f / ACC_r on test for each k.
+``reference_study`` forgets every class in turn with steering built from each rule's references, the
+forget strength chosen on val as ``cv_steer`` chooses it, and reports ACC_f / ACC_r on test for each k.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from ..math.steering import auto_gamma, steer_rows
 from ..registry import Registry
 from ..results import ClassVectors, FeatureSet
 from .base import UnlearnContext
-from .latent import LAMBDA_GRID, forget_edit
+from .latent import forget_edit
 
 REFERENCE_KS = (1, 2, 5, 10, 30, None)  # None = every train image of the class
 Selector = Callable[[torch.Tensor, int, int], torch.Tensor]  # (n, D) latents, k, seed -> (k,) indices
@@ -144,26 +144,23 @@ class _Split:
 
 def forget_with(ctx: UnlearnContext, cv: ClassVectors, gamma: torch.Tensor, cls: int,
                 splits: dict | None = None) -> tuple[float, float, float]:
-    """Steering with these class vectors forgets ``cls`` -> (test ACC_f, test ACC_r, lambda), lambda chosen
-    on val as ``cv_steer`` does (:func:`latent.choose_lambda`: max val ACC_r - ACC_f, smallest on ties)."""
+    """Steering with these class vectors forgets ``cls`` -> (test ACC_f, test ACC_r, lambda), lambda the
+    forget strength chosen on val as ``cv_steer`` chooses it (:func:`strength.choose_forget_strength`)."""
     from dataclasses import replace
 
-    splits = splits or {s: _Split(ctx, s) for s in ("val", "test")}
-    sub = replace(ctx, class_vectors=cv)
-    best, best_gain = LAMBDA_GRID[0], -float("inf")
-    for lam in sorted(LAMBDA_GRID):
-        f, r = splits["val"].accuracies(forget_edit(sub, [cls], lam, gamma), cls)
-        if r - f > best_gain + 1e-9:
-            best, best_gain = float(lam), r - f
-    f, r = splits["test"].accuracies(forget_edit(sub, [cls], best, gamma), cls)
-    return f, r, best
+    from .strength import choose_forget_strength
+
+    test = (splits or {}).get("test") or _Split(ctx, "test")
+    lam = choose_forget_strength(ctx.head, ctx.ft["val"], cv, cls, gamma).lam
+    f, r = test.accuracies(forget_edit(replace(ctx, class_vectors=cv), [cls], lam, gamma), cls)
+    return f, r, float(lam)
 
 
 def reference_study(ctx: UnlearnContext, ks: Sequence[int | None] = REFERENCE_KS,
                     rules: Sequence[str] | None = None, seed: int = 0) -> list[dict]:
     """One row per (rule, k): mean / std over forgetting each class in turn of ACC_f and ACC_r."""
     rows = []
-    splits = {s: _Split(ctx, s) for s in ("val", "test")}
+    splits = {"test": _Split(ctx, "test")}
     for rule in rules or SELECTION_RULES.list():
         for k in ks:
             if k is None and rule != (rules or SELECTION_RULES.list())[0]:
