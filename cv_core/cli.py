@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="compare editing/unlearning methods; writes report.json and report.md")
     _add_run_options(rep)
     rep.add_argument("--methods", default=None, help="comma-separated method names (default: all fast ones)")
+    rep.add_argument("--audits", default=None, help="comma-separated audits among relearning, cka, references, "
+                                                     "quantized, or 'none' (default: all)")
     return parser
 
 
@@ -271,10 +273,13 @@ def cmd_report(args) -> int:
         raise InvalidInputError("the report needs cv_core.edits.report, which is not installed") from None
     import torch
     torch.set_num_threads(1)  # the methods' many small tensor ops are faster single-threaded
+    from .edits.report import ReportConfig
+    config = ReportConfig() if args.audits is None else ReportConfig(  # bad audit names fail before any work
+        audits=tuple(a.strip() for a in args.audits.split(",") if a.strip() and a.strip() != "none"))
     out = _out_dir(args)
     result = _run(args, ("train", "val", "test"))  # lambda and gates are chosen on val, never on test
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
-    report = build_report(result, methods, out, progress=_progress_printer())
+    report = build_report(result, methods, out, progress=_progress_printer(), config=config)
     from .edits.report_md import summary_lines
     print("\n".join(summary_lines(report)))
     print(f"  wrote {out / 'report.json'} and {out / 'report.md'}")

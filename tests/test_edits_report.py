@@ -119,3 +119,11 @@ def test_weak_or_surprising_rows_get_one_sentence():
     assert interpret("cmf", {"acc_f": 0.0, "acc_r": 0.96, "calib_acc_f": 0.02, "probe_f": 0.1}, ref) is None
     assert interpret("random_vector", {"acc_f": 0.95, "acc_r": 0.96}, ref) is None
     assert all(c.help and c.label for c in COLUMNS.values())
+
+
+def test_cli_report_rejects_an_unknown_audit_in_one_line(tmp_path, capsys):
+    from cv_core.cli import main
+
+    assert main(["report", "--audits", "relearning,bogus", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bogus" in err[0] and "relearning, cka, references, quantized" in err[0]
