@@ -174,7 +174,7 @@ def presenter_bars(before: np.ndarray, after: np.ndarray, class_names: Sequence[
 
 
 def presenter_map(background_xy: np.ndarray, frames_xy: Sequence[np.ndarray], lams: Sequence[float], class_name: str,
-                  color: str, height: int = 460) -> go.Figure:
+                  color: str, height: int = 560) -> go.Figure:
     """One class's points moving on the map as the strength grows (an animation with a play button).
 
     background_xy: (N, 2) every test point, faint; frames_xy: per strength, (M, 2) the class's points."""
@@ -187,14 +187,16 @@ def presenter_map(background_xy: np.ndarray, frames_xy: Sequence[np.ndarray], la
         frames=[go.Frame(data=[go.Scatter(), go.Scatter(x=np.asarray(xy)[:, 0], y=np.asarray(xy)[:, 1])],
                          name=f"{lam:.2f}") for xy, lam in zip(frames_xy, lams)])
     fig.update_layout(
-        height=height, font=dict(size=20), margin=dict(l=10, r=10, t=50, b=10),
+        height=height, font=dict(size=20), margin=dict(l=60, r=10, t=90, b=120),
         xaxis=dict(showticklabels=False, showgrid=False, zeroline=False),
         yaxis=dict(showticklabels=False, showgrid=False, zeroline=False),
-        legend=dict(orientation="h", yanchor="top", y=-0.02, x=0), title=dict(text="The class's images on the map"),
-        updatemenus=[dict(type="buttons", x=0, y=1.12, xanchor="left", buttons=[dict(
-            label="▶ play", method="animate",
-            args=[None, dict(frame=dict(duration=700, redraw=True), transition=dict(duration=500), fromcurrent=False)])])],
-        sliders=[dict(currentvalue=dict(prefix="λ = "), pad=dict(t=30), steps=[
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0), title=dict(text="The class's images on the map",
+                                                                                 y=0.98),
+        updatemenus=[dict(type="buttons", x=0, y=0, xanchor="right", yanchor="top", pad=dict(t=60, r=10),
+                          buttons=[dict(label="▶", method="animate",
+                                        args=[None, dict(frame=dict(duration=700, redraw=True),
+                                                         transition=dict(duration=500), fromcurrent=False)])])],
+        sliders=[dict(x=0, len=1, y=0, yanchor="top", currentvalue=dict(prefix="λ = "), pad=dict(t=40), steps=[
             dict(label=f"{lam:.2f}", method="animate", args=[[f"{lam:.2f}"], dict(mode="immediate")]) for lam in lams])])
     return fig
 

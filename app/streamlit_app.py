@@ -25,6 +25,7 @@ from app import services, url_state  # noqa: E402
 from app.components.run_gate import sidebar_summary  # noqa: E402
 
 page = st.navigation(PAGES)
+services.warm_imports()  # once per process, in this thread, before the UMAP warm-up thread imports anything
 url_state.restore()  # a reload, a new tab or a shared link: the run and the edit named in the URL
 with st.sidebar:
     sidebar_summary()

@@ -6,6 +6,8 @@ edit does and does not do. A toggle shows coefficient −1 instead, for teaching
 """
 from __future__ import annotations
 
+from html import escape
+
 import streamlit as st
 
 from app import charts, live, services, state
@@ -16,15 +18,30 @@ names = run.head.class_names
 C = len(names)
 STEPS = ["1 · Before", "2 · Forgetting", "3 · After"]
 
-st.markdown("<style>.block-container p, .block-container li {font-size: 1.5rem !important;} "
-            "[data-testid='stMetricValue'] {font-size: 3.4rem !important;} "
-            "[data-testid='stMetricLabel'] p {font-size: 1.3rem !important;}</style>", unsafe_allow_html=True)
+st.markdown("""<style>
+.cvs-say {font-size: 1.7rem; line-height: 1.45; margin: 0.4rem 0 0.8rem;}
+.cvs-num .label {font-size: 1.5rem;} .cvs-num .value {font-size: 5rem; font-weight: 600; line-height: 1.1;}
+.cvs-num .delta {font-size: 1.6rem; display: inline-block; padding: 0 0.6rem; border-radius: 0.6rem;}
+.cvs-num .drop {color: #d62728; background: rgba(214, 39, 40, 0.1);}
+.cvs-num .rise {color: #2ca02c; background: rgba(44, 160, 44, 0.1);}
+.cvs-num .same {color: #1f77b4; background: rgba(31, 119, 180, 0.1);}
+</style>""", unsafe_allow_html=True)
 st.title("What does forgetting a class do?")
 
 
-def md(name: str) -> str:
-    """A class name safe inside Markdown (no emphasis, links or code from its characters)."""
-    return "".join("\\" + ch if ch in "\\`*_{}[]()#+-.!|<>~$:" else ch for ch in str(name))
+def say(text: str) -> None:
+    """One large sentence (HTML: class names are escaped with html.escape, never read as Markdown)."""
+    st.markdown(f'<p class="cvs-say">{text}</p>', unsafe_allow_html=True)
+
+
+def big_number(column, label: str, value: float, change: float | None) -> None:
+    """A projector-size number; the change coloured by the one convention (red drop, green rise)."""
+    delta = ""
+    if change is not None:
+        kind = "drop" if change <= -0.5 else "rise" if change >= 0.5 else "same"
+        delta = f'<span class="delta {kind}">{change:+.1f} pts</span>'
+    column.markdown(f'<div class="cvs-num"><div class="label">{escape(label)}</div><div class="value">'
+                    f'{value:.0f}%</div>{delta}</div>', unsafe_allow_html=True)
 
 
 def _focus() -> None:
@@ -43,36 +60,36 @@ strength = services.forget_strengths(config, "auto")[target]
 lam = 1.0 if teach else strength.lam
 res = services.current_edit(config, live.preset_forget(C, target, lam), [], "auto")
 before, after = res.before.per_class.numpy(), res.after.per_class.numpy()
-name = md(names[target])
+name = escape(str(names[target]))
 n = step[0]
 
 if n == "1":
-    st.markdown(f"The fine-tuned classifier recognises **every class**, including **{name}**: "
-                f"{100 * before[target]:.0f}% of its test images are right.")
+    say(f"The fine-tuned classifier recognises <b>every class</b>, including <b>{name}</b>: "
+        f"{100 * before[target]:.0f}% of its test images are right.")
 elif n == "2":
-    st.markdown(f"We subtract λ × the class vector of **{name}** from the latents of images that look like "
-                f"{name}. No retraining: one vector, applied behind a gate. λ grows from 0 to {lam:.2f}.")
+    say(f"We subtract λ × the class vector of <b>{name}</b> from the latents of images that look like {name}. "
+        f"No retraining: one vector, applied behind a gate. λ grows from 0 to {lam:.2f}.")
 else:
     gone = after[target] <= strength.target
-    verdict = (f"**{name}** is forgotten: {100 * after[target]:.0f}% of its test images are still recognised"
-               if gone else f"**{name}** is only partly forgotten: {100 * after[target]:.0f}% of its test images are "
-                            "still recognised")
+    verdict = (f"<b>{name}</b> is forgotten: {100 * after[target]:.0f}% of its test images are still recognised"
+               if gone else f"<b>{name}</b> is only partly forgotten: {100 * after[target]:.0f}% of its test images "
+                            "are still recognised")
     how = "coefficient −1 (the paper's edit)" if teach else f"λ = {lam:.2f}, chosen on the val split"
-    st.markdown(f"At {how}: {verdict}; the other classes keep {100 * res.retain:.0f}% (they had "
-                f"{100 * res.retain_before:.0f}%).")
-    st.markdown(f"*What it does not do:* the image encoder is untouched — a linear probe on its features still "
-                f"finds {name} (see the Unlearning page). The edit changes what the classifier says for images "
-                "that look like this class.")
+    say(f"At {how}: {verdict}; the other classes keep {100 * res.retain:.0f}% (they had "
+        f"{100 * res.retain_before:.0f}%).")
+    say(f"<i>What it does not do:</i> the image encoder is untouched — a linear probe on its features still "
+        f"finds {name} (see the Unlearning page). The edit changes what the classifier says for images that "
+        "look like this class.")
     if teach:
         st.caption(services.minus_one(config, target).text)
 
 m1, m2 = st.columns(2)
 shown = before if n != "3" else after
-m1.metric(f"Accuracy on {names[target]}", f"{100 * shown[target]:.0f}%",
-          delta=None if n != "3" else f"{100 * (after[target] - before[target]):+.0f} pts", delta_color="normal")
+big_number(m1, f"Accuracy on {names[target]}", 100 * shown[target],
+           None if n != "3" else 100 * (after[target] - before[target]))
 others = res.retain if n == "3" else res.retain_before
-m2.metric("Accuracy on the other classes", f"{100 * others:.0f}%",
-          delta=None if n != "3" else f"{100 * (res.retain - res.retain_before):+.1f} pts", delta_color="normal")
+big_number(m2, "Accuracy on the other classes", 100 * others,
+           None if n != "3" else 100 * (res.retain - res.retain_before))
 
 if n == "2":
     points = services.cached_map(config)

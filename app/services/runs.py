@@ -20,7 +20,9 @@ EVAL_SPLIT = "test"
 @st.cache_resource(show_spinner=False)
 def warm_imports() -> bool:
     """Import the heavy libraries once per process (the first Setup screen shows a spinner meanwhile)."""
-    import cv_core.data.datasets  # noqa: F401
+    import pandas  # noqa: F401  (before the UMAP warm-up thread starts: two threads importing the same
+    import cv_core.data.datasets  # noqa: F401   packages in different orders can see a half-initialised module)
+    import cv_core.edits  # noqa: F401
     import cv_core.models.backbones  # noqa: F401
 
     return True

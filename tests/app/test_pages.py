@@ -12,6 +12,17 @@ PAGES = ["app_pages/geometry.py", "app_pages/arithmetic.py", "app_pages/unlearni
          "app_pages/export.py", "app_pages/presenter.py"]
 
 
+def big_number(at, label: str) -> str:
+    """The Presenter's projector-size number under ``label`` ('100%')."""
+    import re
+
+    for m in at.markdown:
+        found = re.search(r'class="label">' + re.escape(label) + r'</div><div class="value">([^<]+)</div>', m.value)
+        if found:
+            return found.group(1)
+    raise AssertionError(f"no number labelled {label!r}")
+
+
 def metric(at, label_start: str) -> str:
     return next(m.value for m in at.metric if m.label.startswith(label_start))
 
@@ -198,12 +209,12 @@ def test_export_offers_every_file_and_a_cli_recipe(computed_app):
 def test_presenter_walks_through_forgetting(computed_app):
     at = computed_app.switch_page("app_pages/presenter.py").run()
     no_trouble(at)
-    assert metric(at, "Accuracy on class 0") == "100%"
+    assert big_number(at, "Accuracy on class 0") == "100%"
     at.selectbox(key="presenter_class").select(5).run()
     at.button_group(key="presenter_step").set_value("3 · After").run()
     no_trouble(at)
-    assert float(metric(at, "Accuracy on class 5").rstrip("%")) < 10
-    assert metric(at, "Accuracy on the other classes") == "100%"
+    assert float(big_number(at, "Accuracy on class 5").rstrip("%")) < 10
+    assert big_number(at, "Accuracy on the other classes") == "100%"
 
 
 def test_presenter_steps_show_before_then_the_change_then_an_honest_result(computed_app):
@@ -217,6 +228,7 @@ def test_presenter_steps_show_before_then_the_change_then_an_honest_result(compu
     assert "chosen \\u03bb" in sweep.proto.spec  # JSON-escaped "chosen λ"
     at.button_group(key="presenter_step").set_value("3 · After").run()
     text = " ".join(m.value for m in at.markdown)
+    assert 'class="delta drop"' in text  # the forgotten class's change in the colour of drops
     assert "chosen on the val split" in text and "encoder is untouched" in text and "linear probe" in text
     assert "is forgotten" in text  # the synthetic run really does reach the target at the chosen strength
     at.toggle(key="presenter_minus_one").set_value(True).run()
