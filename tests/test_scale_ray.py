@@ -68,3 +68,55 @@ def test_an_unreachable_cluster_fails_within_30_seconds(tmp_path, tiny_spec):
     with pytest.raises(CVError, match="HOST:PORT"):
         check_address("no-port-here")
     assert time.perf_counter() - start < 30
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            pid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+    return False
+
+
+def _kill_encoder_actor_after_first_batch(events: list, killed: list) -> None:
+    """SIGKILL one encoder actor of this test session's Ray (found by its process title, under this
+    process's raylet: never another test run's) once the driver has received a batch."""
+    import os
+    import signal
+    while not killed:
+        for pid in (int(d) for d in os.listdir("/proc") if d.isdigit()):
+            try:
+                title = open(f"/proc/{pid}/cmdline", "rb").read()
+            except OSError:
+                continue
+            if b"EncodePair" in title and events and _descends_from(pid, os.getpid()):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+        time.sleep(0.1)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the actor's process through /proc")
+def test_a_killed_encoder_actor_is_retried_and_the_store_is_complete(ray_session, tmp_path, tiny_spec):
+    import threading
+
+    from cv_core.data.datasets import load_split
+    from cv_core.features.extract import encode_images
+    from cv_core.features.ray_extract import extract_with_ray
+    from cv_core.features.store import FeatureStore, FeatureStoreWriter
+    from cv_core.models.backbones import load_backbone
+    b = load_backbone(tiny_spec, "cpu")
+    data = {"test": load_split("digits", "test", max_per_class=30)}
+    events, killed = [], []
+    threading.Thread(target=_kill_encoder_actor_after_first_batch, args=(events, killed), daemon=True).start()
+    with FeatureStoreWriter(tmp_path / "s", {"k": 1}, data["test"].class_names, b.embed_dim) as w:
+        extract_with_ray(b.model.visual, b.model.visual, data, b.preprocess, w, workers=2, batch_size=8,
+                         progress=events.append)
+    assert killed, "the actor was not killed during the run"
+    store = FeatureStore.open(tmp_path / "s")  # every row exactly once, or close() would have refused
+    want = encode_images(b.model, data["test"], b.preprocess, torch.device("cpu"))
+    assert (torch.from_numpy(store.features("test", "pre")) - want.features).abs().max() < 1e-5
+    assert torch.equal(torch.from_numpy(store.labels("test")), want.labels)
