@@ -64,9 +64,13 @@ def extraction(repeat: int) -> list[dict]:
             encode_pair_to_store(b.model, ft, ds, b.preprocess, torch.device("cpu"), w, split)
 
     rows = []
-    runs = [_write(local, data["test"].class_names, b.embed_dim) for _ in range(repeat)]
-    rows.append({"engine": "local", "workers": 1, "images": n, "median_s": statistics.median(runs),
-                 "images_per_s": n / statistics.median(runs), "runs_s": runs})
+    threads = torch.get_num_threads()
+    for t in sorted({1, threads}):
+        torch.set_num_threads(t)
+        runs = [_write(local, data["test"].class_names, b.embed_dim) for _ in range(repeat)]
+        rows.append({"engine": "local", "workers": 1, "torch_threads": t, "images": n,
+                     "median_s": statistics.median(runs), "images_per_s": n / statistics.median(runs), "runs_s": runs})
+    torch.set_num_threads(threads)
     t = time.perf_counter()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     ray_start = time.perf_counter() - t
@@ -75,7 +79,8 @@ def extraction(repeat: int) -> list[dict]:
             def on_ray(w, workers=workers):
                 extract_with_ray(b.model.visual, ft.visual, data, b.preprocess, w, workers=workers)
             runs = [_write(on_ray, data["test"].class_names, b.embed_dim) for _ in range(repeat)]
-            rows.append({"engine": "ray", "workers": workers, "images": n, "median_s": statistics.median(runs),
+            rows.append({"engine": "ray", "workers": workers, "torch_threads": "1 per actor", "images": n,
+                         "median_s": statistics.median(runs),
                          "images_per_s": n / statistics.median(runs), "runs_s": runs})
     finally:
         ray.shutdown()
@@ -92,10 +97,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank(rank: int, size: int, port: int, steps: int, out: str) -> None:
+def _rank(rank: int, size: int, port: int, steps: int, out: str, threads: int) -> None:
     os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(size), "LOCAL_RANK": str(rank),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-    torch.set_num_threads(max(1, (os.cpu_count() or 2) // size))
+    torch.set_num_threads(threads)
     from cv_core.models.distributed import init_world, shutdown
     from cv_core.models.finetune import finetune
     from cv_core.models.zeroshot import build_head
@@ -115,17 +120,20 @@ def _rank(rank: int, size: int, port: int, steps: int, out: str) -> None:
 
 def finetuning(steps: int) -> list[dict]:
     rows = []
-    for size in (1, 2):
+    cores = os.cpu_count() or 2
+    for size, threads in ((1, 1), (1, cores), (2, max(1, cores // 2))):
         with tempfile.TemporaryDirectory() as d:
             ctx, port = mp.get_context("spawn"), _free_port()
-            procs = [ctx.Process(target=_rank, args=(r, size, port, steps, f"{d}/stamps.pt")) for r in range(size)]
+            procs = [ctx.Process(target=_rank, args=(r, size, port, steps, f"{d}/stamps.pt", threads))
+                     for r in range(size)]
             for p in procs:
                 p.start()
             for p in procs:
                 p.join()
             stamps = torch.load(f"{d}/stamps.pt", weights_only=True)
         rate = (len(stamps) - WARMUP - 1) / (stamps[-1] - stamps[WARMUP])
-        rows.append({"processes": size, "backend": "gloo" if size > 1 else "none", "global_batch": 64,
+        rows.append({"processes": size, "torch_threads_each": threads, "backend": "gloo" if size > 1 else "none",
+                     "global_batch": 64,
                      "steps": steps, "steps_per_s": rate, "images_per_s": rate * 64})
     for r in rows:
         r["vs_1_process"] = r["steps_per_s"] / rows[0]["steps_per_s"]

@@ -150,7 +150,12 @@ def config_from_args(args, splits: tuple[str, ...] = ("train", "test")):
 
 
 def _run(args, splits: tuple[str, ...] = ("train", "test")):
+    from .models.distributed import world_from_env
     from .pipeline import run
+    world = world_from_env()
+    if world is not None and world[1] > 1:
+        raise InvalidInputError(f"'{args.command}' runs in one process; under torchrun or srun launch "
+                                "'finetune', then run this command once (it finds the fine-tuned encoder)")
     return run(config_from_args(args, splits), progress=_progress_printer())
 
 

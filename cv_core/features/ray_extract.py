@@ -13,10 +13,12 @@ Ray Data's API for actor pools changed across 2.9-2.51; this module is written a
 from __future__ import annotations
 
 import copy
+import os
 import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -119,6 +121,17 @@ def _on_cpu(module: torch.nn.Module) -> torch.nn.Module:
     return copy.deepcopy(module).cpu()
 
 
+def _worker_env() -> dict | None:
+    """Workers must import cv_core. Installed, or the driver started in the folder that holds it (Ray's
+    workers start there too): nothing to do. Otherwise (e.g. a driver run from bench/) that folder goes
+    first on the workers' PYTHONPATH (a runtime_env: slower worker start, so only when needed)."""
+    root = Path(__file__).resolve().parents[2]
+    if "site-packages" in Path(__file__).parts or Path.cwd().resolve() == root:
+        return None
+    rest = os.environ.get("PYTHONPATH")
+    return {"env_vars": {"PYTHONPATH": str(root) + (os.pathsep + rest if rest else "")}}
+
+
 def _preprocess_block(batch: dict, datasets: dict, transform, offsets: np.ndarray) -> dict:
     """Ray task: {'id'} global row ids -> decoded, preprocessed images with their split, row and label."""
     datasets, transform = _resolve(datasets), _resolve(transform)
@@ -195,10 +208,11 @@ def _run_pipeline(ray, pre_visual, ft_visual, datasets, transform, writer, worke
     batch_size = max(1, min(batch_size, -(-total // (workers * 4))))  # small runs still feed every actor
     blocks = max(workers * 4, -(-total // (batch_size * 4)))
     ds = ray.data.range(total, override_num_blocks=blocks)
-    ds = ds.map_batches(_preprocess_block, batch_size=batch_size, num_cpus=1, fn_kwargs={
+    env = _worker_env()
+    ds = ds.map_batches(_preprocess_block, batch_size=batch_size, num_cpus=1, runtime_env=env, fn_kwargs={
         "datasets": ray.put(dict(datasets)), "transform": ray.put(transform), "offsets": offsets})
     ds = ds.map_batches(EncodePair, batch_size=batch_size, compute=ActorPoolStrategy(size=workers),
-                        num_gpus=1 if gpu else 0, num_cpus=actor_cpus,
+                        num_gpus=1 if gpu else 0, num_cpus=actor_cpus, runtime_env=env,
                         fn_constructor_kwargs={"pre_visual": ray.put(_on_cpu(pre_visual)),
                                                "ft_visual": ray.put(_on_cpu(ft_visual)),
                                                "device": "cuda" if gpu else "cpu",
