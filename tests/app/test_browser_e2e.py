@@ -171,7 +171,7 @@ def test_forget_preset_reload_and_a_text_file_as_checkpoint(server, tmp_path):
             lam = float(re.search(r"λ = ([0-9.]+)", preset.inner_text()).group(1))
             name = "0" if DATASET == "digits" else "class 0"  # the default class of every page
             preset.click()
-            page.locator(".cvs-live .edit").filter(has_text=f"Edit: {name} × -{lam:.2f}").wait_for(timeout=30_000)
+            page.locator(".cvs-live .edit").filter(has_text=f"Edit: {name} × -{lam:.2f}").wait_for(timeout=90_000)
             wait_until_idle(page)
             forget, retain = percent(live_metric(page, "Forget accuracy")), percent(live_metric(page, "Retain accuracy"))
             retain_change = percent(live_metric(page, "Retain accuracy", "delta"))
@@ -179,7 +179,8 @@ def test_forget_preset_reload_and_a_text_file_as_checkpoint(server, tmp_path):
             url = page.url
             start = time.monotonic()
             page.reload()
-            page.locator(".cvs-live .edit").filter(has_text=f"Edit: {name} × -{lam:.2f}").wait_for(timeout=30_000)
+            # generous under load (2 cores shared with the rest of the suite); the time is printed, not asserted
+            page.locator(".cvs-live .edit").filter(has_text=f"Edit: {name} × -{lam:.2f}").wait_for(timeout=90_000)
             reload_s = time.monotonic() - start
             wait_until_idle(page)
             forget_again = percent(live_metric(page, "Forget accuracy"))
