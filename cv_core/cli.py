@@ -81,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="move class SOURCE towards TARGET by alpha (kappa_target - kappa_source, gated on "
                            "SOURCE; the prediction flips near 0.5), e.g. --move 3:5=0.6; repeatable")
     edit.add_argument("--forget", action="append", default=[], metavar="CLASS",
-                      help="forget CLASS at its forget strength: the smallest lambda in [0, 3] whose edit brings "
-                           "the val split's forget accuracy to <= 5%% with retain accuracy within 1 point "
+                      help="forget CLASS at its forget strength: 1.5 x the smallest lambda in [0, 3] whose edit "
+                           "brings the val split's forget accuracy to <= 5%% with retain accuracy within 1 point "
                            "(chosen per class, cached with the run, written to edit.json); repeatable")
     edit.add_argument("--gate", default="auto", help="cosine gate: auto (default), none, or a number in [-1, 1]")
     rep = sub.add_parser("report", help="compare editing/unlearning methods; writes report.json and report.md")
@@ -244,7 +244,8 @@ def cmd_edit(args) -> int:
     report = apply_edit(result, coefs, args.gate, moves=moves)
     write_json(out / "edit.json", edit_dict(result, report, strengths))
     moved = "".join(f", move {s}->{t} by {a:g}" for s, t, a in report.moves)
-    print(f"edit {report.coefficients}{moved} (gate {args.gate}) on {result.dataset} test split:")
+    coefs_txt = "{" + ", ".join(f"{k!r}: {v:.4g}" for k, v in report.coefficients.items()) + "}"
+    print(f"edit {coefs_txt}{moved} (gate {args.gate}) on {result.dataset} test split:")
     for s in strengths:
         print(f"  forget strength of {s.describe()}")
     print(f"  forget accuracy {report.forget_accuracy_before:.3f} -> {report.forget_accuracy:.3f}")

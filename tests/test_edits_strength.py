@@ -26,8 +26,8 @@ def _val_forget_retain(ctx, c, lam, gamma):
 
 def test_the_chosen_strength_is_the_smallest_grid_value_that_forgets(ctx):
     gamma = gate_thresholds(ctx, "auto")
-    s = choose_forget_strength(ctx.head, ctx.ft["val"], ctx.class_vectors, 2, gamma)
-    assert s.reached and s.forget <= 0.05 and s.retain >= s.retain_before - 0.01
+    s = choose_forget_strength(ctx.head, ctx.ft["val"], ctx.class_vectors, 2, gamma, margin=1.0)
+    assert s.reached and s.forget <= 0.05 and s.retain >= s.retain_before - 0.01 and s.lam == s.lam_min
     # brute force with the library's steering: the chosen value forgets, every smaller one does not
     f, r = _val_forget_retain(ctx, 2, s.lam, gamma)
     assert f == pytest.approx(s.forget) and r == pytest.approx(s.retain)
@@ -43,8 +43,9 @@ def test_a_target_out_of_reach_is_said_and_the_best_value_returned():
     curve = torch.tensor([[0.9, 0.95], [0.5, 0.95], [0.1, 0.948], [0.0, 0.92], [0.0, 0.92]], dtype=torch.float64)
     s = strength_from_curve(0, "a", curve, grid)
     assert not s.reached and s.lam == 1.0 and s.forget == pytest.approx(0.1)
-    ok = strength_from_curve(0, "a", curve, grid, target=0.5)
+    ok = strength_from_curve(0, "a", curve, grid, target=0.5, margin=1.0)
     assert ok.reached and ok.lam == 0.5
+    assert strength_from_curve(0, "a", curve, grid, target=0.5).lam == 1.0  # 1.5 x 0.5 -> 1.0 on this grid
     with pytest.raises(InvalidInputError):
         strength_from_curve(0, "a", curve, (0.5, 1.0, 1.5, 2.0, 3.0))  # must start at the unedited model
 
@@ -68,3 +69,19 @@ def test_cv_steer_uses_the_forget_strength(ctx):
     assert out.info["target_reached"] == "yes"
     two = run_method("cv_steer", ctx, [1, 3])
     assert isinstance(two.info["lambda"], str) and two.info["lambda"].count(",") == 1
+
+
+def test_the_margin_multiplies_the_smallest_strength_and_steps_back_for_retain():
+    grid = tuple(round(0.25 * i, 2) for i in range(13))   # 0 .. 3
+    f = [0.9, 0.6, 0.3, 0.0] + [0.0] * 9                   # reaches 0% at 0.75
+    r = [0.95] * 5 + [0.945] + [0.93] * 7                   # from 1.5 on retain falls 2 points
+    s = strength_from_curve(0, "a", torch.tensor(list(zip(f, r)), dtype=torch.float64), grid, margin=1.5)
+    assert s.reached and s.lam_min == 0.75 and s.lam == 1.25 and s.margin == 1.5  # 1.125 -> grid 1.25
+    wide = strength_from_curve(0, "a", torch.tensor(list(zip(f, r)), dtype=torch.float64), grid, margin=3.0)
+    assert wide.lam == 1.25            # 2.25 wanted; 1.5 .. 2.25 cost retain, so it steps back to 1.25
+    assert "= 3 × 0.75" in wide.describe()
+    capped = strength_from_curve(0, "a", torch.tensor(list(zip(f, [0.95] * 13)), dtype=torch.float64), grid,
+                                 margin=10.0)
+    assert capped.lam == 3.0           # capped at the grid's end
+    with pytest.raises(InvalidInputError):
+        choose_forget_strength(None, None, None, 0, None, margin=0.5)

@@ -65,9 +65,10 @@ def presets_ui(gate) -> None:
 
 
 def _strength_help(s) -> str:
-    return (f"The forget strength of {names[s.cls]}, chosen on the val split: the smallest λ in [0, 3] whose edit "
-            f"−λ·κ brings val accuracy on {names[s.cls]} to ≤ {100 * s.target:.0f}% while the other classes lose "
-            f"at most {100 * s.tolerance:.0f} point. Here: {s.describe()}. Same value as "
+    return (f"The forget strength of {names[s.cls]}, chosen on the val split: {s.margin:g} × the smallest λ in "
+            f"[0, 3] whose edit −λ·κ brings val accuracy on {names[s.cls]} to ≤ {100 * s.target:.0f}% while the "
+            f"other classes lose at most {100 * s.tolerance:.0f} point (the margin because a small val split "
+            f"cannot certify {100 * s.target:.0f}% on unseen images). Here: {s.describe()}. Same value as "
             f"`python -m cv_core edit --forget {names[s.cls]}`.")
 
 
