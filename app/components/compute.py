@@ -35,6 +35,8 @@ class Outcome:
 def describe_event(ev) -> str:
     """One line for a progress event: 'finetune: step 40/200 · loss 0.512 · ETA 12 s'."""
     parts = [ev.stage]
+    if ev.stage == "download" and ev.message:  # steps are megabytes: '12 of 338 MB' says it
+        return f"download · {ev.message}"
     if ev.total:
         parts.append(f"step {ev.step}/{ev.total}")
     elif ev.step:

@@ -163,6 +163,9 @@ def test_progress_lines_name_the_stage_steps_loss_and_eta_once():
 
     line = describe_event(Progress("finetune", 40, 200, "step 40/200", loss=0.5123, eta_s=12.4))
     assert line == "finetune · step 40/200 · loss 0.512 · ETA 12 s"
+    # a hub download (cv_core.models.backbones._download) is a bar in megabytes, not in "steps"
+    mb = Progress("download", 12, 338, "12 of 338 MB")
+    assert describe_event(mb) == "download · 12 of 338 MB" and mb.fraction == pytest.approx(12 / 338)
     assert plain_error(DatasetError("no images in /x")) == "no images in /x"
     assert "ran out of memory" in plain_error(RuntimeError("CUDA out of memory. Tried to allocate"))
 
