@@ -2,18 +2,23 @@
 
 Layouts: ``PATH/train/<class>/*`` and ``PATH/test/<class>/*`` (val carved out of train), or
 ``PATH/<class>/*`` split deterministically 60/10/30 per class. Unreadable files are skipped,
-counted and named in a warning; a class left without images is an error.
+counted and named in a warning; a class left without images is an error, and so are class folders whose
+names read the same (``a_b`` and ``a-b`` are both class "a b") and a val split that misses a class.
+
+Every load stats the files afresh (path, size, mtime_ns): the tree is re-scanned when they changed, and
+``datasets.fingerprint`` puts them in the cache keys, so replacing images never reuses stale latents.
 """
 from __future__ import annotations
 
+import os
+import threading
 import warnings
-from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
 
-from ..errors import DatasetError
+from ..errors import DatasetError, InvalidInputError
 from . import templates as T
 from .datasets import DATASET_FACTORIES, DatasetInfo, carve_split
 
@@ -24,15 +29,18 @@ VAL_FROM_TRAIN = {"train": 0.9, "val": 0.1}
 class FolderImages:
     """Verified image files of one tree: ``samples`` [(path, label)], ``targets``, ``class_names``."""
 
-    def __init__(self, root: Path, classes: list[str]):
+    def __init__(self, root: Path, classes: list[str], stats: dict[str, tuple[int, int]] | None = None):
         self.class_names = tuple(T.readable(c) for c in classes)
         self.samples: list[tuple[Path, int]] = []
         self.skipped: list[Path] = []
+        stats = _file_stats(root) if stats is None else stats
         for label, cls in enumerate(classes):
             for path in sorted((root / cls).rglob("*")):
                 if path.is_file():
                     (self.samples.append((path, label)) if _readable_image(path) else self.skipped.append(path))
         self.targets = [t for _, t in self.samples]
+        #: (path relative to the root, size, mtime_ns) per sample: part of the cache keys (datasets.fingerprint)
+        self.file_stats = [_stat_row(root, p, stats) for p, _ in self.samples]
         counts = [self.targets.count(i) for i in range(len(classes))]
         empty = [classes[i] for i, n in enumerate(counts) if n == 0]
         if self.skipped:
@@ -71,13 +79,76 @@ def _classes(root: Path) -> list[str]:
     return classes
 
 
-@lru_cache(maxsize=8)
-def _tree(root: str, mtime: float) -> FolderImages:  # mtime in the key: re-scan after changes
-    return FolderImages(Path(root), _classes(Path(root)))
+def _file_stats(root: Path) -> dict[str, tuple[int, int]]:
+    """Relative posix path -> (size, mtime_ns) of every file under ``root`` (stat calls only, no reads)."""
+    out = {}
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            try:
+                st = os.stat(path)
+            except OSError:  # vanished meanwhile: the scan skips it too
+                continue
+            out[Path(os.path.relpath(path, root)).as_posix()] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def _stat_row(root: Path, path: Path, stats: dict[str, tuple[int, int]]) -> tuple[str, int, int]:
+    rel = path.relative_to(root).as_posix()
+    if rel not in stats:  # added after the walk
+        st = path.stat()
+        stats[rel] = (st.st_size, st.st_mtime_ns)
+    return (rel, *stats[rel])
+
+
+_TREES: dict[str, tuple[tuple, FolderImages]] = {}  # root -> (its files' stats, the scanned tree)
+_TREES_LOCK = threading.Lock()
 
 
 def _load_tree(root: Path) -> FolderImages:
-    return _tree(str(root), root.stat().st_mtime)
+    """The scanned tree of ``root``, re-scanned (images re-verified) only when a file's path, size or mtime
+    changed; the stats themselves are read at every call."""
+    stats = _file_stats(root)
+    sig = tuple(sorted(stats.items()))
+    with _TREES_LOCK:
+        hit = _TREES.get(str(root))
+    if hit is not None and hit[0] == sig:
+        return hit[1]
+    tree = FolderImages(root, _classes(root), dict(stats))
+    with _TREES_LOCK:
+        if len(_TREES) >= 8:
+            _TREES.pop(next(iter(_TREES)))
+        _TREES[str(root)] = (sig, tree)
+    return tree
+
+
+def _check_names(path: Path, classes: list[str]) -> None:
+    """Two folders whose names read the same would merge into one class: an error naming both."""
+    by_name: dict[str, list[str]] = {}
+    for c in classes:
+        by_name.setdefault(T.readable(c), []).append(c)
+    clashes = [(name, folders) for name, folders in by_name.items() if len(folders) > 1]
+    if clashes:
+        said = "; ".join(f"{' and '.join(repr(f) for f in folders)} both become class {name!r}"
+                         for name, folders in clashes)
+        raise InvalidInputError(f"class folders in {path} would merge: {said} (underscores and hyphens read as "
+                                "spaces). Rename the folders so that each class has its own name")
+
+
+def _check_val(path: Path, ds, split_layout: bool) -> None:
+    """Every class needs a val image (edit strengths and gates are chosen on val): else say how many it needs."""
+    counts = [0] * len(ds.class_names)
+    for t in ds.targets:
+        counts[t] += 1
+    missing = [n for n, k in zip(ds.class_names, counts) if k == 0]
+    if not missing:
+        return
+    need = ("at least 2 images in train/ (val is 10% of train, at least one)" if split_layout else
+            "at least 3 images (one each for train, val and test; the split is 60/10/30)")
+    shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+    raise DatasetError(f"imagefolder:{path}: {len(missing)} of {len(counts)} classes have no image for the val "
+                       f"split ({shown}), which choosing edit strengths and gates needs. Each class needs {need}: "
+                       "add images to those class folders (or remove the folders)")
 
 
 def imagefolder_info(arg: str) -> DatasetInfo:
@@ -93,13 +164,18 @@ def imagefolder_info(arg: str) -> DatasetInfo:
                                f"{sorted(set(train_cls) - set(test_cls))}, only in test "
                                f"{sorted(set(test_cls) - set(train_cls))}")
     classes = _classes(path / "train") if split_layout else _classes(path)
+    _check_names(path, classes)
 
     def load(_root: Path, split: str, _download: bool):
         if split_layout:
             if split == "test":
                 return _load_tree(path / "test")
-            return carve_split(_load_tree(path / "train"), split, VAL_FROM_TRAIN)
-        return carve_split(_load_tree(path), split, ONE_TREE)
+            ds = carve_split(_load_tree(path / "train"), split, VAL_FROM_TRAIN)
+        else:
+            ds = carve_split(_load_tree(path), split, ONE_TREE)
+        if split == "val":
+            _check_val(path, ds, split_layout)
+        return ds
 
     return DatasetInfo(name=f"imagefolder:{path.resolve()}", templates=T.GENERIC, load=load,
                        class_names=tuple(T.readable(c) for c in classes), offline=True,
