@@ -37,16 +37,28 @@ def test_checkpoint_file_round_trip(tmp_path, tiny_spec, suffix):
 
 
 class Evil:
+    """Unpickling it would create the marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
     def __reduce__(self):
-        return (print, ("this must never run",))
+        return (exec, (f"open({self.marker!r}, 'w').write('this must never run')",))
 
 
-def test_pickled_objects_are_refused(tmp_path):
-    path = tmp_path / "evil.pt"
-    with open(path, "wb") as f:
-        pickle.dump({"x": Evil()}, f)
-    with pytest.raises(WeightsUnavailableError, match="arbitrary Python objects|cannot read"):
+@pytest.mark.parametrize("how", ["pickle.dump", "torch.save"])
+def test_pickled_objects_are_refused(tmp_path, how):
+    path, marker = tmp_path / "evil.pt", tmp_path / "marker"
+    if how == "torch.save":
+        torch.save({"x": Evil(marker)}, path)
+    else:
+        with open(path, "wb") as f:
+            pickle.dump({"x": Evil(marker)}, f)
+    with pytest.raises(WeightsUnavailableError, match="not loaded for safety"):
         load_backbone(f"{TINY}:{path}")
+    with pytest.raises(WeightsUnavailableError, match="not loaded for safety"):
+        check_backbone(f"{TINY}:{path}")
+    assert not marker.exists(), "the checkpoint's pickle ran"
 
 
 def test_wrong_architecture_and_truncated_file(tmp_path, tiny_spec):

@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -263,21 +262,43 @@ def _create(model_name: str, quick_gelu: bool) -> torch.nn.Module:
 
 
 def _load_weights(model: torch.nn.Module, path: str, s: BackboneSpec) -> None:
-    """open_clip's own loader (format conversions, position-embedding resize), always weights_only."""
+    """Our safe loader reads the file (``checkpoints.load_weights``: safetensors or weights-only, never a full
+    unpickle); open_clip's conversions then get the state dict, never the path (its loader retries a failed
+    safe load without ``weights_only``)."""
+    from .checkpoints import load_weights
+    state = load_weights(path)
     try:
-        open_clip.load_checkpoint(model, path, strict=True, weights_only=True)
-    except pickle.UnpicklingError:
-        raise WeightsUnavailableError(
-            f"{path} holds arbitrary Python objects, which are not loaded for safety. Save the state dict "
-            "with safetensors (safetensors.torch.save_file) or as plain tensors.") from None
+        _load_state(model, state)
     except RuntimeError as err:
         first = " ".join(str(err).splitlines()[:3])[:400]
         raise WeightsUnavailableError(f"checkpoint {path} does not fit architecture {s.model}: {first}. "
                                       "Is the model name right?") from None
-    except Exception as err:  # truncated files, foreign formats
+    except Exception as err:  # foreign formats the conversions trip over
         raise WeightsUnavailableError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from None
     if s.source == "builtin" or Path(path).suffix == ".safetensors":
         model.float()  # fp16 storage loads into fp32 parameters already; keep compute in fp32
+
+
+def _load_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """What ``open_clip.load_checkpoint`` does after reading its file (open_clip 3.3), on a state dict we read:
+    third-party and old-format conversions, scalar/1-d logit scale and bias, position-embedding resizes."""
+    from open_clip.convert import convert_state_dict
+    from open_clip.model import convert_to_custom_text_state_dict, resize_pos_embed, resize_text_pos_embed
+    state = convert_state_dict(model, dict(state))
+    if "positional_embedding" in state and not hasattr(model, "positional_embedding"):
+        state = convert_to_custom_text_state_dict(state)
+    for name in ("logit_scale", "logit_bias"):
+        own = getattr(model, name, None)
+        if name in state and own is not None and own.ndim != state[name].ndim:
+            state[name] = state[name].reshape(own.shape)
+    if "logit_bias" not in state and getattr(model, "logit_bias", None) is not None:
+        state["logit_bias"] = torch.zeros_like(state["logit_scale"])
+    position_ids = "text.transformer.embeddings.position_ids"  # transformers >= 4.31 no longer expects it
+    if position_ids in state and not hasattr(model, position_ids):
+        del state[position_ids]
+    resize_pos_embed(state, model)
+    resize_text_pos_embed(state, model)
+    model.load_state_dict(state, strict=True)
 
 
 def _embed_dim(model: torch.nn.Module) -> int:

@@ -1,4 +1,12 @@
-"""Checks of a bring-your-own checkpoint before anything is computed, and the open_clip download with progress.
+"""Loading and checking weight files safely, and the open_clip download with progress.
+
+``load_weights(path)`` is the one loader of every weights file (local checkpoints, hub downloads, the built-in
+model): safetensors, or a ``torch.save`` zip archive whose pickle is first scanned for globals that torch's
+weights-only unpickler does not allow (``torch.serialization.get_unsafe_globals_in_checkpoint``, which
+executes nothing) and then loaded with an explicit ``weights_only=True``. It never falls back to a full
+unpickle, whatever the environment says (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` only changes calls that do not
+pass ``weights_only``); legacy pickles and TorchScript archives are refused. open_clip then only ever sees
+the state dict (``backbones._load_weights``), never a path: its loader retries a failed safe load unsafely.
 
 ``check_checkpoint(model, path)`` reads only the file's index (safetensors header, or the torch zip archive
 memory-mapped with ``weights_only=True``) and compares its keys and shapes with the architecture built on the
@@ -22,6 +30,71 @@ SAFETENSORS_SUFFIX = ".safetensors"
 RESIZED = ("positional_embedding", "visual.positional_embedding")
 
 
+SAVE_HINT = "save the state dict with safetensors (safetensors.torch.save_file) or torch.save(state_dict)"
+
+
+def _is_safetensors(path: Path) -> bool:
+    """A .safetensors name, or (any name) an 8-byte little-endian header length that is not a zip archive."""
+    if path.suffix == SAFETENSORS_SUFFIX:
+        return True
+    with open(path, "rb") as f:
+        head = f.read(8)
+    return (len(head) == 8 and head[:2] != b"PK" and int.from_bytes(head, "little") < 100_000_000
+            and not zipfile.is_zipfile(path))
+
+
+def _torch_load_safely(path: Path, mmap: bool = False):
+    """``torch.load`` of a zip archive with weights only, after a static scan of its pickle; never unsafe."""
+    if not zipfile.is_zipfile(path):
+        raise WeightsUnavailableError(f"{path.name} is neither a safetensors file nor a PyTorch weights file "
+                                      f"(torch.save zip archive); legacy pickles are not loaded for safety: {SAVE_HINT}")
+    try:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception as err:  # TorchScript archives, opcodes the weights-only unpickler lacks, broken archives
+        raise WeightsUnavailableError(f"{path.name} cannot be read as plain weights ({type(err).__name__}: "
+                                      f"{str(err)[:200]}); it is not loaded for safety: {SAVE_HINT}") from None
+    if unsafe:
+        shown = ", ".join(sorted(unsafe)[:5])
+        raise WeightsUnavailableError(f"{path.name} holds arbitrary Python objects ({shown}), which are not loaded "
+                                      f"for safety: {SAVE_HINT}")
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as err:  # a pickle the weights-only unpickler refuses, truncated archives
+        raise WeightsUnavailableError(f"{path.name} cannot be read as plain weights ({type(err).__name__}); it is "
+                                      f"not loaded for safety: {SAVE_HINT}") from None
+
+
+def _state_dict(obj, path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a loaded checkpoint: unwrap {'state_dict': ...}, drop a DataParallel 'module.' prefix."""
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsUnavailableError(f"{path.name} holds no state dict of tensors: {SAVE_HINT}")
+    if all(str(k).startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return dict(obj)
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict in a weights file (safetensors, or a torch.save zip of tensors), loaded without ever
+    running its pickle's code; WeightsUnavailableError with the reason otherwise (see the module docstring)."""
+    path = Path(path).expanduser()
+    try:
+        if _is_safetensors(path):
+            from safetensors.torch import load_file
+            try:
+                obj = load_file(str(path), device="cpu")
+            except Exception as err:
+                raise WeightsUnavailableError(f"cannot read checkpoint {path}: {path.name} is not a readable "
+                                              f"safetensors file ({err})") from None
+        else:
+            obj = _torch_load_safely(path)
+    except OSError as err:
+        raise WeightsUnavailableError(f"cannot read checkpoint {path} ({err.strerror}); check the path and its "
+                                      "permissions") from None
+    return _state_dict(obj, path)
+
+
 def _checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """key -> shape of the tensors in a safetensors or torch weights file (reads the index only)."""
     with open(path, "rb") as f:
@@ -35,18 +108,7 @@ def _checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         except Exception as err:
             if path.suffix == SAFETENSORS_SUFFIX:
                 raise WeightsUnavailableError(f"{path.name} is not a readable safetensors file ({err})") from None
-    if not zipfile.is_zipfile(path):
-        raise WeightsUnavailableError(f"{path.name} is neither a safetensors file nor a PyTorch weights file "
-                                      "(torch.save zip archive): it cannot hold model weights")
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # pickled objects other than tensors, truncated archives
-        raise WeightsUnavailableError(f"{path.name} cannot be read as plain weights ({type(err).__name__}); "
-                                      "save the state dict with safetensors or torch.save(state_dict)") from None
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsUnavailableError(f"{path.name} holds no state dict of tensors")
+    obj = _state_dict(_torch_load_safely(path, mmap=True), path)
     return {k: tuple(v.shape) for k, v in obj.items()}
 
 
