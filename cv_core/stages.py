@@ -120,10 +120,15 @@ def finetune_stage(inp: RunInputs, progress, cancel, world: World | None = None)
     if broadcast_flag(world, found is not None):
         return (found[0] if found is not None else None), True
     train, transform = inp.prepared.get("train")
+    t = time.perf_counter()
     state = finetune(inp.lazy.get().model, transform, inp.head, train, inp.ft_cfg, inp.device, progress, cancel,
                      world)
     if world is None or world.is_main:
-        inp.cache.save("encoders", inp.enc_key, state, ENCODER_META)
+        try:
+            inp.cache.save("encoders", inp.enc_key, state, ENCODER_META)
+        except CacheError as err:  # a full disk: the run cannot go on without the cache, so say what is lost
+            raise CacheError(f"{err}. The fine-tuned image encoder ({time.perf_counter() - t:.0f} s of training) "
+                             "could not be kept: the next run trains it again") from None
     barrier(world)  # the other ranks return once the entry exists
     return state, False
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CacheError, InvalidInputError
-from .cache import CACHE_VERSION, key_digest
+from .cache import CACHE_VERSION, WRITER_LOCK, key_digest, write_error
 
 FORMAT = "cvs-feature-store"
 FORMAT_VERSION = 1
@@ -65,8 +65,9 @@ class FeatureStoreWriter:
         try:
             self.root.parent.mkdir(parents=True, exist_ok=True)
             self._tmp = Path(tempfile.mkdtemp(dir=self.root.parent, prefix=f".{self.root.name}-", suffix=".tmp"))
+            self._alive = _hold_writer_lock(self._tmp)
         except OSError as err:
-            raise CacheError(f"cannot create the feature store {self.root}: {err.strerror}") from None
+            raise write_error(self.root.parent.parent, self.root, err) from None
         self._shards: dict[tuple[str, str], list[dict]] = {}
         self._pending: dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray, np.ndarray, list]]] = {}
         self._next_row: dict[tuple[str, str], int] = {}
@@ -157,7 +158,7 @@ class FeatureStoreWriter:
             with _atomic(folder / f"{name}.parquet") as tmp:
                 pq.write_table(table, tmp)
         except OSError as err:
-            raise CacheError(f"cannot write a feature shard in {folder}: {err.strerror}") from None
+            raise write_error(self.root.parent.parent, folder / f"{name}.npy", err) from None
         shards.append({"file": f"{split}/{encoder}/{name}.npy", "meta": f"{split}/{encoder}/{name}.parquet",
                        "start": int(rows[0]), "rows": len(rows),
                        "sha256": hashlib.sha256(feats.tobytes()).hexdigest()})
@@ -173,6 +174,9 @@ class FeatureStoreWriter:
             with _atomic(self._tmp / "manifest.json") as tmp:
                 Path(tmp).write_text(json.dumps(manifest, indent=1, sort_keys=True))
             self._publish()
+        except OSError as err:
+            self.abort()
+            raise write_error(self.root.parent.parent, self.root / "manifest.json", err) from None
         except BaseException:
             self.abort()
             raise
@@ -182,7 +186,15 @@ class FeatureStoreWriter:
     def abort(self) -> None:
         """Drop everything written so far (no manifest, nothing published)."""
         self._closed = True
+        self._release()
         shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def _release(self) -> None:
+        """Drop the writer lock that keeps ``ArtifactCache``'s orphan clean-up away from this temporary folder."""
+        if self._alive is not None:
+            self._alive.close()
+            self._alive = None
+            (self._tmp / WRITER_LOCK).unlink(missing_ok=True)
 
     def _manifest(self) -> dict:
         splits: dict[str, dict] = {}
@@ -216,6 +228,7 @@ class FeatureStoreWriter:
                                             "row by row; both encoders must see the same images in the same rows")
 
     def _publish(self) -> None:
+        self._release()
         with _lock(self.root.parent / f".{self.root.name}.lock"):
             if self.root.exists():
                 try:
@@ -405,6 +418,17 @@ def _atomic(path: Path):
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def _hold_writer_lock(folder: Path):
+    """A shared lock on FOLDER/.writer.lock, held while this writer lives (None where flock is missing)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    f = open(folder / WRITER_LOCK, "a+")
+    fcntl.flock(f, fcntl.LOCK_SH)
+    return f
 
 
 @contextlib.contextmanager
