@@ -104,6 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; nothing half-written was kept", file=sys.stderr)
         return 130
+    except OSError as err:  # any I/O failure not turned into a CVError where it happened: still exit 2
+        if args.debug:
+            raise
+        where = f" {err.filename}" if err.filename else ""
+        print(f"error: cannot read or write{where} ({err.strerror or err}); check the path, its permissions and "
+              "the free space on its disk (--out and --cache-dir choose other folders)", file=sys.stderr)
+        return 2
     except Exception as err:  # the one place that turns unexpected failures into a one-line reason
         if args.debug:
             raise
@@ -169,12 +176,12 @@ def _out_dir(args) -> Path:
 
 
 def cmd_run(args) -> int:
-    from .export import save_class_vectors, summary_dict, write_json
+    from .export import class_vectors_writer, json_writer, summary_dict, write_outputs
     out = _out_dir(args)
     result = _run(args)
     summary = summary_dict(result)
-    write_json(out / "summary.json", summary)
-    save_class_vectors(out / "class_vectors.safetensors", result.class_vectors)
+    write_outputs(out, [("class_vectors.safetensors", class_vectors_writer(result.class_vectors)),
+                        ("summary.json", json_writer(summary))])  # the summary last: never without the vectors
     print(f"{result.backbone_name} on {result.dataset} ({len(result.class_names)} classes, "
           f"{result.num_images('test')} test images, {summary['device']})")
     print(f"  zero-shot accuracy  {result.zero_shot_accuracy:.3f}")

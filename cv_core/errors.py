@@ -42,7 +42,11 @@ class DatasetError(CVError):
 
 
 class CacheError(CVError):
-    """The cache directory cannot be used (e.g. not writable)."""
+    """The cache directory cannot be used (e.g. not writable, or full)."""
+
+
+class OutputError(CVError):
+    """An output file cannot be written (e.g. the output folder's disk is full); nothing half-written is left."""
 
 
 class NumericalError(CVError):

@@ -5,14 +5,16 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .device import describe
-from .errors import InvalidInputError
+from .errors import InvalidInputError, OutputError
 from .results import ClassVectors
 
 
@@ -34,14 +36,67 @@ def _file_mode() -> int:
     return 0o666 & ~mask
 
 
+def _write_text(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def text_writer(text: str) -> Callable[[str], None]:
+    """A writer of ``text`` (UTF-8) for ``write_outputs``."""
+    return lambda tmp: _write_text(tmp, text)
+
+
+def json_writer(data: dict) -> Callable[[str], None]:
+    """A writer of ``data`` as standard JSON (NaN -> null) for ``write_outputs``; serialised before any file
+    is opened, so only I/O can fail while writing."""
+    return text_writer(json.dumps(_clean(data), indent=2))
+
+
+def class_vectors_writer(cv: ClassVectors) -> Callable[[str], None]:
+    """A writer of kappa, mu_pre, mu_ft (C, D) and counts (C,), class names in the safetensors metadata."""
+    tensors = {"kappa": cv.kappa.contiguous(), "mu_pre": cv.mu_pre.contiguous(), "mu_ft": cv.mu_ft.contiguous(),
+               "counts": cv.counts.contiguous()}
+    return lambda tmp: save_file(tensors, tmp, metadata={"class_names": json.dumps(list(cv.class_names))})
+
+
+def write_outputs(folder: Path, files: list[tuple[str, Callable[[str], None]]]) -> list[Path]:
+    """Write every file to a temporary name in ``folder``, then rename them into place in the order given (put
+    summary.json last: it never exists without its companions). A failure (a full disk, permissions) removes
+    every temporary, leaves what was there before, and is an OutputError saying what to do. Permissions follow
+    the umask. -> the written paths."""
+    folder = Path(folder)
+    temps: list[str] = []
+    try:
+        for name, write in files:
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}-")
+            os.close(fd)
+            temps.append(tmp)
+            write(tmp)
+            os.chmod(tmp, _file_mode())
+        for (name, _), tmp in zip(files, temps):
+            os.replace(tmp, folder / name)
+    except (OSError, SafetensorError) as err:
+        raise _output_error(folder, name, err) from None
+    finally:
+        for tmp in temps:
+            Path(tmp).unlink(missing_ok=True)
+    return [folder / name for name, _ in files]
+
+
+def _output_error(folder: Path, name: str, err: BaseException) -> OutputError:
+    from .features.cache import is_disk_full
+    reason = "No space left on device" if is_disk_full(err) else (
+        err.strerror if isinstance(err, OSError) and err.strerror else str(err))
+    todo = ("free space there or choose an output folder on another disk with --out" if is_disk_full(err) else
+            "check that the folder is writable, or choose another output folder with --out")
+    return OutputError(f"cannot write {name} in {folder} ({reason}); {todo}. None of this command's output files "
+                       "were written")
+
+
 def write_json(path: Path, data: dict) -> None:
     """Atomic write (temp file + rename), so a crash never leaves half a file; permissions follow the umask."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    with os.fdopen(fd, "w") as f:
-        json.dump(_clean(data), f, indent=2)
-    os.chmod(tmp, _file_mode())
-    os.replace(tmp, path)
+    write_outputs(path.parent, [(path.name, json_writer(data))])
 
 
 def summary_dict(result) -> dict:
@@ -91,14 +146,9 @@ def edit_dict(result, report, strengths=()) -> dict:
 
 
 def save_class_vectors(path: Path, cv: ClassVectors) -> None:
-    """kappa, mu_pre, mu_ft (C, D) and counts (C,), class names in the safetensors metadata."""
+    """kappa, mu_pre, mu_ft (C, D) and counts (C,), class names in the safetensors metadata (atomic)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    os.close(fd)
-    save_file({"kappa": cv.kappa.contiguous(), "mu_pre": cv.mu_pre.contiguous(), "mu_ft": cv.mu_ft.contiguous(),
-               "counts": cv.counts.contiguous()}, tmp, metadata={"class_names": json.dumps(list(cv.class_names))})
-    os.chmod(tmp, _file_mode())
-    os.replace(tmp, path)
+    write_outputs(path.parent, [(path.name, class_vectors_writer(cv))])
 
 
 def load_class_vectors(path: Path) -> ClassVectors:

@@ -194,9 +194,10 @@ def build_report(run_result, methods: list[str] | None, out_dir: Path, progress:
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"json": str(out_dir / "report.json"), "markdown": str(out_dir / "report.md")}
     report["files"] = files
-    Path(files["json"]).write_text(json.dumps(_clean(report), indent=1, default=str, allow_nan=False),
-                                   encoding="utf-8")
-    Path(files["markdown"]).write_text(render_markdown(report), encoding="utf-8")
+    from ..export import text_writer, write_outputs
+    text = json.dumps(_clean(report), indent=1, default=str, allow_nan=False)
+    write_outputs(out_dir, [("report.md", text_writer(render_markdown(report))),
+                            ("report.json", text_writer(text))])  # atomic: both or neither
     return report
 
 
