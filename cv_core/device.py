@@ -14,9 +14,12 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     """'auto' -> CUDA, then Apple MPS, then CPU. An explicit but absent device is an error."""
     if isinstance(name, torch.device):
         return name
-    base = name.split(":")[0]
+    base, colon, index = str(name).strip().partition(":")
     if base not in DEVICE_CHOICES:
         raise InvalidInputError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)}")
+    if colon and (base == "auto" or not index.isdigit()):
+        raise InvalidInputError(f"device {name!r} is not valid: write auto, cpu, mps, cuda or cuda:N with N the "
+                                "index of a visible GPU (0, 1, ...)")
     if base == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -25,9 +28,12 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
         return torch.device("cpu")
     if base == "cuda" and not torch.cuda.is_available():
         raise InvalidInputError("device 'cuda' was asked for but no CUDA GPU is visible; use --device cpu or auto")
+    if base == "cuda" and colon and int(index) >= torch.cuda.device_count():
+        raise InvalidInputError(f"device {name!r}: there is no GPU {index}; {torch.cuda.device_count()} visible, "
+                                f"numbered 0..{torch.cuda.device_count() - 1}")
     if base == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise InvalidInputError("device 'mps' was asked for but Apple MPS is not available; use cpu or auto")
-    return torch.device(name)
+    return torch.device(f"{base}:{index}" if colon else base)
 
 
 def autocast(device: torch.device):

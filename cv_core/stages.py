@@ -13,7 +13,7 @@ import torch
 from . import __version__
 from .data.datasets import DatasetInfo, fingerprint, get_dataset_info, load_split
 from .device import resolve_device
-from .errors import CacheError, DatasetError
+from .errors import CacheError, DatasetError, InvalidInputError
 from .features.cache import ArtifactCache, key_digest
 from .features.extract import encode_images, encode_pair_to_store, identity, image_source, preprocess_once
 from .features.store import FeatureStore, FeatureStoreWriter, store_root
@@ -85,6 +85,8 @@ def prepare(config, progress: ProgressFn, timings: dict, hits: dict, world: Worl
     device = device or resolve_device(config.device)
     spec = parse_spec(config.backbone)
     info = get_dataset_info(config.dataset)
+    if info.class_names is not None:  # known before loading (e.g. an image folder): fail in a second
+        require_two_classes(info.name, info.class_names)
     cache = ArtifactCache(config.cache_dir)
     lazy = LazyBackbone(config.backbone, device, config.seed, progress)
     weights_id = weights_identity(spec, config.seed)
@@ -195,7 +197,16 @@ def _emit(progress: ProgressFn, stage: str, message: str) -> None:
         progress(Progress(stage, 0, None, message))
 
 
+def require_two_classes(name: str, class_names) -> None:
+    """Class vectors, edits (forget one, retain the rest) and the geometry need at least two classes."""
+    if len(class_names) < 2:
+        raise InvalidInputError(f"{name} has {len(class_names)} class ({', '.join(class_names) or 'none'}); class "
+                                "vectors, edits and the geometry need at least 2 classes. Add another class (for an "
+                                "image folder, another sub-folder of images)")
+
+
 def _check_classes(name: str, data: dict, class_names: tuple[str, ...]) -> None:
+    require_two_classes(name, class_names)
     for split, ds in data.items():
         if tuple(ds.class_names) != class_names:
             raise DatasetError(f"{name}: split {split!r} has different classes than train")

@@ -42,6 +42,9 @@ def collapse_metrics(fs: FeatureSet, head_weights: torch.Tensor) -> CollapseMetr
     x = fs.features.double()
     y = fs.labels
     c = fs.num_classes
+    if c < 2:  # nothing to separate: only NC4 has a meaning (it is 1); the others would divide by zero
+        nan = float("nan")
+        return CollapseMetrics(nan, nan, nan, nan, 1.0)
     means = class_means(x, y, c)                      # (C, D)
     global_mean = x.mean(0)
     centred = means - global_mean                     # (C, D)
