@@ -67,20 +67,43 @@ def test_failed_compute_leaves_no_entry(tmp_path):
 
 
 def test_concurrent_writers_never_leave_a_broken_entry(tmp_path):
+    """Two processes rewrite one entry while this one reads it: every read after the first write is a hit
+    with the right tensors (a broken entry would warn and miss), and the reads really overlapped the writes."""
     import subprocess
     import sys
+    import time
+    import warnings
+    stop = tmp_path / "stop"
     script = (
-        "import sys, torch; from cv_core.features.cache import ArtifactCache\n"
-        "c = ArtifactCache(sys.argv[1])\n"
-        "for i in range(30): c.save('f', {'k': 1}, {'x': torch.full((256, 64), 1.0)})\n"
+        "import os, sys, time, torch; from cv_core.features.cache import ArtifactCache\n"
+        "c = ArtifactCache(sys.argv[1]); n = 0; t = time.time()\n"
+        "while not os.path.exists(sys.argv[2]) and time.time() - t < 120:\n"
+        "    c.save('f', {'k': 1}, {'x': torch.full((256, 64), 1.0)}); n += 1\n"
+        "    open(sys.argv[3], 'w').close()\n"
+        "print(n)\n"
     )
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path)]) for _ in range(2)]
-    cache = ArtifactCache(tmp_path)
-    seen = 0
-    while any(p.poll() is None for p in procs):
-        hit = cache.load("f", {"k": 1})
-        if hit is not None:
-            seen += 1
-            assert torch.equal(hit[0]["x"], torch.full((256, 64), 1.0))
+    started = [tmp_path / f"started{i}" for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "c"), str(stop), str(started[i])],
+                              stdout=subprocess.PIPE, text=True) for i in range(2)]
+    cache = ArtifactCache(tmp_path / "c")
+    hits = hits_while_both_write = misses_after_first_hit = 0
+    deadline = time.time() + 120
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # "ignoring a broken cache entry" fails the test
+            while hits_while_both_write < 200 and time.time() < deadline and all(p.poll() is None for p in procs):
+                both = all(s.exists() for s in started)
+                hit = cache.load("f", {"k": 1})
+                if hit is not None:
+                    hits += 1
+                    hits_while_both_write += both
+                    assert torch.equal(hit[0]["x"], torch.full((256, 64), 1.0))
+                elif hits:
+                    misses_after_first_hit += 1
+    finally:
+        stop.touch()  # the writers stop, also when an assertion failed
+        writes = [int(p.communicate(timeout=60)[0] or 0) for p in procs]
     assert all(p.returncode == 0 for p in procs)
+    assert hits_while_both_write == 200 and misses_after_first_hit == 0
+    assert min(writes) >= 2, f"each writer must have written while the reads went on, wrote {writes}"
     assert cache.load("f", {"k": 1}) is not None and not list(tmp_path.rglob("*.tmp"))
