@@ -96,6 +96,23 @@ def _runs() -> dict:
 _RUNS_LOCK = threading.Lock()
 
 
+@st.cache_resource(show_spinner=False)
+def _identities() -> dict:
+    """AppRunConfig -> data_identity(dataset) when its run was computed."""
+    return {}
+
+
+def data_identity(dataset: str) -> str | None:
+    """For an image folder, a digest of its files' (path, size, mtime) read now (cv_core.data.imagefolder's
+    folder_signature, the same stats as the disk cache's keys); None for other datasets."""
+    prefix, sep, arg = dataset.partition(":")
+    if prefix != "imagefolder" or not sep:
+        return None
+    from cv_core.data.imagefolder import folder_signature
+
+    return folder_signature(arg)
+
+
 def cached_run(config: AppRunConfig):
     """The computed run for ``config``, or None when it has not been computed in this process."""
     return _runs().get(config)
@@ -106,8 +123,9 @@ def compute_run(config: AppRunConfig, progress: Callable | None = None, cancel: 
 
     A cancelled or failed computation stores nothing (the library writes its disk cache atomically).
     """
-    runs = _runs()
-    if config in runs:
+    runs, idents = _runs(), _identities()
+    ident = data_identity(config.dataset)
+    if config in runs and idents.get(config) == ident:  # an image folder whose files changed is computed again
         return runs[config]
     if config.dataset == synthetic.NAME:
         size = int(os.environ.get(SYNTHETIC_SIZE_ENV, synthetic.SPLIT_SIZES["test"]))
@@ -115,7 +133,7 @@ def compute_run(config: AppRunConfig, progress: Callable | None = None, cancel: 
     else:
         result = _run_pipeline(config, progress, cancel)
     with _RUNS_LOCK:
-        runs[config] = result
+        runs[config], idents[config] = result, ident
     return result
 
 

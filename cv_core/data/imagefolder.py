@@ -93,6 +93,16 @@ def _file_stats(root: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
+def folder_signature(path: str | Path) -> str:
+    """A digest of every file's (relative path, size, mtime_ns) under ``path``, read afresh: it changes when an
+    image is added, removed or replaced (the app compares it before reusing a run it holds in memory)."""
+    import hashlib
+    h = hashlib.sha256()
+    for rel, (size, mtime_ns) in sorted(_file_stats(Path(path).expanduser()).items()):
+        h.update(f"{rel}\0{size}\0{mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
 def _stat_row(root: Path, path: Path, stats: dict[str, tuple[int, int]]) -> tuple[str, int, int]:
     rel = path.relative_to(root).as_posix()
     if rel not in stats:  # added after the walk
@@ -135,8 +145,15 @@ def _check_names(path: Path, classes: list[str]) -> None:
                                 "spaces). Rename the folders so that each class has its own name")
 
 
-def _check_val(path: Path, ds, split_layout: bool) -> None:
-    """Every class needs a val image (edit strengths and gates are chosen on val): else say how many it needs."""
+def _check_split(path: Path, ds, split: str, split_layout: bool) -> None:
+    """Every class needs a val image (edit strengths and gates are chosen on val), and the test split an image:
+    else say how many images a class needs."""
+    if split == "test":
+        if len(ds) == 0:
+            raise DatasetError(f"imagefolder:{path}: no image is left for the test split. Each class needs at least "
+                               + ("1 image in test/" if split_layout else
+                                  "2 images (one each for train and test; 3 with val)") + ": add images")
+        return
     counts = [0] * len(ds.class_names)
     for t in ds.targets:
         counts[t] += 1
@@ -169,12 +186,12 @@ def imagefolder_info(arg: str) -> DatasetInfo:
     def load(_root: Path, split: str, _download: bool):
         if split_layout:
             if split == "test":
-                return _load_tree(path / "test")
+                return _load_tree(path / "test")  # FolderImages: a class without images is already an error
             ds = carve_split(_load_tree(path / "train"), split, VAL_FROM_TRAIN)
         else:
             ds = carve_split(_load_tree(path), split, ONE_TREE)
-        if split == "val":
-            _check_val(path, ds, split_layout)
+        if split in ("val", "test"):
+            _check_split(path, ds, split, split_layout)
         return ds
 
     return DatasetInfo(name=f"imagefolder:{path.resolve()}", templates=T.GENERIC, load=load,
