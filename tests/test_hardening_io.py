@@ -127,6 +127,19 @@ def test_a_crafted_checkpoint_never_runs_even_with_torch_force_no_weights_only(t
     assert not marker.exists(), "the checkpoint's pickle ran"
 
 
+def test_the_pickle_is_scanned_before_torch_load_is_reached(tmp_path, monkeypatch):
+    """Even a torch whose load ignored weights_only (the variable's effect on calls that omit it) would not run
+    the crafted pickle: the static scan refuses the file before torch.load is called."""
+    from cv_core.models.checkpoints import load_weights
+    marker, path = tmp_path / "marker", tmp_path / "evil.pt"
+    _as_torch_zip(_crafted_pickle(marker), path)
+    calls = []
+    monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(a))
+    with pytest.raises(WeightsUnavailableError, match="not loaded for safety"):
+        load_weights(path)
+    assert calls == [] and not marker.exists()
+
+
 def test_plain_torch_weights_still_load_with_the_variable_set(tmp_path, monkeypatch):
     from cv_core.models.backbones import load_backbone
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
