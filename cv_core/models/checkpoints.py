@@ -47,7 +47,8 @@ def _torch_load_safely(path: Path, mmap: bool = False):
     """``torch.load`` of a zip archive with weights only, after a static scan of its pickle; never unsafe."""
     if not zipfile.is_zipfile(path):
         raise WeightsUnavailableError(f"{path.name} is neither a safetensors file nor a PyTorch weights file "
-                                      f"(torch.save zip archive); legacy pickles are not loaded for safety: {SAVE_HINT}")
+                                      "(torch.save zip archive); legacy pickles are not loaded for safety: "
+                                      f"{SAVE_HINT}")
     try:
         unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except Exception as err:  # TorchScript archives, opcodes the weights-only unpickler lacks, broken archives
