@@ -10,6 +10,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
+from app.markup import text, texts
+
 WEBGL_FROM = 2000
 PALETTE = qualitative.Plotly + qualitative.D3 + qualitative.Alphabet
 # One colour convention for accuracy changes on every page (the browser's live editor uses the same values):
@@ -45,6 +47,7 @@ def latent_map(xy: np.ndarray, labels: np.ndarray, preds: np.ndarray, class_name
     pretrained to fine-tuned (the class vectors); moved: (N,) bool, points the edit changed (named in
     the title; not outlined, because per-point line widths make WebGL redraws much slower).
     """
+    class_names = texts(class_names)  # shown as typed, never as Plotly markup (app.markup)
     fig = go.Figure()
     scatter = _scatter(len(xy))
     index = np.arange(len(xy))
@@ -86,6 +89,7 @@ def _add_class_vectors(fig: go.Figure, pre: np.ndarray, ft: np.ndarray, class_na
 def accuracy_bars(before: np.ndarray, after: np.ndarray, class_names: Sequence[str],
                   edited: Sequence[int] = (), height: int = 320) -> go.Figure:
     """Per-class accuracy (C,) before and after the edit, in percent; edited classes marked with *."""
+    class_names = texts(class_names)
     names = [f"{n} *" if i in set(edited) else str(n) for i, n in enumerate(class_names)]
     fig = go.Figure([
         go.Bar(x=names, y=100 * np.asarray(before), name="before", marker_color=BEFORE,
@@ -104,6 +108,7 @@ def accuracy_bars(before: np.ndarray, after: np.ndarray, class_names: Sequence[s
 def confusion_heatmap(confusion: np.ndarray, class_names: Sequence[str], title: str = "Confusion matrix",
                       height: int = 380) -> go.Figure:
     """confusion: (C, C) counts, rows true, columns predicted; shown as row-normalised percent."""
+    class_names = texts(class_names)
     conf = np.asarray(confusion, dtype=np.float64)
     pct = 100 * conf / np.maximum(conf.sum(1, keepdims=True), 1)
     names = [str(n) for n in class_names]
@@ -119,6 +124,7 @@ def confusion_heatmap(confusion: np.ndarray, class_names: Sequence[str], title: 
 def cosine_heatmap(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str], title: str,
                    height: int = 380) -> go.Figure:
     """A (M, K) cosine matrix on a diverging scale fixed to [-1, 1]."""
+    rows, cols = texts(rows), texts(cols)
     fig = go.Figure(go.Heatmap(z=np.asarray(matrix), x=[str(c) for c in cols], y=[str(r) for r in rows],
                                colorscale="RdBu", zmid=0, zmin=-1, zmax=1, texttemplate="%{z:.2f}",
                                hovertemplate="%{y} vs %{x}: %{z:.3f}<extra></extra>"))
@@ -129,6 +135,7 @@ def cosine_heatmap(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str],
 
 def interference_heatmap(table, class_names: Sequence[str], height: int = 380) -> go.Figure:
     """(C, C) accuracy changes in [-1, 1] (row: edited class) as points, red for drops, green for rises."""
+    class_names = texts(class_names)
     z = 100 * np.asarray(table, dtype=float)
     names = [str(n) for n in class_names]
     fig = go.Figure(go.Heatmap(z=z, x=names, y=names, zmid=0, zmin=-10, zmax=10, texttemplate="%{z:+.1f}",
@@ -178,6 +185,7 @@ def presenter_map(background_xy: np.ndarray, frames_xy: Sequence[np.ndarray], la
     """One class's points moving on the map as the strength grows (an animation with a play button).
 
     background_xy: (N, 2) every test point, faint; frames_xy: per strength, (M, 2) the class's points."""
+    class_name = text(class_name)
     first = np.asarray(frames_xy[0])
     fig = go.Figure(
         [go.Scatter(x=background_xy[:, 0], y=background_xy[:, 1], mode="markers", hoverinfo="skip",
@@ -205,6 +213,7 @@ def presenter_sweep(curve: Sequence[tuple[float, float, float]], class_name: str
                     height: int = 460) -> go.Figure:
     """Accuracy on the forgotten class and on the others as the strength grows (val curve of the forget
     strength), with the chosen strength marked: how the bars change between 'before' and 'after'."""
+    class_name = text(class_name)
     lams = [c[0] for c in curve]
     fig = go.Figure([
         go.Scatter(x=lams, y=[100 * c[1] for c in curve], name=f"accuracy on {class_name}", mode="lines",
@@ -269,6 +278,7 @@ def live_map(xy: np.ndarray, labels: np.ndarray, preds: np.ndarray, class_names:
     positions of the moved points before this release, drawn faint; still_image: the picture of
     the unchanged points from :func:`raster_points` (computed here when not given).
     """
+    class_names = texts(class_names)
     still = ~moved
     scatter = _scatter(int(moved.sum()) + (0 if previous_xy is None else len(previous_xy)))
     fig = go.Figure()

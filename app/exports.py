@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from app.state import AppRunConfig
+from cv_core.editspec import EditSpec
 from cv_core.export import save_class_vectors
 
 
@@ -66,25 +67,17 @@ def figure_html(fig) -> bytes:
     return fig.to_html(full_html=True, include_plotlyjs=True).encode()
 
 
-def recipe(config: AppRunConfig, class_names: Sequence[str], coefs: Sequence[float],
-           moves: Sequence[tuple[int, int, float]], gate) -> str:
-    """A shell script that reproduces the session with the CLI (``python -m cv_core run`` / ``edit``)."""
+def recipe(config: AppRunConfig, class_names: Sequence[str], spec: EditSpec) -> str:
+    """A shell script that reproduces the session with the CLI (``cvstudio run`` / ``edit``); the edit's
+    arguments are ``EditSpec.cli_args``, which the CLI reads back to the same edit."""
     common = ["--backbone", config.backbone, "--dataset", config.dataset, "--device", config.device,
               "--seed", str(config.seed)]
     if config.data_root:
         common += ["--data-root", config.data_root]
     if config.max_per_class:
         common += ["--max-per-class", str(config.max_per_class)]
-    edit = []
-    for c, a in enumerate(coefs):
-        if a:
-            edit += ["--coef", f"{class_names[c]}={a:g}"]
-    for s, t, a in moves:
-        if a:
-            edit += ["--move", f"{class_names[s]}:{class_names[t]}={a:g}"]
-    gate_arg = "auto" if gate == "auto" else ("none" if gate is None else f"{float(gate):g}")
-    lines = ["#!/bin/sh", "# Reproduces a Class Vector Studio session with the CLI (run from the repository root).",
-             "set -e", "python -m cv_core run " + shlex.join(common)]
-    if edit:
-        lines.append("python -m cv_core edit " + shlex.join(common + edit + ["--gate", gate_arg]))
+    lines = ["#!/bin/sh", "# Reproduces a Class Vector Studio session with the CLI (python -m cv_core, or cvstudio "
+             "once the package is installed).", "set -e", "python -m cv_core run " + shlex.join(common)]
+    if any(spec.coefficients) or spec.moves:
+        lines.append("python -m cv_core edit " + shlex.join(common + spec.cli_args(class_names)))
     return "\n".join(lines) + "\n"

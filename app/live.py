@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from cv_core.math.factored import FactoredScores, Move
+from cv_core.editspec import forget_set
 from cv_core.math.metrics import Scores, forget_retain, score
 from cv_core.results import ClassVectors, FeatureSet, ZeroShotHead
 
@@ -29,8 +30,9 @@ class LiveResult:
     """What the charts show after one slider release.
 
     before, after: per-class accuracy (C,) as numpy float arrays;
-    edited_classes: classes with a non-zero term; forget/retain: accuracy on the forgotten classes
-    (negative coefficient or moved away, as in ``python -m cv_core edit``) and on the others;
+    edited_classes: classes with a non-zero term; forget/retain: sample-weighted accuracy on the images of the
+    forgotten classes (``cv_core.editspec.forget_set``) and on all other images (the one rule,
+    ``cv_core.math.metrics.forget_retain``);
     preds: (N,) predicted class after the edit; moved: (N,) bool, the points the edit changed;
     moved_weights: (M, C) float64 their class-vector weights (M = moved.sum()): the edited latent
     is r + moved_weights @ kappa (see :meth:`LiveEditor.moved_latents`).
@@ -39,13 +41,13 @@ class LiveResult:
     before: Scores
     after: Scores
     edited_classes: tuple[int, ...]
-    forget: float
+    forget: float | None  # None: nothing forgotten (cv_core.math.metrics.forget_retain; retain is then overall)
     retain: float
     retain_before: float
     preds: np.ndarray
     moved: np.ndarray
     moved_weights: torch.Tensor
-    forget_before: float = float("nan")
+    forget_before: float | None = None
 
 
 @contextmanager
@@ -109,8 +111,7 @@ class LiveEditor:
     def _evaluate(self, coefs, gamma, moves) -> LiveResult:
         a = np.asarray(coefs, dtype=np.float64)
         edited = tuple(sorted({int(c) for c in np.flatnonzero(a)} | {int(s) for s, _, al in moves if al}))
-        # forgotten = negative coefficients (as in `python -m cv_core edit`) and moved-away classes
-        forgotten = tuple(sorted({int(c) for c in np.flatnonzero(a < 0)} | {int(s) for s, _, al in moves if al}))
+        forgotten = forget_set(a, moves)  # the one rule (cv_core.editspec), as in `python -m cv_core edit`
         rows, weights = self.factored.edit_rows(coefs, gamma, moves)                     # (M,), (M, C)
         preds = self.base_preds.clone()
         if rows.numel():
@@ -118,12 +119,8 @@ class LiveEditor:
         moved = torch.zeros(self.latents.shape[0], dtype=torch.bool)
         moved[rows] = True
         after = score(preds, self.labels, self.cv.num_classes) if rows.numel() else self.base
-        if forgotten:
-            forget, retain = forget_retain(after.per_class, forgotten)
-            forget_before, retain_before = forget_retain(self.base.per_class, forgotten)
-        else:
-            forget, retain, retain_before = float("nan"), after.accuracy, self.base.accuracy
-            forget_before = float("nan")
+        forget, retain = forget_retain(after, forgotten)  # sample-weighted; nothing forgotten: None, overall
+        forget_before, retain_before = forget_retain(self.base, forgotten)
         return LiveResult(self.base, after, edited, forget, retain, retain_before, preds.numpy(),
                           moved.numpy(), weights, forget_before)
 

@@ -23,7 +23,8 @@ SPLIT_SIZES = {"train": 2000, "val": 500, "test": 10000}
 
 @dataclass(frozen=True)
 class SyntheticRun:
-    """The fields of ``cv_core.pipeline.RunResult`` that the app reads."""
+    """A ``cv_core.results.Run`` (the protocol ``cv_core.pipeline.RunResult`` also satisfies): latents only,
+    no feature store, no fine-tuned encoder, derived artifacts kept in memory (``cache_dir`` False)."""
 
     head: ZeroShotHead
     pre: dict[str, FeatureSet]
@@ -34,6 +35,9 @@ class SyntheticRun:
     timings: dict[str, float] = field(default_factory=dict)
     backbone_name: str = "synthetic"
     dataset: str = NAME
+    store: None = None
+    finetune_config: None = None
+    cache_dir: bool = False
 
     @property
     def class_names(self) -> tuple[str, ...]:

@@ -9,8 +9,6 @@ writes the session back after each run (page navigation clears the URL's paramet
 """
 from __future__ import annotations
 
-import math
-
 import streamlit as st
 
 from app import state
@@ -76,11 +74,14 @@ def decode_edit(params, num_classes: int) -> tuple[list[float], list[tuple[int, 
 
 
 def _finite(text: str):
+    """A coefficient, alpha or gate read from the URL, or None when it is not one the library accepts."""
+    from cv_core.errors import InvalidInputError
+    from cv_core.results import check_coefficient
+
     try:
-        v = float(text)
-    except (TypeError, ValueError):
+        return check_coefficient(text)
+    except InvalidInputError:
         return None
-    return v if math.isfinite(v) else None
 
 
 def _finite_int(text: str, n: int):

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
+from .editspec import GATE_HELP
 from .errors import CVError, InvalidInputError
 from .progress import Progress
 
@@ -84,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="forget CLASS at its forget strength: 1.5 x the smallest lambda in [0, 3] whose edit "
                            "brings the val split's forget accuracy to <= 5%% with retain accuracy within 1 point "
                            "(chosen per class, cached with the run, written to edit.json); repeatable")
-    edit.add_argument("--gate", default="auto", help="cosine gate: auto (default), none, or a number in [-1, 1]")
+    edit.add_argument("--gate", default="auto", help="cosine gate: " + "; ".join(
+        f"{k if k != 'number' else 'a number'}: {v}" for k, v in GATE_HELP.items()).replace("%", "%%")
+        + " (default: auto)")
     rep = sub.add_parser("report", help="compare editing/unlearning methods; writes report.json and report.md")
     _add_run_options(rep)
     rep.add_argument("--methods", default=None, help="comma-separated method names (default: all fast ones)")
@@ -141,12 +143,13 @@ def cmd_list(args) -> int:
 
 
 def config_from_args(args, splits: tuple[str, ...] = ("train", "test")):
+    from .models.backbones import is_builtin
     from .models.finetune import FinetuneConfig
     from .pipeline import RunConfig
     from .device import resolve_device
     finetune = None
     if args.steps is not None:
-        base = FinetuneConfig.default_for(resolve_device(args.device), small_model=args.backbone == "builtin")
+        base = FinetuneConfig.default_for(resolve_device(args.device), small_model=is_builtin(args.backbone))
         finetune = FinetuneConfig.from_dict({**base.as_dict(), "steps": args.steps,
                                              "warmup": min(base.warmup, max(0, args.steps // 10))})
     return RunConfig(backbone=args.backbone, dataset=args.dataset, device=args.device, data_root=args.data_root,
@@ -202,44 +205,12 @@ def cmd_finetune(args) -> int:
     return 0
 
 
-def _number(option: str, item: str, value: str, what: str) -> float:
-    """The finite number after '=' in ``option item``, or a one-line error naming it."""
-    try:
-        v = float(value)
-    except ValueError:
-        raise InvalidInputError(f"{option} {item!r}: {value!r} is not a number") from None
-    if not math.isfinite(v):
-        raise InvalidInputError(f"{option} {item!r}: {what} must be a finite number")
-    return v
-
-
-def parse_coefs(items: list[str]) -> dict[str, float]:
-    """--coef CLASS=VALUE -> {class: value} (class names as in summary.json, or indices)."""
-    coefs: dict[str, float] = {}
-    for item in items:
-        name, sep, value = item.rpartition("=")
-        if not sep or not name:
-            raise InvalidInputError(f"--coef {item!r} must look like CLASS=VALUE, e.g. --coef 3=-1")
-        coefs[name] = _number("--coef", item, value, "the coefficient")
-    return coefs
-
-
-def parse_moves(items: list[str]) -> list[tuple[str, str, float]]:
-    """--move SOURCE:TARGET=ALPHA -> [(source, target, alpha)] (class names or indices, as in --coef)."""
-    moves = []
-    for item in items:
-        pair, sep, value = item.rpartition("=")
-        source, colon, target = pair.partition(":")
-        if not sep or not colon or not source or not target:
-            raise InvalidInputError(f"--move {item!r} must look like SOURCE:TARGET=ALPHA, e.g. --move 3:5=0.6")
-        moves.append((source, target, _number("--move", item, value, "alpha")))
-    return moves
-
-
 def cmd_edit(args) -> int:
+    from .editspec import parse_coef_args, parse_gate, parse_move_args
     from .export import edit_dict, write_json
     from .pipeline import apply_edit
-    coefs, moves = parse_coefs(args.coef), parse_moves(args.move)
+    coefs, moves = parse_coef_args(args.coef), parse_move_args(args.move)
+    parse_gate(args.gate)  # a bad gate fails before any work
     if not coefs and not moves and not args.forget:
         raise InvalidInputError("give at least one --forget CLASS (forgets it at the strength chosen on val), "
                                 "--coef CLASS=VALUE (e.g. --coef 3=-1) or --move SOURCE:TARGET=ALPHA "
@@ -247,7 +218,7 @@ def cmd_edit(args) -> int:
     out = _out_dir(args)
     result = _run(args, ("train", "val", "test") if args.forget else ("train", "test"))
     strengths = forget_coefficients(result, args.forget, coefs, args.gate)
-    coefs = {**coefs, **{s.name: -s.lam for s in strengths}}
+    coefs = coefs + [(s.name, -s.lam) for s in strengths]
     report = apply_edit(result, coefs, args.gate, moves=moves)
     write_json(out / "edit.json", edit_dict(result, report, strengths))
     moved = "".join(f", move {s}->{t} by {a:g}" for s, t, a in report.moves)
@@ -255,13 +226,16 @@ def cmd_edit(args) -> int:
     print(f"edit {coefs_txt}{moved} (gate {args.gate}) on {result.dataset} test split:")
     for s in strengths:
         print(f"  forget strength of {s.describe()}")
-    print(f"  forget accuracy {report.forget_accuracy_before:.3f} -> {report.forget_accuracy:.3f}")
+    if report.forget_accuracy is None:
+        print("  forget accuracy -  (nothing forgotten)")
+    else:
+        print(f"  forget accuracy {report.forget_accuracy_before:.3f} -> {report.forget_accuracy:.3f}")
     print(f"  retain accuracy {report.retain_accuracy_before:.3f} -> {report.retain_accuracy:.3f}")
     print(f"  wrote {out / 'edit.json'}")
     return 0
 
 
-def forget_coefficients(result, classes: list[str], coefs: dict[str, float], gate) -> list:
+def forget_coefficients(result, classes: list[str], coefs: list[tuple[str, float]], gate) -> list:
     """The ForgetStrength of every --forget class (chosen on val, cached with the run); a class also
     given a --coef is an error, never "last wins"."""
     from .edits.strength import run_forget_strengths
@@ -270,7 +244,7 @@ def forget_coefficients(result, classes: list[str], coefs: dict[str, float], gat
         return []
     names = result.class_names
     idx = [class_index(names, c) for c in classes]
-    given = {class_index(names, c) for c in coefs}
+    given = {class_index(names, c) for c, _ in coefs}
     dup = sorted({names[i] for i in idx if idx.count(i) > 1 or i in given})
     if dup:
         raise InvalidInputError(f"class {', '.join(dup)} is given twice (--forget and --coef, or --forget twice): "

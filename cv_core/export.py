@@ -121,16 +121,17 @@ def summary_dict(result) -> dict:
 
 
 def edit_dict(result, report, strengths=()) -> dict:
-    """The edit and its scores; ``strengths``: ForgetStrength of each class forgotten by --forget."""
+    """The edit (in the one JSON form, ``cv_core.editspec.EditSpec.to_json``: coefficients, moves, gate) and
+    its scores; ``gate_thresholds``: the (C,) cosines the gate resolved to (None: no gate);
+    ``strengths``: ForgetStrength of each class forgotten by --forget."""
     names = result.class_names
     before, after = report.before.per_class.tolist(), report.after.per_class.tolist()
     return {
         "backbone": result.backbone_name,
         "dataset": result.dataset,
         "split": report.split,
-        "coefficients": report.coefficients,
-        "moves": [{"from": s, "to": t, "alpha": a} for s, t, a in report.moves],
-        "gate": report.gamma,
+        **report.spec.to_json(names),
+        "gate_thresholds": report.gamma,
         "forget_strengths": {s.name: s.as_dict() for s in strengths},
         "forget_classes": [names[i] for i in report.forget_classes],
         "forget_accuracy": report.forget_accuracy,

@@ -6,7 +6,6 @@ run is served from the cache without loading the model.
 """
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,12 +20,13 @@ from .features.store import FeatureStore
 from .features.stored import StoreSplits, blocks, class_vectors_from_store, scores_from_store
 from .math.class_vectors import compute_class_vectors
 from .math.metrics import Scores, forget_retain, score
-from .math.steering import auto_gamma_from_blocks, edit_from_coefficients, move_edit, steer
+from .editspec import EditSpec, resolve_gate
+from .math.steering import edit_from_coefficients, move_edit, steer
 from .models.backbones import Backbone
 from .models.distributed import init_world, shutdown
 from .models.finetune import FinetuneConfig, finetuned_encoder
 from .progress import CancelFn, ProgressFn
-from .results import ClassVectors, FeatureSet, ZeroShotHead, class_index
+from .results import ClassVectors, FeatureSet, ZeroShotHead
 from .stages import LazyBackbone, file_features, finetune_stage, prepare, store_features, uses_store
 
 SPLIT_CHOICES = ("train", "val", "test")
@@ -96,6 +96,11 @@ class RunResult:
     @property
     def finetuned_accuracy(self) -> float:
         return self.finetuned.accuracy
+
+    @property
+    def cache_dir(self) -> str | None:
+        """Where this run's artifacts are cached (None: the default cache folder)."""
+        return self.config.cache_dir
 
     def num_images(self, split: str) -> int:
         """Images of a split (read from the store's manifest when there is one: no features loaded)."""
@@ -196,29 +201,17 @@ class EditReport:
     before: Scores
     after: Scores
     forget_classes: tuple[int, ...]
-    forget_accuracy: float
+    forget_accuracy: float | None  # None: nothing forgotten (then retain = overall accuracy)
     retain_accuracy: float
-    forget_accuracy_before: float
+    forget_accuracy_before: float | None
     retain_accuracy_before: float
     moves: tuple[tuple[str, str, float], ...] = ()
-
-
-def resolve_gamma(result: RunResult, gamma: float | str | None) -> torch.Tensor | None:
-    """'auto' -> per-class thresholds from the train latents; None/'none' -> no gate; a number -> that."""
-    if gamma is None or (isinstance(gamma, str) and gamma.lower() == "none"):
-        return None
-    if isinstance(gamma, str) and gamma.lower() == "auto":
-        return auto_gamma_from_blocks(result.class_vectors, _ft_blocks(result, "train"))
-    try:
-        return torch.tensor(float(gamma))
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"gate must be 'auto', 'none' or a cosine in [-1, 1], got {gamma!r}") from None
+    spec: EditSpec | None = None  # the edit as given (its gate setting, for edit.json)
 
 
 def _ft_blocks(result: RunResult, split: str):
     """(features, labels) blocks of the fine-tuned latents: from the store, or the whole split at once."""
-    store = getattr(result, "store", None)  # runs that only carry latents (the app's synthetic run) have none
-    return blocks(store if store is not None else result.ft[split], split, "ft")
+    return blocks(result.store if result.store is not None else result.ft[split], split, "ft")
 
 
 def apply_edit(result: RunResult, coefs, gamma: float | str | None = "auto", split: str = "test",
@@ -228,20 +221,19 @@ def apply_edit(result: RunResult, coefs, gamma: float | str | None = "auto", spl
     coefs: mapping class -> coefficient or (C,) values (may be all zero when ``moves`` is given);
     moves: (source, target, alpha) terms, class names or indices: alpha (kappa_target - kappa_source)
     gated on the source class (move source towards target; the prediction flips near alpha 0.5).
-    Every term's gate is read from the unedited latents, as in the app. Forgotten classes: negative
-    coefficients and moved sources. A store-backed run is edited block by block.
+    Every term's gate is read from the unedited latents, as in the app. The forget set and its accuracies are
+    ``cv_core.editspec.forget_set`` and ``cv_core.math.metrics.forget_retain`` (sample-weighted; nothing
+    forgotten -> forget None, retain = overall). A store-backed run is edited block by block.
     """
     if split not in result.ft:
         raise InvalidInputError(f"split {split!r} was not computed; available: {sorted(result.ft)}")
     cv = result.class_vectors
-    a = cv.coefficients(coefs)
-    g = resolve_gamma(result, gamma)
-    moves = [(class_index(cv.class_names, s), class_index(cv.class_names, t), float(al)) for s, t, al in moves]
-    for s, t, al in moves:
-        if not math.isfinite(al):
-            raise InvalidInputError(f"move {cv.class_names[s]}->{cv.class_names[t]}: alpha must be a finite number")
+    spec = EditSpec.build(cv.class_names, coefs, moves, gamma)
+    forget = spec.forget()
+    a = torch.tensor(spec.coefficients, dtype=torch.float32)
+    g = resolve_gate(result, spec.gate)
     edit = edit_from_coefficients(cv, a, g)
-    move_edits = [move_edit(cv, s, t, al, g) for s, t, al in moves if al]
+    move_edits = [move_edit(cv, s, t, al, g) for s, t, al in spec.moves if al]
     preds_before, preds_after, labels = [], [], []
     for feats, y in _ft_blocks(result, split):
         edited = steer(feats, edit)
@@ -254,13 +246,12 @@ def apply_edit(result: RunResult, coefs, gamma: float | str | None = "auto", spl
     labels = torch.cat(labels)
     before = score(torch.cat(preds_before), labels, c)
     after = score(torch.cat(preds_after), labels, c)
-    forget = tuple(sorted(set(torch.nonzero(a < 0).flatten().tolist()) | {s for s, _, al in moves if al}))
     if forget and len(forget) == c:
         raise InvalidInputError("every class is forgotten (negative coefficient or moved away): nothing would be "
                                 "retained")
-    fa, ra = forget_retain(after.per_class, forget)
-    fb, rb = forget_retain(before.per_class, forget)
-    named = {cv.class_names[i]: float(v) for i, v in enumerate(a.tolist()) if v != 0.0}
-    gam = None if g is None else [float(x) for x in g.expand(c).tolist()]
-    named_moves = tuple((cv.class_names[s], cv.class_names[t], al) for s, t, al in moves if al)
-    return EditReport(named, gam, split, before, after, forget, fa, ra, fb, rb, named_moves)
+    fa, ra = forget_retain(after, forget)
+    fb, rb = forget_retain(before, forget)
+    named = {cv.class_names[i]: float(v) for i, v in enumerate(spec.coefficients) if v != 0.0}
+    gam = None if g is None else [float(x) for x in g.tolist()]
+    named_moves = tuple((cv.class_names[s], cv.class_names[t], al) for s, t, al in spec.moves if al)
+    return EditReport(named, gam, split, before, after, forget, fa, ra, fb, rb, named_moves, spec)

@@ -4,12 +4,19 @@ These are frozen dataclasses around tensors. They hold no paths and do no I/O.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import torch
 
 from .errors import InvalidInputError, NumericalError, UnknownNameError
+
+if TYPE_CHECKING:
+    from .features.store import FeatureStore
+    from .math.metrics import Scores
+    from .models.finetune import FinetuneConfig
 
 
 def check_finite(x: torch.Tensor, what: str) -> torch.Tensor:
@@ -115,14 +122,20 @@ class ClassVectors:
         """Normalise coefficients given by class name/index mapping or as a (C,) sequence -> (C,) float32."""
         if isinstance(coefs, Mapping):
             out = torch.zeros(self.num_classes)
+            seen: set[int] = set()
             for key, value in coefs.items():
-                out[class_index(self.class_names, key)] = _finite_coef(value, key)
+                i = class_index(self.class_names, key)
+                if i in seen:
+                    raise InvalidInputError(f"class {self.class_names[i]!r} is given two coefficients (by name and "
+                                            "by index?): give each class one")
+                seen.add(i)
+                out[i] = check_coefficient(value, f"coefficient of class {key!r}")
             return out
         out = torch.as_tensor(coefs, dtype=torch.float32).flatten()
         if out.numel() != self.num_classes:
             raise InvalidInputError(f"expected {self.num_classes} coefficients, got {out.numel()}")
         for i, v in enumerate(out.tolist()):
-            _finite_coef(v, self.class_names[i])
+            check_coefficient(v, f"coefficient of class {self.class_names[i]!r}")
         return out
 
     def combine(self, coefs) -> torch.Tensor:
@@ -130,8 +143,60 @@ class ClassVectors:
         return self.coefficients(coefs).to(self.kappa.dtype) @ self.kappa
 
 
-def _finite_coef(value, key) -> float:
-    v = float(value)
-    if v != v or v in (float("inf"), float("-inf")):
-        raise InvalidInputError(f"coefficient for class {key!r} must be a finite number, got {value!r}")
+#: Largest |coefficient| (and |alpha| of a move) an edit accepts. The sliders span [-3, 3] and forget
+#: strengths [0, 3]; beyond 100 the edited latent is the class vector alone and float32 overflows near 1e38.
+COEF_LIMIT = 100.0
+
+
+def check_coefficient(value, what: str = "coefficient") -> float:
+    """A coefficient or move alpha as a float: finite and |value| <= COEF_LIMIT, else InvalidInputError."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{what} must be a number, got {value!r}") from None
+    if not math.isfinite(v) or abs(v) > COEF_LIMIT:
+        raise InvalidInputError(f"{what} must be a finite number in [-{COEF_LIMIT:g}, {COEF_LIMIT:g}], got {value!r} "
+                                "(coefficients of about -3..3 already forget or move a class)")
     return v
+
+
+@runtime_checkable
+class Run(Protocol):
+    """What a computed run offers the app, the report and the edit functions: ``cv_core.pipeline.RunResult``
+    and the app's synthetic run (``app.synthetic.SyntheticRun``) both satisfy it, so callers never probe.
+
+    pre / ft: split -> FeatureSet; store: the sharded feature store of a large run, else None;
+    finetune_config: None when no encoder was fine-tuned (synthetic latents); cache_dir: where derived
+    artifacts (forget-strength curves) are cached: a folder, None (the default folder) or False (memory only).
+    """
+
+    @property
+    def head(self) -> ZeroShotHead: ...
+    @property
+    def pre(self) -> Mapping[str, FeatureSet]: ...
+    @property
+    def ft(self) -> Mapping[str, FeatureSet]: ...
+    @property
+    def class_vectors(self) -> ClassVectors: ...
+    @property
+    def zero_shot(self) -> Scores: ...
+    @property
+    def finetuned(self) -> Scores: ...
+    @property
+    def timings(self) -> dict[str, float]: ...
+    @property
+    def backbone_name(self) -> str: ...
+    @property
+    def dataset(self) -> str: ...
+    @property
+    def class_names(self) -> tuple[str, ...]: ...
+    @property
+    def zero_shot_accuracy(self) -> float: ...
+    @property
+    def finetuned_accuracy(self) -> float: ...
+    @property
+    def store(self) -> FeatureStore | None: ...
+    @property
+    def finetune_config(self) -> FinetuneConfig | None: ...
+    @property
+    def cache_dir(self) -> str | None | Literal[False]: ...

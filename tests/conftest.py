@@ -37,9 +37,10 @@ def single_thread():
     torch.set_num_threads(n)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_digits_run(tmp_path_factory):
-    """A real pipeline run of the tiny random CLIP on 12 digits per class (shared by a test module)."""
+    """A real pipeline run of the tiny random CLIP on 12 digits per class, computed once per session and
+    shared by every module that only reads it (a RunResult is frozen; its cache folder is its own)."""
     from cv_core.models.finetune import FinetuneConfig
     from cv_core.pipeline import RunConfig, run
     cfg = RunConfig(backbone=f"{TINY}:random", dataset="digits", device="cpu",

@@ -99,7 +99,7 @@ def test_bad_inputs_are_clear_errors(ctx):
         run_method("cv_steer", ctx, [9])
     with pytest.raises(InvalidInputError, match="finite"):
         run_method("cv_steer", ctx, [1], options={"lam": float("nan")})
-    with pytest.raises(InvalidInputError, match="gamma"):
+    with pytest.raises(InvalidInputError, match="gate"):
         run_method("cv_steer", ctx, [1], options={"gamma": 2.0})
     with pytest.raises(UnknownNameError, match="cv_steer"):
         run_method("cv_stear", ctx, [1])

@@ -21,7 +21,7 @@ def ctx():
 
 def _val_forget_retain(ctx, c, lam, gamma):
     z = steer(ctx.ft["val"].features, edit_from_coefficients(ctx.class_vectors, {c: -lam}, gamma))
-    return forget_retain(score(ctx.head.predict(z), ctx.labels("val"), ctx.num_classes).per_class, [c])
+    return forget_retain(score(ctx.head.predict(z), ctx.labels("val"), ctx.num_classes), [c])
 
 
 def test_the_chosen_strength_is_the_smallest_grid_value_that_forgets(ctx):

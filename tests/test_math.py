@@ -125,7 +125,10 @@ def test_score_confusion_and_forget_retain():
     assert s.accuracy == pytest.approx(4 / 6)
     assert s.confusion[0].tolist() == [1, 1, 0, 0] and s.confusion.sum() == 6
     assert s.per_class[:3].tolist() == [0.5, 1.0, 0.5] and math.isnan(float(s.per_class[3]))
-    assert forget_retain(s.per_class, [1]) == (1.0, 0.5)
+    assert forget_retain(s, [1]) == (1.0, 0.5)
+    # sample-weighted: classes 0 and 2 hold 2 + 2 images with 2 right -> 0.5; nothing forgotten -> (None, overall)
+    assert forget_retain(score(torch.tensor([0, 0, 0, 1, 1, 1]), torch.tensor([0, 0, 0, 0, 1, 2]), 3), [2]) == (0.0, 0.8)
+    assert forget_retain(s, []) == (None, pytest.approx(4 / 6))
 
 
 def test_cosine_matrix():

@@ -40,8 +40,8 @@ def test_run_computes_then_serves_everything_from_cache(config):
     assert not changed.cache_hits["finetune"] and changed.cache_hits["pre:test"]
 
 
-def test_finetuned_encoder_reloads_from_cache(config):
-    result = run(config)
+def test_finetuned_encoder_reloads_from_cache(tiny_digits_run):
+    result = tiny_digits_run
     enc = result.finetuned_encoder()
     ds = result.images("test")
     x = result.backbone().preprocess(ds[0][0])[None]
@@ -49,10 +49,18 @@ def test_finetuned_encoder_reloads_from_cache(config):
         assert torch.allclose(enc.encode_image(x)[0], result.ft["test"].features[0], atol=1e-4)
 
 
-def test_edit_forgets_with_the_class_vector(config):
-    result = run(config)
-    report = apply_edit(result, {"3": -1.0}, gamma="none")
-    assert report.forget_classes == (3,) and math.isfinite(report.retain_accuracy)
+def test_edit_forgets_with_the_class_vector(tiny_digits_run):
+    result = tiny_digits_run
+    best = int(result.finetuned.per_class.nan_to_num(-1).argmax())  # a class the fine-tuned model recognises
+    for gate in ("none", "auto"):
+        report = apply_edit(result, {str(best): -1.0}, gamma=gate)
+        assert report.forget_classes == (best,) and math.isfinite(report.retain_accuracy)
+        assert report.forget_accuracy_before >= 0.5, "the test needs a class the model recognises"
+        assert report.forget_accuracy < report.forget_accuracy_before - 0.2  # it forgets ...
+        if gate == "none":
+            assert report.forget_accuracy <= 0.1  # ... entirely without a gate (the gate of this tiny model
+            #                                        lets only part of the class's test images through)
+        assert report.after.per_class[best] == report.forget_accuracy  # one class: its own accuracy
     with pytest.raises(InvalidInputError, match="every class"):
         apply_edit(result, [-1.0] * 10)
     with pytest.raises(InvalidInputError, match="gate"):

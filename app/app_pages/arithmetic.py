@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import math
+import shlex
 import time
 
 import numpy as np
 
 import streamlit as st
 
-from app import charts, live, services, state, url_state
+from app import charts, live, markup, services, state, url_state
 from app.components import live_editor
 from app.components.run_gate import require_run
+from cv_core.editspec import GATE_HELP
 
 config, run = require_run()
 names = run.head.class_names
@@ -23,7 +25,7 @@ st.caption("Each slider adds a × κ_c to the latents of images that look like c
            "the map follows when you release it.")
 FOCUS = state.focus_class(C)
 _minus_one = services.minus_one(config, FOCUS)
-st.caption(f"What −1 means on this run: {_minus_one.text} (Reference — {_minus_one.reference}.)")
+st.caption(f"What −1 means on this run: {markup.text(_minus_one.text)} (Reference — {_minus_one.reference}.)")
 
 
 def apply_forget(c: int, lam: float) -> None:
@@ -53,7 +55,7 @@ def presets_ui(gate) -> None:
         st.button(f"Forget this class (λ = {s.lam:.2f})", on_click=apply_forget, args=(c, s.lam), key="preset_forget",
                   width="stretch", help=_strength_help(s))
         if not s.reached:
-            st.caption(f"No strength in [0, 3] reaches {100 * s.target:.0f}% on val for {names[c]} without costing "
+            st.caption(f"No strength in [0, 3] reaches {100 * s.target:.0f}% on val for {markup.text(names[c])} without costing "
                        f"the other classes more than {100 * s.tolerance:.0f} point; the preset uses the best one.")
         src = st.selectbox("Move class", range(C), format_func=lambda i: names[i], key="preset_move_from")
         t = st.selectbox("towards", range(C), index=min(1, C - 1), format_func=lambda i: names[i],
@@ -65,11 +67,13 @@ def presets_ui(gate) -> None:
 
 
 def _strength_help(s) -> str:
-    return (f"The forget strength of {names[s.cls]}, chosen on the val split: {s.margin:g} × the smallest λ in "
-            f"[0, 3] whose edit −λ·κ brings val accuracy on {names[s.cls]} to ≤ {100 * s.target:.0f}% while the "
+    name = markup.text(names[s.cls])
+    cli = shlex.quote(str(names[s.cls])).replace("`", "'")  # inside a code span: shown as typed
+    return (f"The forget strength of {name}, chosen on the val split: {s.margin:g} × the smallest λ in "
+            f"[0, 3] whose edit −λ·κ brings val accuracy on {name} to ≤ {100 * s.target:.0f}% while the "
             f"other classes lose at most {100 * s.tolerance:.0f} point (the margin because a small val split "
-            f"cannot certify {100 * s.target:.0f}% on unseen images). Here: {s.describe()}. Same value as "
-            f"`python -m cv_core edit --forget {names[s.cls]}`.")
+            f"cannot certify {100 * s.target:.0f}% on unseen images). Here: {markup.text(s.describe())}. "
+            f"Same value as `python -m cv_core edit --forget {cli}`.")
 
 
 def _move_help(source: int, target: int) -> str:
@@ -77,18 +81,16 @@ def _move_help(source: int, target: int) -> str:
 
     if source == target:
         return "Choose two different classes."
-    return pair_switch_text(names[source], names[target], services.switch_alpha(config, source, target))
+    return markup.text(pair_switch_text(names[source], names[target], services.switch_alpha(config, source, target)))
 
 
 def gate_ui():
     """The gate threshold: per-class automatic thresholds, one cosine for all, or no gate."""
     mode = st.radio("Gate", list(state.GATE_MODES.values()), horizontal=True, key=state.GATE_AUTO,
-                    help="auto: per class, halfway between the class's own train latents and the closest latent "
-                         "of any other class (cosine to its fine-tuned centroid). fixed γ: one cosine for every "
-                         "class. off: every term applies to every image.")
+                    help=f"auto: {GATE_HELP['auto']}. fixed γ: {GATE_HELP['number']}. off: {GATE_HELP['none']}.")
     if mode == state.GATE_MODES["auto"]:
         state.set_gate("auto")
-        return services.gate_thresholds(config)
+        return services.gate_thresholds(config, "auto")
     if mode == state.GATE_MODES["off"]:
         state.set_gate(None)
         return None
@@ -142,8 +144,9 @@ def _server_side(gamma):
     editor_ = services.live_editor(config, points is not None)
     moves, coefs = state.moves(), state.coefficients(C)
     res = editor_.evaluate(coefs, gamma, moves)
-    terms = [f"{names[c]} × {a:+.2f}" for c, a in enumerate(coefs) if a]
-    terms += [f"{names[s]}→{names[t]} (α={a:g})" for s, t, a in moves]
+    shown = markup.texts(names)  # the caption is Markdown
+    terms = [f"{shown[c]} × {a:+.2f}" for c, a in enumerate(coefs) if a]
+    terms += [f"{shown[s]}→{shown[t]} (α={a:g})" for s, t, a in moves]
     edit_text = "Edit: " + ("; ".join(terms) if terms else "none")
     before, after, confusion = res.before.per_class.numpy(), res.after.per_class.numpy(), res.after.confusion.numpy()
     # the Plotly versions of the browser's charts are built only when the Export page asks for them
@@ -164,8 +167,8 @@ def _server_side(gamma):
     return res, live_editor.map_data(points.ft_xy, extent, coefs, index, xy[index], map_ms), edit_text, scores_ms
 
 
-def _pct(value: float) -> str:
-    return "—" if math.isnan(value) else f"{100 * value:.1f}%"
+def _pct(value: float | None) -> str:
+    return "—" if value is None or math.isnan(value) else f"{100 * value:.1f}%"
 
 
 left, right = st.columns([1, 3])

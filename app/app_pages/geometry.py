@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import charts, services, state
+from app import charts, markup, services, state
 from app.components import latent_map
 from app.components.compute import run_with_progress
 from app.components.run_gate import require_run
@@ -53,7 +53,7 @@ found = services.findings(config)
 def finding(topic: str) -> None:
     """The run's own sentence, with the paper's value beside it as a reference."""
     f = found[topic]
-    (st.success if f.verdict == "holds" else st.info if f.verdict == "partly" else st.warning)(f.text)
+    (st.success if f.verdict == "holds" else st.info if f.verdict == "partly" else st.warning)(markup.text(f.text))
     st.caption(f"Reference — {f.reference}.")
 
 

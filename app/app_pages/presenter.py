@@ -6,11 +6,10 @@ edit does and does not do. A toggle shows coefficient −1 instead, for teaching
 """
 from __future__ import annotations
 
-from html import escape
 
 import streamlit as st
 
-from app import charts, live, services, state
+from app import charts, live, markup, services, state
 from app.components.run_gate import require_run
 
 config, run = require_run()
@@ -30,7 +29,7 @@ st.title("What does forgetting a class do?")
 
 
 def say(text: str) -> None:
-    """One large sentence (HTML: class names are escaped with html.escape, never read as Markdown)."""
+    """One large sentence (HTML; class names go through ``app.markup.text``: never read as HTML or Markdown)."""
     st.markdown(f'<p class="cvs-say">{text}</p>', unsafe_allow_html=True)
 
 
@@ -40,7 +39,7 @@ def big_number(column, label: str, value: float, change: float | None) -> None:
     if change is not None:
         kind = "drop" if change <= -0.5 else "rise" if change >= 0.5 else "same"
         delta = f'<span class="delta {kind}">{change:+.1f} pts</span>'
-    column.markdown(f'<div class="cvs-num"><div class="label">{escape(label)}</div><div class="value">'
+    column.markdown(f'<div class="cvs-num"><div class="label">{markup.text(label)}</div><div class="value">'
                     f'{value:.0f}%</div>{delta}</div>', unsafe_allow_html=True)
 
 
@@ -60,7 +59,7 @@ strength = services.forget_strengths(config, "auto")[target]
 lam = 1.0 if teach else strength.lam
 res = services.current_edit(config, live.preset_forget(C, target, lam), [], "auto")
 before, after = res.before.per_class.numpy(), res.after.per_class.numpy()
-name = escape(str(names[target]))
+name = markup.text(names[target])
 n = step[0]
 
 if n == "1":
@@ -81,7 +80,7 @@ else:
         f"finds {name} (see the Unlearning page). The edit changes what the classifier says for images that "
         "look like this class.")
     if teach:
-        st.caption(services.minus_one(config, target).text)
+        st.caption(markup.text(services.minus_one(config, target).text))
 
 m1, m2 = st.columns(2)
 shown = before if n != "3" else after

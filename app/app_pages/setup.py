@@ -97,7 +97,7 @@ if run is not None:
     m3.metric("Classes", len(run.head.class_names))
     if run.timings:
         st.caption("Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in run.timings.items()))
-    ft_config = getattr(run, "finetune_config", None)
+    ft_config = run.finetune_config  # None for the synthetic run (no encoder was fine-tuned)
     if ft_config is not None:
         st.caption(f"Fine-tuning: {ft_config.steps} steps, batch {ft_config.batch_size}, lr {ft_config.lr:g}.")
     st.page_link("app_pages/arithmetic.py", label="Edit classes with sliders", icon=":material/sliders:")

@@ -124,12 +124,26 @@ export function scoreOf(preds, labels, c) {
   return { perClass, confusion };
 }
 
-// Mean accuracy of the forgotten classes and of the others, ignoring classes without samples.
-export function forgetRetain(perClass, forgotten) {
-  const f = [], r = [];
-  perClass.forEach((v, k) => { if (!Number.isNaN(v)) (forgotten.has(k) ? f : r).push(v); });
-  const mean = (xs) => (xs.length ? xs.reduce((a, x) => a + x, 0) / xs.length : NaN);
-  return [mean(f), mean(r)];
+// The classes an edit forgets (cv_core.editspec.forget_set): a negative coefficient, or the source of a
+// move with alpha > 0. The UI never builds a move onto itself (the library rejects one).
+export function forgetSet(coefs, moves) {
+  const out = new Set();
+  coefs.forEach((a, k) => { if (a < 0) out.add(k); });
+  moves.forEach(([s, , alpha]) => { if (alpha > 0) out.add(s); });
+  return out;
+}
+
+// (forget, retain) accuracy, sample-weighted (cv_core.math.metrics.forget_retain, the one rule): correct /
+// count over the images of the forgotten classes, and over all other images. Nothing forgotten: forget is
+// null and retain the overall accuracy. A side without images is NaN. confusion: C*C, rows = true class.
+export function forgetRetain(confusion, c, forgotten) {
+  let fc = 0, fn = 0, rc = 0, rn = 0;
+  for (let k = 0; k < c; k++) {
+    let support = 0;
+    for (let j = 0; j < c; j++) support += confusion[k * c + j];
+    if (forgotten.has(k)) { fc += confusion[k * c + k]; fn += support; } else { rc += confusion[k * c + k]; rn += support; }
+  }
+  return [forgotten.size ? (fn ? fc / fn : NaN) : null, rn ? rc / rn : NaN];
 }
 
 const pct = (v) => (Number.isFinite(v) ? Math.min(Math.max(100 * v, 0), 100) : 0);
@@ -285,17 +299,13 @@ function draw(view) {
   const moves = view.moves;
   const { preds, moved, touchedRows } = predict(tables, coefs, view.gammas, moves);
   const after = scoreOf(preds, tables.labels, tables.c);
-  const edited = new Set(), forgotten = new Set();
-  coefs.forEach((a, k) => { if (a !== 0) edited.add(k); if (a < 0) forgotten.add(k); });
-  moves.forEach(([s, , alpha]) => { if (alpha !== 0) { edited.add(s); forgotten.add(s); } });
-  let forget = NaN, retain, forgetBefore = NaN, retainBefore;
-  if (forgotten.size) {
-    [forget, retain] = forgetRetain(after.perClass, forgotten);
-    [forgetBefore, retainBefore] = forgetRetain(view.before.perClass, forgotten);
-  } else {
-    retain = after.perClass.reduce((a, v, k) => a + after.confusion[k * tables.c + k], 0) / tables.n;
-    retainBefore = view.before.perClass.reduce((a, v, k) => a + view.before.confusion[k * tables.c + k], 0) / tables.n;
-  }
+  const edited = new Set();
+  coefs.forEach((a, k) => { if (a !== 0) edited.add(k); });
+  moves.forEach(([s, , alpha]) => { if (alpha !== 0) edited.add(s); });
+  const forgotten = forgetSet(coefs, moves);
+  let [forget, retain] = forgetRetain(after.confusion, tables.c, forgotten);
+  const [forgetBefore, retainBefore] = forgetRetain(view.before.confusion, tables.c, forgotten);
+  if (forget === null) forget = NaN;  // shown as "—"
   const show = (v) => (Number.isNaN(v) ? "—" : `${(100 * v).toFixed(1)}%`);
   const editedNames = [...edited].sort((x, y) => x - y).map((k) => names[k]).join(", ") || "none";
   view.wrap.querySelector(".metrics").innerHTML =

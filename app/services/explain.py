@@ -8,26 +8,13 @@ from app.state import AppRunConfig
 from .runs import EVAL_SPLIT, cached_run, gate_thresholds
 
 
-def _gamma(config: AppRunConfig, gate):
-    """The gate of the pages ('auto', one cosine, or None) as (C,) thresholds or None."""
-    from cv_core.math.steering import gamma_vector
-
-    if gate == "auto":
-        return gate_thresholds(config)
-    return gamma_vector(gate, len(cached_run(config).head.class_names))
-
-
 @st.cache_resource(show_spinner=False)
 def forget_strengths(config: AppRunConfig, gate="auto") -> tuple:
-    """Every class's ForgetStrength (cv_core.edits.strength), chosen on the run's val split with this gate.
-    A pipeline run caches the curves in its cache folder; the synthetic run keeps them in memory."""
-    from cv_core.edits.strength import forget_strengths as strengths
+    """Every class's ForgetStrength (cv_core.edits.strength), chosen on the run's val split with this gate
+    (cached in the run's ``cache_dir``; the synthetic run keeps them in memory)."""
     from cv_core.edits.strength import run_forget_strengths
 
-    run = cached_run(config)
-    if hasattr(run, "config"):  # a cv_core.pipeline.RunResult
-        return run_forget_strengths(run, "none" if gate is None else gate)
-    return strengths(run.head, run.ft["val"], run.class_vectors, _gamma(config, gate), False)
+    return run_forget_strengths(cached_run(config), gate)
 
 
 @st.cache_resource(show_spinner=False)
@@ -37,7 +24,7 @@ def findings(config: AppRunConfig) -> dict:
 
     run = cached_run(config)
     return run_findings(run.head, run.pre[EVAL_SPLIT], run.ft[EVAL_SPLIT], run.class_vectors,
-                        gate_thresholds(config), forget_strengths(config, "auto"))
+                        gate_thresholds(config, "auto"), forget_strengths(config, "auto"))
 
 
 def minus_one(config: AppRunConfig, cls: int, gate="auto"):
@@ -58,4 +45,4 @@ def switch_alpha(config: AppRunConfig, source: int, target: int) -> float | None
         return None
     run = cached_run(config)
     return interpolation(run.head, run.ft[EVAL_SPLIT], run.class_vectors, source, target,
-                         gate_thresholds(config))["switch_alpha"]
+                         gate_thresholds(config, "auto"))["switch_alpha"]

@@ -143,6 +143,7 @@ def _run_pipeline(config: AppRunConfig, progress, cancel, max_halvings: int = 3)
 
     from cv_core import pipeline
     from cv_core.device import resolve_device
+    from cv_core.models.backbones import is_builtin
     from cv_core.models.finetune import FinetuneConfig
     from cv_core.progress import Progress
 
@@ -157,7 +158,7 @@ def _run_pipeline(config: AppRunConfig, progress, cancel, max_halvings: int = 3)
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             base = finetune or FinetuneConfig.default_for(resolve_device(config.device),
-                                                          small_model=config.backbone == "builtin")
+                                                          small_model=is_builtin(config.backbone))
             if attempt == max_halvings or base.batch_size == 1:
                 raise
             finetune = replace(base, batch_size=max(1, base.batch_size // 2))
@@ -168,9 +169,9 @@ def _run_pipeline(config: AppRunConfig, progress, cancel, max_halvings: int = 3)
 
 
 @st.cache_resource(show_spinner=False)
-def gate_thresholds(config: AppRunConfig) -> torch.Tensor:
-    """Per-class gate thresholds (C,) that keep 99% of each class's own train latents inside the gate."""
-    from cv_core.math.steering import auto_gamma
+def gate_thresholds(config: AppRunConfig, gate="auto") -> torch.Tensor | None:
+    """The run's gate thresholds by the one rule, ``cv_core.editspec.resolve_gate``: None (gate off) or (C,)
+    cosines ('auto', 'own' or one cosine; see ``cv_core.editspec.GATE_HELP``)."""
+    from cv_core.editspec import resolve_gate
 
-    run = cached_run(config)
-    return auto_gamma(run.class_vectors, run.ft["train"])
+    return resolve_gate(cached_run(config), gate)

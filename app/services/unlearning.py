@@ -64,8 +64,7 @@ def compare_unlearning(config: AppRunConfig, forget: tuple[int, ...], methods: t
 # ---------------------------------------------------------------- export
 def current_edit(config: AppRunConfig, coefs: list[float], moves: list, gate):
     """The LiveResult of the session's current edit (cheap: a few matrix products)."""
-    gamma = gate_thresholds(config) if gate == "auto" else gate
-    return live_editor(config, False).evaluate(coefs, gamma, moves)
+    return live_editor(config, False).evaluate(coefs, gate_thresholds(config, gate), moves)
 
 
 def export_bundle(config: AppRunConfig, coefs: list[float], moves: list, gate, unlearning) -> dict[str, bytes]:
@@ -74,19 +73,19 @@ def export_bundle(config: AppRunConfig, coefs: list[float], moves: list, gate, u
 
     from app import exports
 
+    from cv_core.editspec import EditSpec
+
     run = cached_run(config)
     names = run.head.class_names
+    spec = EditSpec.build(names, coefs, moves, gate)
     res = current_edit(config, coefs, moves, gate)
-    edit = {"coefficients": {n: a for n, a in zip(names, coefs) if a},
-            "moves": [{"from": names[s], "to": names[t], "alpha": a} for s, t, a in moves],
-            "gate": gate if gate in ("auto", None) else float(gate),
-            "forget_accuracy": None if res.forget != res.forget else res.forget,
-            "retain_accuracy": None if res.retain != res.retain else res.retain}
+    edit = {**spec.to_json(names), "forget_classes": [names[c] for c in spec.forget()],
+            "forget_accuracy": res.forget, "retain_accuracy": res.retain}
     m = exports.metrics(config, run, edit, res.after.per_class.tolist(), collapse_table(config), unlearning)
     return {"class_vectors.safetensors": exports.class_vectors_safetensors(run.class_vectors),
             "metrics.json": json.dumps(m, indent=2).encode(),
             "per_class.csv": exports.per_class_csv(m),
-            "recipe.sh": exports.recipe(config, names, coefs, moves, gate).encode()}
+            "recipe.sh": exports.recipe(config, names, spec).encode()}
 
 
 @st.cache_data(show_spinner=False)

@@ -122,7 +122,7 @@ def presenter_map(config: AppRunConfig, target: int, lam: float, frames: int = 6
     points = cached_map(config)
     editor = live_editor(config, True)
     c = len(editor.cv.class_names)
-    gamma = gate_thresholds(config)
+    gamma = gate_thresholds(config, "auto")
     mask = editor.labels.numpy() == target
     steps = [lam * k / (frames - 1) for k in range(frames)]
     xys = []

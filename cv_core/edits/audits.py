@@ -58,7 +58,7 @@ class Audit:
 def split_accuracy(out: MethodOutput, ctx: UnlearnContext, split: str) -> tuple[float, float]:
     """(forget accuracy, retain accuracy) of the edited classifier on ``split``."""
     s = score(out.predictions(split), ctx.labels(split), ctx.num_classes)
-    return forget_retain(s.per_class, out.forget)
+    return forget_retain(s, out.forget)
 
 
 def _forget_mask(labels: torch.Tensor, forget: Sequence[int]) -> torch.Tensor:
@@ -158,7 +158,7 @@ def calibration_check(out: MethodOutput, ctx: UnlearnContext, max_candidates: in
     test = out.logits["test"].double().clone()
     test[:, forget] += best_b
     s = score(test.argmax(1), ctx.labels("test"), ctx.num_classes)
-    acc_f, acc_r = forget_retain(s.per_class, forget)
+    acc_f, acc_r = forget_retain(s, forget)
     return best_b, acc_f, acc_r
 
 

@@ -72,6 +72,11 @@ class UnlearnContext:
     def class_names(self) -> tuple[str, ...]:
         return tuple(self.head.class_names)
 
+    @property
+    def store(self) -> None:
+        """No feature store: the latents are in memory (``cv_core.editspec.resolve_gate`` reads ``ft``)."""
+        return None
+
     def labels(self, split: str) -> torch.Tensor:
         return self.ft[split].labels
 

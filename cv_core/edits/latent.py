@@ -13,7 +13,8 @@ from collections.abc import Sequence
 import torch
 
 from ..errors import InvalidInputError
-from ..math.steering import SteeringEdit, auto_gamma, steer
+from ..editspec import resolve_gate
+from ..math.steering import SteeringEdit, steer
 from .base import SPLITS, MethodOutput, UnlearnContext, output, register_method
 
 _MASKED = -1.0e4  # logit of a removed class: finite, so softmax and calibration stay defined
@@ -35,17 +36,12 @@ def finetuned(ctx: UnlearnContext, forget, seed, options) -> MethodOutput:
 
 
 def gate_thresholds(ctx: UnlearnContext, gamma) -> torch.Tensor:
-    """(C,) gate thresholds from the core's ``auto_gamma`` on the train latents: 'auto' = halfway between
-    a class's own latents and the closest other class; 'own' = 99% of each class's own train latents inside
-    its gate; or one cosine in [-1, 1]."""
-    if gamma is None or gamma == "auto":
-        return auto_gamma(ctx.class_vectors, ctx.ft["train"])
-    if gamma == "own":
-        return auto_gamma(ctx.class_vectors, ctx.ft["train"], margin=False)
-    g = _finite(gamma, "gate gamma")
-    if not -1.0 <= g <= 1.0:
-        raise InvalidInputError(f"gate gamma must be a cosine in [-1, 1], 'auto' or 'own', got {gamma!r}")
-    return torch.full((ctx.num_classes,), g)
+    """(C,) gate thresholds of a method's ``gamma`` option by the one rule, ``cv_core.editspec.resolve_gate``
+    ('auto', 'own' or one cosine in [-1, 1]; None means the default, 'auto'). These methods need a gate."""
+    g = resolve_gate(ctx, "auto" if gamma is None else gamma)
+    if g is None:
+        raise InvalidInputError("this method steers behind a gate: give gamma 'auto', 'own' or a cosine in [-1, 1]")
+    return g
 
 
 def forget_edit(ctx: UnlearnContext, forget: Sequence[int], lam, gamma: torch.Tensor,

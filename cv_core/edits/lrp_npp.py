@@ -161,7 +161,7 @@ def _val_gain(ctx, visual, blocks, masks, forget) -> float:
         for h in handles:
             h.remove()
     s = score(ctx.head.logits(z).argmax(-1), ctx.encoder.labels["val"], ctx.num_classes)
-    acc_f, acc_r = forget_retain(s.per_class, forget)
+    acc_f, acc_r = forget_retain(s, forget)
     return acc_r - acc_f
 
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 
 from ..math.class_vectors import cosine_matrix
-from ..math.metrics import forget_retain, score
+from ..math.metrics import Scores, forget_retain, score
 from ..math.steering import SteeringEdit, steer
 from ..results import ClassVectors, FeatureSet, ZeroShotHead
 from . import recipes
@@ -19,8 +19,8 @@ SCALING_COEFS = tuple(round(-2.0 + 0.25 * i, 2) for i in range(17))
 ALPHAS = tuple(round(0.05 * i, 2) for i in range(21))
 
 
-def _per_class(head: ZeroShotHead, fs: FeatureSet, edit: SteeringEdit) -> torch.Tensor:
-    return score(head.predict(steer(fs.features, edit)), fs.labels, fs.num_classes).per_class
+def _scores(head: ZeroShotHead, fs: FeatureSet, edit: SteeringEdit) -> Scores:
+    return score(head.predict(steer(fs.features, edit)), fs.labels, fs.num_classes)
 
 
 def independence(cv: ClassVectors) -> dict:
@@ -41,7 +41,7 @@ def scaling_sweep(head: ZeroShotHead, fs: FeatureSet, cv: ClassVectors, gamma=No
         tgt, rest = [], []
         for t in targets:
             edit = recipes.combine(cv, {t: a}, gamma) if a != 0 else SteeringEdit(torch.zeros(0, cv.kappa.shape[1]))
-            f, r = forget_retain(_per_class(head, fs, edit), [t])
+            f, r = forget_retain(_scores(head, fs, edit), [t])
             tgt.append(f)
             rest.append(r)
         rows.append({"coef": float(a), "target_acc": sum(tgt) / len(tgt), "nontarget_acc": sum(rest) / len(rest)})
@@ -53,7 +53,7 @@ def addition(head: ZeroShotHead, fs: FeatureSet, cv: ClassVectors, groups: Seque
     """Forget several classes at once with sum_c -lam kappa_c -> accuracy of the group and of the rest."""
     rows = []
     for group in groups:
-        f, r = forget_retain(_per_class(head, fs, recipes.forget(cv, list(group), lam, gamma)), group)
+        f, r = forget_retain(_scores(head, fs, recipes.forget(cv, list(group), lam, gamma)), group)
         rows.append({"classes": [cv.class_names[c] for c in group], "forget_acc": f, "retain_acc": r})
     return rows
 

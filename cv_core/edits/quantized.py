@@ -87,7 +87,7 @@ QUANT_SCHEMES.register("weight_int8", weight_int8)
 
 def _scores(ctx: UnlearnContext, latents: torch.Tensor, forget: Sequence[int]) -> dict:
     s = score(ctx.head.predict(latents), ctx.labels("test"), ctx.num_classes)
-    f, r = forget_retain(s.per_class, forget)
+    f, r = forget_retain(s, forget)
     return {"acc_f": f, "acc_r": r, "per_class": s.per_class.tolist()}
 
 

@@ -139,7 +139,7 @@ class _Split:
         rows, z = steer_rows(self.x, edit, self.unit)
         pred = self.base.clone()
         pred[rows] = self.ctx.head.predict(z)
-        return forget_retain(score(pred, self.y, self.ctx.num_classes).per_class, [cls])
+        return forget_retain(score(pred, self.y, self.ctx.num_classes), [cls])
 
 
 def forget_with(ctx: UnlearnContext, cv: ClassVectors, gamma: torch.Tensor, cls: int,

@@ -34,7 +34,7 @@ BY_CONSTRUCTION = ("encoder untouched: the forgotten class is still classified b
 def _test_accuracy(ctx: UnlearnContext, visual: torch.nn.Module, forget) -> tuple[float, float]:
     z = encode(visual, ctx.encoder.images["test"], ctx.encoder.device)
     s = score(ctx.head.logits(z).argmax(-1), ctx.encoder.labels["test"], ctx.num_classes)
-    return forget_retain(s.per_class, forget)
+    return forget_retain(s, forget)
 
 
 def relearn(ctx: UnlearnContext, visual: torch.nn.Module, forget: Sequence[int], steps: Sequence[int] = RELEARN_STEPS,

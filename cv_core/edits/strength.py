@@ -89,7 +89,7 @@ class ForgetStrength:
 
 def _fr(s: Scores, forget: Sequence[int]) -> tuple[float, float]:
     """(forget, retain) accuracy by the one definition in cv_core.math.metrics."""
-    return forget_retain(s.per_class, forget)
+    return forget_retain(s, forget)
 
 
 def strength_curves(head: ZeroShotHead, val: FeatureSet, cv: ClassVectors, gamma: torch.Tensor | None,
@@ -198,14 +198,14 @@ def forget_strengths(head: ZeroShotHead, val: FeatureSet, cv: ClassVectors, gamm
 
 def run_forget_strengths(result, gate="auto", target: float = TARGET,
                          tolerance: float = TOLERANCE, margin: float = MARGIN) -> tuple[ForgetStrength, ...]:
-    """Every class's forget strength of a pipeline run (``cv_core.pipeline.RunResult``), chosen on its
-    val split and cached in the run's cache folder."""
-    from ..pipeline import resolve_gamma
+    """Every class's forget strength of a run (a ``cv_core.results.Run``: the pipeline's or the app's
+    synthetic one), chosen on its val split with the gate ``cv_core.editspec.resolve_gate`` gives, cached in
+    the run's ``cache_dir`` (False: not cached)."""
+    from ..editspec import resolve_gate
 
     if "val" not in result.ft:
         raise InvalidInputError("the forget strength is chosen on the val split, and this run has none: "
                                 "compute the run with splits ('train', 'val', 'test')")
-    g = resolve_gamma(result, gate)
-    gamma = None if g is None else g.expand(result.class_vectors.num_classes).float()
+    gamma = resolve_gate(result, gate)
     return forget_strengths(result.head, result.ft["val"], result.class_vectors, gamma,
-                            result.config.cache_dir, target, tolerance, margin=margin)
+                            result.cache_dir, target, tolerance, margin=margin)

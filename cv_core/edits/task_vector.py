@@ -82,7 +82,7 @@ def _val_gain(ctx: UnlearnContext, visual: torch.nn.Module, forget) -> float:
     if not torch.isfinite(z).all():
         return -float("inf")
     s = score(head_logits(ctx, z).argmax(-1), ctx.encoder.labels["val"], ctx.num_classes)
-    acc_f, acc_r = forget_retain(s.per_class, forget)
+    acc_f, acc_r = forget_retain(s, forget)
     return acc_r - acc_f
 
 

@@ -32,11 +32,24 @@ def score(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> Scores
     return Scores(acc, per_class.float(), confusion)
 
 
-def forget_retain(per_class: torch.Tensor, forget: Iterable[int]) -> tuple[float, float]:
-    """Mean accuracy of the forgotten classes and of the others (classes without samples ignored)."""
+def forget_retain(scores: Scores, forget: Iterable[int]) -> tuple[float | None, float]:
+    """(forget, retain) accuracy of an edit's forget set, sample-weighted (DEFINITIONS.md, the one rule).
+
+    forget = correct / count over the images of the forget classes; retain = the same over all other
+    images. Nothing forgotten -> (None, overall accuracy). A side without images is NaN.
+    The browser's copy (``forgetRetain`` in app/components/live_editor.js) is held to this by a test.
+    """
     forget = sorted(set(int(c) for c in forget))
-    mask = torch.zeros(per_class.numel(), dtype=torch.bool)
+    conf = scores.confusion
+    c = conf.shape[0]
+    if any(not 0 <= k < c for k in forget):
+        raise InvalidInputError(f"forget classes {forget} out of range for {c} classes")
+    correct, count = conf.diagonal().double(), conf.sum(1).double()
+    mask = torch.zeros(c, dtype=torch.bool)
     mask[forget] = True
-    f, r = per_class[mask], per_class[~mask]
-    f, r = f[~torch.isnan(f)], r[~torch.isnan(r)]
-    return (float(f.mean()) if f.numel() else float("nan"), float(r.mean()) if r.numel() else float("nan"))
+
+    def acc(m: torch.Tensor) -> float:
+        n = float(count[m].sum())
+        return float(correct[m].sum()) / n if n else float("nan")
+
+    return (acc(mask) if forget else None), acc(~mask)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InvalidInputError
-from ..results import ClassVectors, FeatureSet, check_finite, class_index
+from ..results import ClassVectors, FeatureSet, check_coefficient, check_finite, class_index
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,11 @@ def move_edit(cv: ClassVectors, source: str | int, target: str | int, alpha: flo
               gamma: float | torch.Tensor | None = None) -> SteeringEdit:
     """Move class ``source`` towards ``target``: z = alpha (kappa_target - kappa_source), gated on the source."""
     s, t = class_index(cv.class_names, source), class_index(cv.class_names, target)
-    vec = (float(alpha) * (cv.kappa[t] - cv.kappa[s]))[None]
+    if s == t:
+        raise InvalidInputError(f"move {cv.class_names[s]}->{cv.class_names[t]}: a class cannot move onto itself; "
+                                "give a different target")
+    alpha = check_coefficient(alpha, f"alpha of move {cv.class_names[s]}->{cv.class_names[t]}")
+    vec = (alpha * (cv.kappa[t] - cv.kappa[s]))[None]
     g = gamma_vector(gamma, cv.num_classes)
     if g is None:
         return SteeringEdit(vec)

@@ -18,9 +18,10 @@ from pathlib import Path
 import open_clip
 import torch
 
-from ..errors import InvalidInputError, UnknownNameError, WeightsUnavailableError
+from ..errors import CVError, InvalidInputError, UnknownNameError, WeightsUnavailableError
 
 BUILTIN = "builtin"
+BUILTIN_VERSION = "v1"  # 'builtin:v1' names the same model
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".bin", ".pth")
 # open_clip tags whose weights come from OpenAI and need QuickGELU.
 _HF_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -63,9 +64,12 @@ def _looks_like_path(tag: str) -> bool:
 
 
 def parse_spec(spec: str) -> BackboneSpec:
-    """Parse and validate a backbone spec string (no loading)."""
+    """Parse and validate a backbone spec string (no loading): the one parser (DEFINITIONS.md).
+
+    'builtin' in any case, or 'builtin:v1' -> the built-in model; 'MODEL:TAG' (open_clip pretrained),
+    'MODEL:random', 'MODEL:/path/to/checkpoint'. ``is_builtin`` answers from it."""
     spec = (spec or "").strip()
-    if spec.lower() == BUILTIN:
+    if spec.lower() in (BUILTIN, f"{BUILTIN}:{BUILTIN_VERSION}"):
         from .builtin import BUILTIN_MODEL_NAME, register_config
         register_config()
         return BackboneSpec(BUILTIN_MODEL_NAME, "builtin")
@@ -86,6 +90,14 @@ def parse_spec(spec: str) -> BackboneSpec:
     if tag not in tags:
         raise UnknownNameError(f"pretrained tag for {model}", tag, tags + ["random", "/path/to/file"])
     return BackboneSpec(model, "pretrained", tag)
+
+
+def is_builtin(spec: str) -> bool:
+    """Is ``spec`` the built-in backbone (any spelling ``parse_spec`` accepts)? False for an invalid spec."""
+    try:
+        return parse_spec(spec).source == "builtin"
+    except CVError:
+        return False
 
 
 def _needs_quick_gelu(spec: BackboneSpec) -> bool:

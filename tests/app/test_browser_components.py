@@ -59,7 +59,7 @@ RUN_IN_PAGE = """async ([src, blob, cases]) => {
     const {preds, moved} = m.predict(t, coefs, gammas, moves);
     const s = m.scoreOf(preds, t.labels, t.c);
     return {preds: Array.from(preds), moved, perClass: Array.from(s.perClass, (v) => Number.isNaN(v) ? null : v),
-            confusion: Array.from(s.confusion), fr: m.forgetRetain(s.perClass, new Set(forgotten))};
+            confusion: Array.from(s.confusion), fr: m.forgetRetain(s.confusion, t.c, new Set(forgotten))};
   });
 }"""
 
@@ -117,7 +117,7 @@ def test_the_browser_scores_every_edit_as_the_library_does(page):
         s = score(preds, labels, 8)
         assert js["confusion"] == s.confusion.flatten().tolist()
         assert js["perClass"] == pytest.approx(s.per_class.double().tolist(), abs=1e-6)
-        assert js["fr"] == pytest.approx(list(forget_retain(s.per_class, forgotten)), abs=1e-6, nan_ok=True)
+        assert js["fr"] == pytest.approx(list(forget_retain(s, forgotten)), abs=1e-6, nan_ok=True)
 
 
 def test_the_browser_decodes_the_servers_float32_tables_exactly(page):

@@ -83,7 +83,10 @@ def test_export_files_round_trip(run):
 
 
 def test_recipe_names_the_run_and_the_edit():
-    text = exports.recipe(AppRunConfig(max_per_class=50), ["zero", "one"], [0.0, -1.0], [(0, 1, 0.5)], "auto")
+    from cv_core.editspec import EditSpec
+
+    spec = EditSpec.build(["zero", "one"], [0.0, -1.0], [(0, 1, 0.5)], "auto")
+    text = exports.recipe(AppRunConfig(max_per_class=50), ["zero", "one"], spec)
     assert "python -m cv_core run --backbone builtin --dataset digits --device auto --seed 0 --max-per-class 50" in text
     assert "--coef one=-1 --move zero:one=0.5 --gate auto" in text
 
