@@ -266,7 +266,8 @@ def test_geometry_shows_cosines_and_collapse_and_offers_the_map(computed_app):
 
     found = services.findings(AppRunConfig("synthetic", "synthetic-10k"))
     texts = [e.value for e in [*at.success, *at.info, *at.warning]]
-    assert found["independence"].text in texts and found["collapse"].text in texts
+    from app.markup import text as shown  # the page writes run sentences as text, never as Markdown
+    assert shown(found["independence"].text) in texts and shown(found["collapse"].text) in texts
     mean_abs = found["independence"].numbers["offdiag_abs_mean"]
     assert f"mean |cos| {mean_abs:.3f}" in found["independence"].text
     assert ("NOT orthogonal" in found["independence"].text) == (mean_abs >= 0.1
