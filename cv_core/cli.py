@@ -11,7 +11,8 @@ from .editspec import GATE_HELP
 from .errors import CVError, InvalidInputError
 from .progress import Progress
 
-EPILOG = "Errors exit with status 2 and a one-line reason. See README.md for examples."
+EPILOG = ("Errors exit with status 2 and a one-line reason. See README.md for examples. Installed as a package, "
+          "the same commands are `cvstudio COMMAND`, and `cvstudio app` starts the app.")
 
 
 def _progress_printer():
@@ -61,8 +62,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    "sharded feature store (auto: for the ray engine and runs of 200k+ images)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m cv_core", description="Class Vector Studio", epilog=EPILOG)
+def build_parser(prog: str = "python -m cv_core") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Class Vector Studio", epilog=EPILOG)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
     ls = sub.add_parser("list", help="what can be chosen, and whether it works offline")
@@ -95,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m cv_core") -> int:
+    args = build_parser(prog).parse_args(argv)
     try:
         return {"list": cmd_list, "run": cmd_run, "finetune": cmd_finetune, "edit": cmd_edit,
                 "report": cmd_report}[args.command](args)

@@ -21,7 +21,10 @@ from ...errors import WeightsUnavailableError
 
 BUILTIN_MODEL_NAME = "cvs-tiny-clip"
 CONFIG_PATH = Path(__file__).resolve().with_name(f"{BUILTIN_MODEL_NAME}.json")
-ASSET_DIR = Path(__file__).resolve().parents[3] / "assets" / "builtin"
+# Installed (a wheel): the package data cv_core/models/builtin/assets (mapped from assets/builtin, see
+# pyproject.toml); in a checkout: assets/builtin at the repository root.
+_INSTALLED = Path(__file__).resolve().with_name("assets")
+ASSET_DIR = _INSTALLED if _INSTALLED.is_dir() else Path(__file__).resolve().parents[3] / "assets" / "builtin"
 WEIGHTS_FILE = f"{BUILTIN_MODEL_NAME}.safetensors"
 MANIFEST_FILE = f"{BUILTIN_MODEL_NAME}.manifest.json"
 

@@ -13,8 +13,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ...errors import WeightsUnavailableError
+from . import ASSET_DIR
 
-FONT_DIR = Path(__file__).resolve().parents[3] / "assets" / "builtin" / "fonts"
+FONT_DIR = ASSET_DIR / "fonts"
 #: Shipped DejaVu faces (licence in assets/builtin/fonts/LICENSE-DejaVu.txt) plus Pillow's own.
 FONT_FILES = (
     "DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSans-ExtraLight.ttf",
