@@ -111,14 +111,23 @@ class EditSpec:
         given twice, a move onto itself, a coefficient out of range, an unknown class or gate."""
         n = len(class_names)
         a = [0.0] * n
-        if isinstance(coefs, torch.Tensor) or (isinstance(coefs, Sequence) and coefs and not isinstance(coefs[0], tuple)):
-            values = [float(v) for v in torch.as_tensor(coefs, dtype=torch.float64).flatten().tolist()]
-            if len(values) != n:
-                raise InvalidInputError(f"expected {n} coefficients, got {len(values)}")
-            a = [check_coefficient(v, f"coefficient of class {class_names[i]!r}") for i, v in enumerate(values)]
-        else:
+        pairs = coefs.items() if isinstance(coefs, Mapping) else None
+        if pairs is None and not isinstance(coefs, (str, bytes)):
+            items = list(coefs)
+            if items and all(isinstance(v, (tuple, list)) and len(v) == 2 for v in items):
+                pairs = items
+            elif items:  # (C,) values: a list, a tensor or an array
+                try:
+                    values = [float(v) for v in items]
+                except (TypeError, ValueError):
+                    raise InvalidInputError("coefficients must be {class: value}, [(class, value), ...] or one "
+                                            "number per class") from None
+                if len(values) != n:
+                    raise InvalidInputError(f"expected {n} coefficients (one per class), got {len(values)}")
+                a = [check_coefficient(v, f"coefficient of class {class_names[i]!r}") for i, v in enumerate(values)]
+        if pairs is not None:
             seen: set[int] = set()
-            for key, value in (coefs.items() if isinstance(coefs, Mapping) else coefs):
+            for key, value in pairs:
                 i = class_index(class_names, key)
                 if i in seen:
                     raise InvalidInputError(f"class {class_names[i]!r} is given two coefficients: give each class "

@@ -61,7 +61,8 @@ def presets_ui(gate) -> None:
         t = st.selectbox("towards", range(C), index=min(1, C - 1), format_func=lambda i: names[i],
                          key="preset_move_to")
         a = st.slider("by α", 0.0, 1.0, 0.6, 0.05, key="preset_move_alpha", help=_move_help(src, t))
-        st.button("Move", on_click=apply_move, args=(src, t, a), key="preset_move", width="stretch")
+        st.button("Move", on_click=apply_move, args=(src, t, a), key="preset_move", width="stretch",
+                  disabled=src == t)  # a class cannot move onto itself (cv_core.editspec.forget_set)
         st.button("Sequential shift 0→1→…→0", on_click=apply_shift, key="preset_shift", width="stretch")
         st.button("Reset", on_click=state.reset_edit, args=(C,), key="preset_reset", width="stretch")
 
