@@ -1,4 +1,4 @@
-"""An edit, defined once (docs/DEFINITIONS: the CLI, the app, the report and the browser all follow it).
+"""An edit, defined once (docs/DEFINITIONS.md: the CLI, the app, the report and the browser all follow it).
 
 An edit is per-class coefficients a_c, moves (source, target, alpha) and a gate:
 

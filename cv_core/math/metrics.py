@@ -33,7 +33,7 @@ def score(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> Scores
 
 
 def forget_retain(scores: Scores, forget: Iterable[int]) -> tuple[float | None, float]:
-    """(forget, retain) accuracy of an edit's forget set, sample-weighted (DEFINITIONS.md, the one rule).
+    """(forget, retain) accuracy of an edit's forget set, sample-weighted (docs/DEFINITIONS.md item 3).
 
     forget = correct / count over the images of the forget classes; retain = the same over all other
     images. Nothing forgotten -> (None, overall accuracy). A side without images is NaN.

@@ -64,7 +64,7 @@ def _looks_like_path(tag: str) -> bool:
 
 
 def parse_spec(spec: str) -> BackboneSpec:
-    """Parse and validate a backbone spec string (no loading): the one parser (DEFINITIONS.md).
+    """Parse and validate a backbone spec string (no loading): the one parser (docs/DEFINITIONS.md item 6).
 
     'builtin' in any case, or 'builtin:v1' -> the built-in model; 'MODEL:TAG' (open_clip pretrained),
     'MODEL:random', 'MODEL:/path/to/checkpoint'. ``is_builtin`` answers from it."""
