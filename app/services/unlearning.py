@@ -80,12 +80,17 @@ def export_bundle(config: AppRunConfig, coefs: list[float], moves: list, gate, u
     spec = EditSpec.build(names, coefs, moves, gate)
     res = current_edit(config, coefs, moves, gate)
     edit = {**spec.to_json(names), "forget_classes": [names[c] for c in spec.forget()],
-            "forget_accuracy": res.forget, "retain_accuracy": res.retain}
+            "forget_accuracy": _number(res.forget), "retain_accuracy": _number(res.retain)}
     m = exports.metrics(config, run, edit, res.after.per_class.tolist(), collapse_table(config), unlearning)
     return {"class_vectors.safetensors": exports.class_vectors_safetensors(run.class_vectors),
             "metrics.json": json.dumps(m, indent=2).encode(),
             "per_class.csv": exports.per_class_csv(m),
             "recipe.sh": exports.recipe(config, names, spec).encode()}
+
+
+def _number(x: float | None) -> float | None:
+    """None for no value (nothing forgotten) or NaN (no image), so the JSON stays standard."""
+    return None if x is None or x != x else float(x)
 
 
 @st.cache_data(show_spinner=False)
