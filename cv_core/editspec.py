@@ -17,11 +17,34 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import InvalidInputError
-from .results import COEF_LIMIT, check_coefficient, class_index
+
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI reads this module for its help, quickly
+    import torch
+
+#: Largest |coefficient| (and |alpha| of a move) an edit accepts. The sliders span [-3, 3] and forget
+#: strengths [0, 3]; beyond 100 the edited latent is the class vector alone and float32 overflows near 1e38.
+COEF_LIMIT = 100.0
+
+
+def check_coefficient(value, what: str = "coefficient") -> float:
+    """A coefficient or move alpha as a float: finite and |value| <= COEF_LIMIT, else InvalidInputError."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{what} must be a number, got {value!r}") from None
+    if not math.isfinite(v) or abs(v) > COEF_LIMIT:
+        raise InvalidInputError(f"{what} must be a finite number in [-{COEF_LIMIT:g}, {COEF_LIMIT:g}], got {value!r} "
+                                "(coefficients of about -3..3 already forget or move a class)")
+    return v
+
+
+def class_index(class_names: Sequence[str], key) -> int:
+    from .results import class_index as index
+
+    return index(class_names, key)
 
 __all__ = ["COEF_LIMIT", "GATE_HELP", "GATE_RULES", "EditSpec", "check_coefficient", "forget_set", "parse_coef_args",
            "parse_gate", "parse_move_args", "resolve_gate"]
@@ -68,6 +91,8 @@ def resolve_gate(run, gate) -> torch.Tensor | None:
     run: anything with ``class_vectors`` and ``ft`` (split -> FeatureSet) and ``store`` (FeatureStore or
     None; a store-backed run is read block by block): a pipeline run, the app's synthetic run, an
     UnlearnContext. 'auto' and 'own' are ``auto_gamma`` on the fine-tuned train latents (see GATE_HELP)."""
+    import torch
+
     from .features.stored import blocks
     from .math.steering import auto_gamma_from_blocks
 
@@ -86,6 +111,8 @@ def forget_set(coefs: Sequence[float] | torch.Tensor, moves: Iterable[Sequence] 
 
     coefs: (C,) coefficients; moves: (source, target, alpha) with class indices. A move onto itself is an
     error (it would do nothing yet count the class as forgotten)."""
+    import torch
+
     a = torch.as_tensor(coefs, dtype=torch.float64).flatten()
     out = {int(c) for c in torch.nonzero(a < 0).flatten().tolist()}
     for s, t, alpha in moves:

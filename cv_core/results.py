@@ -4,13 +4,13 @@ These are frozen dataclasses around tensors. They hold no paths and do no I/O.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import torch
 
+from .editspec import COEF_LIMIT, check_coefficient  # noqa: F401  (re-exported: the one range check)
 from .errors import InvalidInputError, NumericalError, UnknownNameError
 
 if TYPE_CHECKING:
@@ -143,21 +143,6 @@ class ClassVectors:
         return self.coefficients(coefs).to(self.kappa.dtype) @ self.kappa
 
 
-#: Largest |coefficient| (and |alpha| of a move) an edit accepts. The sliders span [-3, 3] and forget
-#: strengths [0, 3]; beyond 100 the edited latent is the class vector alone and float32 overflows near 1e38.
-COEF_LIMIT = 100.0
-
-
-def check_coefficient(value, what: str = "coefficient") -> float:
-    """A coefficient or move alpha as a float: finite and |value| <= COEF_LIMIT, else InvalidInputError."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"{what} must be a number, got {value!r}") from None
-    if not math.isfinite(v) or abs(v) > COEF_LIMIT:
-        raise InvalidInputError(f"{what} must be a finite number in [-{COEF_LIMIT:g}, {COEF_LIMIT:g}], got {value!r} "
-                                "(coefficients of about -3..3 already forget or move a class)")
-    return v
 
 
 @runtime_checkable

@@ -13,6 +13,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -316,3 +317,11 @@ def test_the_app_run_and_the_synthetic_run_are_one_protocol():
               for i, line in enumerate(p.read_text().splitlines(), 1)
               if ("getattr(run" in line or "hasattr(run" in line)]
     assert not probes, probes
+
+
+def test_the_command_line_help_stays_light():
+    """The CLI reads the gate help and the argument parsers from cv_core.editspec without importing torch."""
+    code = ("import sys, cv_core.cli, cv_core.editspec; cv_core.cli.build_parser(); "
+            "cv_core.editspec.parse_coef_args(['3=-1']); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stdout + out.stderr
