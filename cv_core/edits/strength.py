@@ -40,7 +40,7 @@ TARGET = 0.05       # forget accuracy to reach on val
 TOLERANCE = 0.01    # retain accuracy may fall at most this much below unedited
 MARGIN = 1.5        # chosen strength = MARGIN x the smallest lambda reaching TARGET on val (module docstring)
 CACHE_KIND = "forget_strength"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: retain accuracy is sample-weighted (metrics.forget_retain); curves of 1 are stale
 
 
 @dataclass(frozen=True)
