@@ -68,7 +68,8 @@ def machine() -> dict:
     except Exception:  # noqa: BLE001 - info only
         pass
     versions = {}
-    for pkg in ("torch", "numpy", "umap-learn", "numba", "pynndescent", "scikit-learn", "open_clip_torch", "streamlit"):
+    for pkg in ("torch", "numpy", "umap-learn", "numba", "pynndescent", "scikit-learn", "open_clip_torch", "streamlit",
+                "ray"):
         try:
             versions[pkg] = _md.version(pkg)
         except _md.PackageNotFoundError:

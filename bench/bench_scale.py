@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -140,10 +141,19 @@ def finetuning(steps: int) -> list[dict]:
     return rows
 
 
+def _uptime() -> str:
+    """The machine's ``uptime`` line (load averages over 1, 5 and 15 min), kept in the results."""
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "load average: %.2f, %.2f, %.2f" % os.getloadavg()
+
+
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     quick = "--quick" in argv
     load_before = os.getloadavg()[0]
+    uptime_before = _uptime()
     try:
         import ray  # noqa: F401
         ext = extraction(1 if quick else 3)
@@ -153,6 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     ft = finetuning(20 if quick else 60)
     print_table("fine-tuning: 1 process vs 2 gloo processes, global batch 64 (built-in model, CPU)", ft)
     notes = {"load_avg_1min_before": load_before, "load_avg_1min_after": os.getloadavg()[0],
+             "uptime_before": uptime_before, "uptime_after": _uptime(),
              "gpu_note": "no GPU lent to this work: the CUDA paths (nccl, num_gpus=1 actors, bf16) were not executed"
              if not torch.cuda.is_available() else machine()["gpu"]}
     write_results("scale", ext + ft, notes)
