@@ -1,4 +1,5 @@
 """Extraction on Ray Data: the same class vectors and accuracies as the local engine, clear failures."""
+import socket
 import sys
 import time
 
@@ -68,6 +69,65 @@ def test_an_unreachable_cluster_fails_within_30_seconds(tmp_path, tiny_spec):
     with pytest.raises(CVError, match="HOST:PORT"):
         check_address("no-port-here")
     assert time.perf_counter() - start < 30
+
+
+def _refused_before_any_work(tmp_path, tiny_spec, address, match):
+    """run() and the CLI with ``address`` fail with ``match`` in seconds, before the fine-tuning: no progress
+    event, nothing in the cache; the CLI prints one line and exits 2."""
+    events, start = [], time.perf_counter()
+    with pytest.raises(RayUnavailableError, match=match):
+        run(_config(tmp_path, tiny_spec, engine="ray", ray_address=address), progress=events.append)
+    assert events == [] and not (tmp_path / "cache").exists()
+    return time.perf_counter() - start
+
+
+def test_a_non_routable_cluster_address_fails_within_30_seconds(tmp_path, tiny_spec, capsys):
+    # 10.255.255.1 is private and unassigned: the TCP probe gets no answer (or no route) and gives up
+    took = _refused_before_any_work(tmp_path, tiny_spec, "10.255.255.1:6379", "10.255.255.1:6379 does not answer")
+    assert took < 30
+    start = time.perf_counter()
+    code = main(["run", "--backbone", tiny_spec, "--engine", "ray", "--ray-address", "10.255.255.1:6379",
+                 "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "does not answer" in err
+    assert time.perf_counter() - start < 30 and not (tmp_path / "cache").exists()
+
+
+def test_a_running_head_passes_the_address_check(ray_session):
+    gcs = ray_session.get_runtime_context().gcs_address  # this session's head: host:port
+    start = time.perf_counter()
+    check_address(gcs)
+    assert time.perf_counter() - start < 10
+    host, port = gcs.rsplit(":", 1)
+    with socket.socket() as other:  # accepts TCP, never speaks gRPC: refused before ray.init, in timeout_s
+        other.bind((host, 0))
+        other.listen()
+        with pytest.raises(RayUnavailableError, match=f"{host}:{other.getsockname()[1]} does not answer"):
+            check_address(f"{host}:{other.getsockname()[1]}", timeout_s=5)
+
+
+@pytest.fixture
+def no_local_ray(tmp_path, monkeypatch):
+    """This machine as one without a Ray cluster: no RAY_ADDRESS, an empty Ray temp folder (no address file
+    of a 'ray start' head), and no GCS process found (other sessions' Ray on a shared CI machine would be)."""
+    services = pytest.importorskip("ray._private.services")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "ray-tmp"))
+    monkeypatch.setattr(services, "find_gcs_addresses", lambda: frozenset())
+    (tmp_path / "ray-tmp" / "ray").mkdir(parents=True)
+    return tmp_path / "ray-tmp" / "ray"
+
+
+def test_ray_address_auto_without_a_cluster_fails_up_front(tmp_path, tiny_spec, capsys, no_local_ray):
+    took = _refused_before_any_work(tmp_path, tiny_spec, "auto", r"auto found no Ray cluster to join .*ray start")
+    assert took < 10
+    code = main(["run", "--backbone", tiny_spec, "--engine", "ray", "--ray-address", "auto",
+                 "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--ray-address auto" in err
+    # a stopped 'ray start' head leaves its address file behind: auto resolves it, and it does not answer
+    (no_local_ray / "ray_current_cluster").write_text("127.0.0.1:1")
+    assert _refused_before_any_work(tmp_path, tiny_spec, "auto", r":1 does not answer") < 10  # Ray names its IP
 
 
 def _descends_from(pid: int, ancestor: int) -> bool:

@@ -60,11 +60,67 @@ def check_address(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
     except OSError as err:
         raise RayUnavailableError(f"the Ray cluster at {address} does not answer ({err}); start it with "
                                   "'ray start --head' or check the address") from None
+    if not address.startswith("ray://"):  # a Ray Client server speaks another protocol: ray.init tells
+        _probe_gcs(address, hostport, timeout_s)
+
+
+def _probe_gcs(address: str, hostport: str, timeout_s: float) -> None:
+    """Ask the head node's GCS for its cluster id. A port that accepts TCP but is not a Ray head (another
+    service, a proxy) would otherwise make ``ray.init`` retry for about 20 s, after the fine-tuning."""
+    import threading
+    try:
+        from ray._raylet import GcsClient
+    except ImportError:  # this Ray moved it: ray.init reports the failure, only later
+        return
+    outcome: list = []
+
+    def probe() -> None:
+        try:
+            GcsClient(address=hostport)
+            outcome.append(None)
+        except Exception as err:  # noqa: BLE001 - Ray's RpcError and friends: reported below
+            outcome.append(err)
+
+    worker = threading.Thread(target=probe, name="cvs-ray-gcs-probe", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if not outcome:
+        raise RayUnavailableError(f"the Ray cluster at {address} does not answer within {timeout_s:.0f} s; "
+                                  "check the address and that its head node is up")
+    if outcome[0] is not None:
+        first = (str(outcome[0]).strip().splitlines() or [type(outcome[0]).__name__])[0][:200]
+        raise RayUnavailableError(f"the Ray cluster at {address} does not answer as a Ray head node ({first}); "
+                                  "give the head's GCS address (ray start --head prints it, port 6379 by "
+                                  "default)")
+
+
+def resolve_auto_address() -> str | None:
+    """The HOST:PORT that ``ray.init(address="auto")`` would join, found the way Ray finds it (RAY_ADDRESS,
+    the last ``ray start`` cluster's address file, a running GCS on this machine), or a
+    :class:`RayUnavailableError` when there is none. None when this Ray no longer has that helper (then
+    ``ray.init`` reports the same, only later)."""
+    import_ray()
+    try:
+        from ray._private.services import canonicalize_bootstrap_address_or_die
+    except ImportError:
+        return None
+    try:
+        return canonicalize_bootstrap_address_or_die("auto")
+    except ConnectionError as err:
+        reason = str(err).split(". ")[0].rstrip(".")
+        raise RayUnavailableError(
+            f"--ray-address auto found no Ray cluster to join ({reason}): start one with 'ray start --head', "
+            "set RAY_ADDRESS or give HOST:PORT, or leave --ray-address out to start a local Ray") from None
+    except ValueError:  # e.g. a ray://... RAY_ADDRESS: ray.init handles it
+        return None
 
 
 def preflight(address: str | None) -> None:
-    """Before any long work of a Ray run: Ray is installed and the cluster address answers."""
+    """Before any long work of a Ray run: Ray is installed and the cluster address answers ('auto': a
+    cluster is found and its address answers; a stale address file of a stopped cluster fails here)."""
     import_ray()
+    if address == "auto":
+        address = resolve_auto_address()
     if address:
         check_address(address)
 
