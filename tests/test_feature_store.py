@@ -109,20 +109,41 @@ def test_inconsistent_writes_are_refused_and_publish_nothing(tmp_path, mistake):
     assert not (tmp_path / "s").exists() and not list(tmp_path.glob(".*.tmp"))
 
 
-def _write_in_process(args):
-    root, seed = args
+def _write_in_process(root, ready, out):
+    """One writer: all shards written, then wait for the other writer (so both publish at the same
+    moment), then close (publish) and read the store back."""
     feats, labels = _data(2000, seed=0)
-    _write(root, feats, labels, shard_rows=100, blocks=20)
-    return FeatureStore.open(root, KEY).num_rows("train")
+    try:
+        with FeatureStoreWriter(root, KEY, CLASSES, 8, shard_rows=100) as w:
+            for lo in range(0, 2000, 100):
+                w.add("train", "pre", feats[lo:lo + 100], labels[lo:lo + 100])
+                w.add("train", "ft", feats[lo:lo + 100] * 2, labels[lo:lo + 100])
+            ready.wait(timeout=30)  # both temporary stores complete, neither published yet
+        store = FeatureStore.open(root, KEY)
+        out.put(("ok", store.num_rows("train"), store.metadata("train").column("row").to_pylist()))
+    except Exception as err:  # noqa: BLE001 - the test reads what the writer saw
+        out.put(("error", repr(err), None))
 
 
 def test_two_runs_writing_the_same_store_both_succeed(tmp_path):
     root = store_root(tmp_path / "cache", KEY)
-    with mp.get_context("fork").Pool(2) as pool:
-        assert pool.map(_write_in_process, [(root, 0), (root, 1)]) == [2000, 2000]
+    ctx = mp.get_context("fork")
+    ready, out = ctx.Barrier(2), ctx.Queue()
+    writers = [ctx.Process(target=_write_in_process, args=(root, ready, out)) for _ in range(2)]
+    for p in writers:
+        p.start()
+    got = [out.get(timeout=60) for _ in writers]
+    for p in writers:
+        p.join(timeout=30)
+    assert [g[0] for g in got] == ["ok", "ok"], got  # both succeed: the second finds the first's store
+    assert all(g[1] == 2000 and g[2] == list(range(2000)) for g in got)  # every row exactly once
     feats, labels = _data(2000)
-    np.testing.assert_array_equal(FeatureStore.open(root, KEY).features("train", "ft"), feats * 2)
+    store = FeatureStore.open(root, KEY)
+    np.testing.assert_array_equal(store.features("train", "ft"), feats * 2)
+    np.testing.assert_array_equal(store.labels("train"), labels)
+    store.verify()
     assert sorted(p.name for p in root.parent.iterdir() if not p.name.endswith(".lock")) == [root.name]
+    assert not list(root.parent.rglob("*.tmp*")), "the losing writer's copy is gone"
 
 
 def test_a_broken_store_is_replaced_by_the_next_complete_write(tmp_path):
@@ -132,3 +153,39 @@ def test_a_broken_store_is_replaced_by_the_next_complete_write(tmp_path):
     (root / "manifest.json").write_text("{half")
     store = FeatureStore.open(_write(root, feats, labels), KEY)
     np.testing.assert_array_equal(store.features("train", "pre"), feats)
+
+
+def _run_in_process(spec, cache_dir, ready, out):
+    """One `run` with the feature store on, started together with another on the same cache."""
+    import torch
+    torch.set_num_threads(1)
+    from cv_core.models.finetune import FinetuneConfig
+    from cv_core.pipeline import RunConfig, run
+    try:
+        ready.wait(timeout=30)
+        r = run(RunConfig(backbone=spec, dataset="digits", device="cpu", cache_dir=cache_dir,
+                          max_per_class=12, feature_store="on",
+                          finetune=FinetuneConfig(steps=4, batch_size=32, lr=1e-3, warmup=1)))
+        out.put(("ok", str(r.store.root), r.store.num_rows("train"), r.class_vectors.kappa.numpy(),
+                 r.finetuned_accuracy))
+    except Exception as err:  # noqa: BLE001 - the test reads what the run saw
+        out.put(("error", repr(err), None, None, None))
+
+
+def test_two_pipeline_runs_on_one_cache_both_succeed(tmp_path, tiny_spec):
+    ctx = mp.get_context("fork")  # no re-import of torch and open_clip
+    ready, out = ctx.Barrier(2), ctx.Queue()
+    runs = [ctx.Process(target=_run_in_process, args=(tiny_spec, str(tmp_path / "cache"), ready, out))
+            for _ in range(2)]
+    for p in runs:
+        p.start()
+    got = [out.get(timeout=120) for _ in runs]
+    for p in runs:
+        p.join(timeout=30)
+    assert [g[0] for g in got] == ["ok", "ok"], [g[1] for g in got]
+    assert got[0][1] == got[1][1] and got[0][2] == got[1][2] == 120  # one store, every train image once
+    np.testing.assert_array_equal(got[0][3], got[1][3])
+    assert got[0][4] == got[1][4]
+    stores = [p for p in (tmp_path / "cache" / "stores").iterdir() if not p.name.startswith(".")]
+    assert len(stores) == 1 and FeatureStore.open(stores[0]).num_rows("train") == 120
+    assert not list((tmp_path / "cache").rglob("*.tmp*")), "no temporary files or folders are left"
