@@ -189,3 +189,32 @@ def test_two_pipeline_runs_on_one_cache_both_succeed(tmp_path, tiny_spec):
     stores = [p for p in (tmp_path / "cache" / "stores").iterdir() if not p.name.startswith(".")]
     assert len(stores) == 1 and FeatureStore.open(stores[0]).num_rows("train") == 120
     assert not list((tmp_path / "cache").rglob("*.tmp*")), "no temporary files or folders are left"
+
+
+def _killed_mid_write(root):
+    """A writer process killed (no exception, no cleanup) after some shards are on disk."""
+    import os
+    feats, labels = _data(1000)
+    w = FeatureStoreWriter(root, KEY, CLASSES, 8, shard_rows=100)
+    w.add("train", "pre", feats[:500], labels[:500])  # five shards flushed into the temporary folder
+    os._exit(9)
+
+
+def test_a_writer_killed_mid_write_publishes_nothing_and_a_damaged_shard_is_never_read(tmp_path):
+    root = tmp_path / "s"
+    p = mp.get_context("fork").Process(target=_killed_mid_write, args=(root,))
+    p.start()
+    p.join(timeout=30)
+    assert p.exitcode == 9
+    assert list(tmp_path.glob(".s-*.tmp/train/pre/*.npy")), "the killed writer had written shards"
+    with pytest.raises(CacheError, match="manifest.json is missing"):
+        FeatureStore.open(root, KEY)  # its shards are in a temporary folder that no reader looks at
+    feats, labels = _data(300)
+    store = FeatureStore.open(_write(root, feats, labels), KEY)  # the next run publishes normally
+    np.testing.assert_array_equal(store.features("train", "pre"), feats)
+    shard = next((root / "train" / "ft").glob("*.npy"))
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])  # damaged after publishing
+    with pytest.raises(CacheError, match="unreadable|corrupt|shape"):
+        FeatureStore.open(root, KEY).features("train", "ft")
+    with pytest.raises(CacheError):
+        FeatureStore.open(root, KEY).verify()

@@ -391,7 +391,11 @@ class FeatureStore:
         return encs[encoder]
 
     def _map(self, shard: dict) -> np.ndarray:
-        mm = np.load(self.root / shard["file"], mmap_mode="r")
+        try:
+            mm = np.load(self.root / shard["file"], mmap_mode="r")
+        except (OSError, ValueError) as err:  # a truncated or damaged file after publishing: never read as data
+            raise CacheError(f"feature store shard {self.root / shard['file']} is unreadable ({err}); "
+                             "delete the store folder to recompute it") from None
         if mm.shape != (shard["rows"], self.dim):
             raise CacheError(f"feature store shard {shard['file']} has shape {mm.shape}, expected "
                              f"({shard['rows']}, {self.dim}); recompute the store")
