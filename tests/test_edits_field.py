@@ -177,3 +177,15 @@ def test_quantized_check_rows(toy):
     steer = audit(toy, run_method("cv_steer", toy, [0]), probe=False)
     assert rows[0]["float_acc_f"] == pytest.approx(steer.acc_f) and rows[0]["float_acc_r"] == pytest.approx(steer.acc_r)
     assert all(abs(r["int8_acc_r"] - r["float_acc_r"]) <= 0.05 for r in rows)
+
+
+def test_per_sample_channel_masks_scale_each_sample_by_its_own_row():
+    from cv_core.edits.channels import scale_channels
+    masks = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.5]])
+    maps = torch.ones(2, 3, 4, 4)
+    assert torch.equal(scale_channels(maps, masks).mean((2, 3)), masks)  # ResNet maps (N, C, H, W)
+    tokens = torch.ones(2, 5, 3)
+    assert torch.equal(scale_channels(tokens, masks)[:, 0], masks)  # ViT tokens, batch first (N, L, C)
+    assert torch.equal(scale_channels(torch.ones(5, 2, 3), masks)[0], masks)  # (L, N, C)
+    assert torch.equal(scale_channels(torch.ones(2, 3), masks), masks)  # pooled (N, C)
+    assert torch.equal(scale_channels(maps, masks[0])[1].mean((1, 2)), masks[0])  # one mask for all

@@ -37,10 +37,18 @@ def tower_blocks(visual: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
 
 
 def scale_channels(out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """out (N, C, H, W) or (N, L, C) times mask (C,) along the channel dimension."""
+    """out (N, C, H, W), (N, L, C) or (N, C) times mask (C,) along the channel dimension; a mask (N, C) gives every
+    sample its own (tokens: batch first, open_clip's default, unless only dim 1 matches N)."""
+    mask = mask.to(out.dtype)
+    if mask.ndim == 2:
+        if out.ndim == 2:
+            return out * mask
+        if out.ndim == 4:
+            return out * mask[:, :, None, None]
+        return out * (mask[:, None, :] if out.shape[0] == mask.shape[0] else mask[None, :, :])
     if out.ndim == 4:
-        return out * mask.to(out.dtype)[None, :, None, None]
-    return out * mask.to(out.dtype)
+        return out * mask[None, :, None, None]
+    return out * mask
 
 
 @torch.no_grad()

@@ -3,9 +3,10 @@
 A filter is a learned mask in [0, 1] over the output channels of the image tower's inner blocks (every
 ResNet bottleneck or ViT block by default), one row per class: ``filters (C, K)`` with ``K`` the
 channels of all filtered blocks. The encoder's weights stay frozen (eval mode, BatchNorm statistics
-fixed); the filters are trained once, cycling through the classes: with class c's filter applied,
-cross-entropy on retain-class images keeps the other classes and a hinge pushes class-c images off
-their class, plus a small penalty that keeps filters open. Forgetting class c at inference is then
+fixed); the filters are trained once, every class's filter in every step (each sample of a batch passes
+through the filter of the class it was drawn for): with class c's filter applied, cross-entropy plus a
+distillation term to the unfiltered model's logits on retain-class images keeps the other classes, and a
+hinge pushes class-c images off their class, plus a small penalty that keeps filters open. Forgetting class c at inference is then
 switching class c's filter on, with no training; several classes: the product of their filters.
 
 Differences from the paper: the paper's "memory matrices" modulate the weights of chosen layers and are
@@ -24,10 +25,12 @@ import torch
 
 from .base import MethodOutput, UnlearnContext, register_method
 from .channels import attach_masks, channel_counts, inner_blocks
-from .encoder_ops import batch_stream, encoded_output, head_logits, option, train, visual_copy
+from .encoder_ops import batch_stream, encode, encoded_output, head_logits, option, train, visual_copy
 from .latent import forget_hinge
 
-DEFAULT_STEPS, DEFAULT_LR, DEFAULT_SPARSITY = 300, 0.1, 0.5
+DEFAULT_STEPS, DEFAULT_LR, DEFAULT_SPARSITY = 150, 0.1, 0.5
+DEFAULT_FORGET_SHOTS, DEFAULT_RETAIN_SHOTS, DEFAULT_DISTILL = 4, 8, 3.0
+MAX_CLASSES_PER_STEP = 16
 INIT_LOGIT = 3.0  # sigmoid(3) = 0.95: filters start open
 
 
@@ -56,11 +59,21 @@ def _blocks(visual, names: tuple[str, ...] | None):
 
 
 def train_filters(ctx: UnlearnContext, seed: int, options) -> FilterSet:
-    """Train one filter per class on the train split (frozen encoder) -> FilterSet."""
+    """Train one filter per class on the train split (frozen encoder) -> FilterSet.
+
+    Every step trains the filters of every class at once (up to ``MAX_CLASSES_PER_STEP`` drawn at random
+    when there are more): each sample of the batch passes through the filter of the class it is drawn for
+    (per-sample channel masks), ``forget_shots`` images of class c and ``retain_shots`` images of other
+    classes per class c. Loss: on retain images, cross-entropy plus ``distill`` x KL from the unfiltered
+    encoder's logits (the filter must not change what the model says about other classes); on forget
+    images, a hinge pushing them off their class; plus ``sparsity`` x the share of the filters closed.
+    """
     start = time.perf_counter()
     steps, lr = option(options, "steps", DEFAULT_STEPS, int, 1), option(options, "lr", DEFAULT_LR, float, 0.0)
     sparsity = option(options, "sparsity", DEFAULT_SPARSITY, float, 0.0)
-    bs = option(options, "batch_size", 32, int, 2)
+    n_f = option(options, "forget_shots", DEFAULT_FORGET_SHOTS, int, 1)
+    n_r = option(options, "retain_shots", DEFAULT_RETAIN_SHOTS, int, 1)
+    distill = option(options, "distill", DEFAULT_DISTILL, float, 0.0)
     torch.manual_seed(seed)
     enc, dev = ctx.encoder, ctx.encoder.device
     visual = visual_copy(ctx).requires_grad_(False)
@@ -68,27 +81,44 @@ def train_filters(ctx: UnlearnContext, seed: int, options) -> FilterSet:
     x, y = enc.images["train"], enc.labels["train"]
     counts = channel_counts(visual, [b for _, b in chosen], x[:1].to(dev))
     n_classes = ctx.num_classes
+    teacher = head_logits(ctx, encode(visual, x, dev).to(dev))  # (N, C): the unfiltered model's logits
     logits = torch.nn.Parameter(torch.full((n_classes, sum(counts)), INIT_LOGIT, device=dev))
-    current = {"c": 0}
-    splits = [lambda k=k: torch.split(torch.sigmoid(logits[current["c"]]), counts)[k] for k in range(len(counts))]
+    rows = {"r": torch.zeros(0, dtype=torch.long)}  # the filter row of every sample of the current batch
+    splits = [lambda k=k: torch.split(torch.sigmoid(logits)[rows["r"]], counts, dim=1)[k]
+              for k in range(len(counts))]
     handles = attach_masks([b for _, b in chosen], splits)
     g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(n_classes, generator=g)
     streams = {}
     for c in range(n_classes):
         f_idx, r_idx = torch.nonzero(y == c).flatten(), torch.nonzero(y != c).flatten()
-        streams[c] = (f_idx, batch_stream(f_idx.numel(), bs // 2, g), r_idx, batch_stream(r_idx.numel(), bs, g))
+        if f_idx.numel():
+            streams[c] = (f_idx, batch_stream(f_idx.numel(), n_f, g), r_idx, batch_stream(r_idx.numel(), n_r, g))
+    trainable = sorted(streams)
 
     def loss(step: int) -> torch.Tensor:
-        c = int(order[step % n_classes])
-        current["c"] = c
-        f_idx, f_stream, r_idx, r_stream = streams[c]
-        fi, ri = f_idx[next(f_stream)], r_idx[next(r_stream)]
+        cs = trainable
+        if len(cs) > MAX_CLASSES_PER_STEP:
+            pick = torch.randperm(len(cs), generator=g)[:MAX_CLASSES_PER_STEP]
+            cs = [trainable[int(i)] for i in pick]
+        fis, ris, f_rows, r_rows = [], [], [], []
+        for c in cs:
+            f_idx, f_stream, r_idx, r_stream = streams[c]
+            fi, ri = f_idx[next(f_stream)], r_idx[next(r_stream)]
+            fis.append(fi)
+            ris.append(ri)
+            f_rows.append(torch.full((fi.numel(),), c))
+            r_rows.append(torch.full((ri.numel(),), c))
+        fi, ri = torch.cat(fis), torch.cat(ris)
+        rows["r"] = torch.cat(f_rows + r_rows).to(dev)
         out = head_logits(ctx, visual(torch.cat([x[fi], x[ri]]).to(dev)))
-        n_f = fi.numel()
-        keep = torch.nn.functional.cross_entropy(out[n_f:], y[ri].to(dev))
-        closed = 1.0 - torch.sigmoid(logits[c]).mean()
-        return keep + forget_hinge(out[:n_f], y[fi].to(dev)) + sparsity * closed
+        out_f, out_r = out[:fi.numel()], out[fi.numel():]
+        keep = torch.nn.functional.cross_entropy(out_r, y[ri].to(dev))
+        if distill > 0:
+            keep = keep + distill * torch.nn.functional.kl_div(
+                torch.log_softmax(out_r, 1), torch.log_softmax(teacher[ri.to(dev)], 1), log_target=True,
+                reduction="batchmean")
+        closed = 1.0 - torch.sigmoid(logits[cs]).mean()
+        return keep + forget_hinge(out_f, y[fi].to(dev)) + sparsity * closed
 
     try:
         train([logits], loss, steps, lr, what="WF-Net filter training")
