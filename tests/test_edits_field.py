@@ -189,3 +189,16 @@ def test_per_sample_channel_masks_scale_each_sample_by_its_own_row():
     assert torch.equal(scale_channels(torch.ones(5, 2, 3), masks)[0], masks)  # (L, N, C)
     assert torch.equal(scale_channels(torch.ones(2, 3), masks), masks)  # pooled (N, C)
     assert torch.equal(scale_channels(maps, masks[0])[1].mean((1, 2)), masks[0])  # one mask for all
+
+
+def test_the_wf_net_figure_is_checked_class_by_class_not_on_the_mean():
+    from cv_core.edits.checks import every_class_check
+
+    def report(acc_r_9):
+        per = [{"forget": [c], "acc_f": 0.0, "acc_r": 0.95 if c != 9 else acc_r_9} for c in (0, 4, 9)]
+        ft = [{"forget": [c], "acc_f": 0.96, "acc_r": 0.96} for c in (0, 4, 9)]
+        return {"class_names": [str(i) for i in range(10)],
+                "methods": {"wf_net": {"per_class": per, "classes": [0, 4, 9]}, "finetuned": {"per_class": ft}}}
+    assert every_class_check(report(0.93), "wf_net", "f")["met"] is True
+    missed = every_class_check(report(0.88), "wf_net", "f")  # the mean (0.927) is within 5 points; class 9 not
+    assert missed["met"] is False and "missed for 9" in missed["measured"]
