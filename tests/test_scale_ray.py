@@ -180,3 +180,31 @@ def test_a_killed_encoder_actor_is_retried_and_the_store_is_complete(ray_session
     want = encode_images(b.model, data["test"], b.preprocess, torch.device("cpu"))
     assert (torch.from_numpy(store.features("test", "pre")) - want.features).abs().max() < 1e-5
     assert torch.equal(torch.from_numpy(store.labels("test")), want.labels)
+
+
+def test_a_failing_task_is_a_clear_error_and_publishes_nothing(ray_session, tmp_path, tiny_spec):
+    from cv_core.data.datasets import load_split
+    from cv_core.features.ray_extract import extract_with_ray
+    from cv_core.features.store import FeatureStore, FeatureStoreWriter
+    from cv_core.models.backbones import load_backbone
+    b = load_backbone(tiny_spec, "cpu")
+    base = load_split("digits", "test", max_per_class=3)
+
+    class Unreadable:  # defined here: cloudpickle ships it to the workers by value
+        targets, class_names = base.targets, base.class_names
+
+        def __len__(self):
+            return len(base)
+
+        def __getitem__(self, i):
+            if i == 7:
+                raise ValueError("image 7 is unreadable")
+            return base[i]
+
+    with pytest.raises(CVError, match="nothing was published.*image 7 is unreadable"):
+        with FeatureStoreWriter(tmp_path / "s", {"k": 1}, base.class_names, b.embed_dim) as w:
+            extract_with_ray(b.model.visual, b.model.visual, {"test": Unreadable()}, b.preprocess, w, workers=1,
+                             batch_size=4)
+    with pytest.raises(CVError, match="manifest.json is missing"):
+        FeatureStore.open(tmp_path / "s")
+    assert list(tmp_path.iterdir()) == []  # the writer's temporary folder is gone too

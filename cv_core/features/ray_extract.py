@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import socket
 import time
 from collections.abc import Mapping
@@ -291,14 +292,24 @@ def _run_pipeline(ray, pre_visual, ft_visual, datasets, transform, writer, worke
 
 
 
+_RAISED = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)): (.+)$")
+
+
 def _reason(err: BaseException) -> str:
-    """One line from a Ray error: the deepest cause that is not Ray's own wrapper (the user code's error)."""
+    """One line from a Ray error: the deepest cause that is not Ray's own wrapper (the user code's error).
+    Ray Data hands the driver a RayTaskError whose chain ends in Ray's UserCodeException: the user's
+    exception survives only in the worker's traceback text, so the last non-Ray "Name: message" line of it."""
     seen, found, cur = set(), None, err
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
         if not type(cur).__module__.startswith("ray"):
             found = cur
         cur = getattr(cur, "cause", None) or cur.__cause__
+    if found is None:
+        text = "\n".join(str(x) for x in (getattr(err, "traceback_str", None), err) if x)
+        raised = [m.groups() for m in map(_RAISED.match, text.splitlines()) if m and not m.group(1).startswith("ray")]
+        if raised:
+            return f"{raised[-1][0].rsplit('.', 1)[-1]}: {raised[-1][1].strip()[:300]}"
     shown = found or err
     lines = [ln for ln in str(shown).splitlines() if ln.strip()]
     return f"{type(shown).__name__}: {(lines[-1] if lines else '')[:300]}"
