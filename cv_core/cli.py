@@ -93,6 +93,8 @@ def build_parser(prog: str = "python -m cv_core") -> argparse.ArgumentParser:
     rep.add_argument("--methods", default=None, help="comma-separated method names (default: all fast ones)")
     rep.add_argument("--audits", default=None, help="comma-separated audits among relearning, cka, references, "
                                                      "quantized, or 'none' (default: all)")
+    rep.add_argument("--encoder-classes", default="3", help="how many classes (evenly spaced) the methods that "
+                     "change the encoder forget in turn, or 'all' (default: 3; latent methods always forget all)")
     return parser
 
 
@@ -254,6 +256,15 @@ def forget_coefficients(result, classes: list[str], coefs: list[tuple[str, float
     return [chosen[i] for i in idx]
 
 
+def _encoder_classes(value: str) -> int | None:
+    if value.strip().lower() == "all":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidInputError(f"--encoder-classes must be a whole number or 'all', got {value!r}") from None
+
+
 def cmd_report(args) -> int:
     try:
         from .edits.report import build_report
@@ -262,8 +273,10 @@ def cmd_report(args) -> int:
     import torch
     torch.set_num_threads(1)  # the methods' many small tensor ops are faster single-threaded
     from .edits.report import ReportConfig
-    config = ReportConfig() if args.audits is None else ReportConfig(  # bad audit names fail before any work
-        audits=tuple(a.strip() for a in args.audits.split(",") if a.strip() and a.strip() != "none"))
+    options = {"encoder_classes": _encoder_classes(args.encoder_classes)}
+    if args.audits is not None:
+        options["audits"] = tuple(a.strip() for a in args.audits.split(",") if a.strip() and a.strip() != "none")
+    config = ReportConfig(**options)  # bad audit names or counts fail before any work
     out = _out_dir(args)
     result = _run(args, ("train", "val", "test"))  # lambda and gates are chosen on val, never on test
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None

@@ -127,3 +127,14 @@ def test_cli_report_rejects_an_unknown_audit_in_one_line(tmp_path, capsys):
     assert main(["report", "--audits", "relearning,bogus", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bogus" in err[0] and "relearning, cka, references, quantized" in err[0]
+
+
+def test_cli_report_encoder_classes_is_checked_before_any_work(tmp_path, capsys):
+    from cv_core.cli import _encoder_classes, main
+
+    assert _encoder_classes("all") is None and _encoder_classes("ALL") is None and _encoder_classes("10") == 10
+    for bad in ("two", "0"):
+        assert main(["report", "--encoder-classes", bad, "--out", str(tmp_path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "encoder" in err[0]
+    assert not list(tmp_path.iterdir())
