@@ -82,8 +82,9 @@ def _steering_setup(ctx: UnlearnContext, forget, options) -> tuple[torch.Tensor,
 
     options: ``gamma`` (gate, default 'auto'); ``lam``: 'auto' (default: each class's forget strength
     chosen on val by :func:`cv_core.edits.strength.choose_forget_strength`, the one definition) or a number;
-    ``target`` (default 0.05): the val forget accuracy the automatic strength aims at."""
-    from .strength import TARGET, choose_forget_strength
+    ``target`` (default 0.05): the val forget accuracy the automatic strength aims at; ``margin`` (default
+    :data:`cv_core.edits.strength.MARGIN`): the factor on the smallest strength reaching it."""
+    from .strength import MARGIN, TARGET, choose_forget_strength
 
     gamma = gate_thresholds(ctx, options.get("gamma", "auto"))
     lam = options.get("lam", "auto")
@@ -91,7 +92,8 @@ def _steering_setup(ctx: UnlearnContext, forget, options) -> tuple[torch.Tensor,
         lams = _strengths(lam, len(forget))
         return lams, gamma, {"lambda": _lambda_info(lams)}
     chosen = [choose_forget_strength(ctx.head, ctx.ft["val"], ctx.class_vectors, c, gamma,
-                                     target=float(options.get("target", TARGET))) for c in forget]
+                                     target=float(options.get("target", TARGET)),
+                                     margin=float(options.get("margin", MARGIN))) for c in forget]
     lams = torch.tensor([s.lam for s in chosen])
     missed = [s.name for s in chosen if not s.reached]
     info = {"lambda": _lambda_info(lams), "lambda_source": "chosen on val (forget strength)",
