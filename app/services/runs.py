@@ -13,6 +13,7 @@ from app.state import AppRunConfig
 
 SYNTHETIC_ENV = "CVS_SYNTHETIC"  # "1": offer the synthetic 10,000-point run (benchmarks, tests)
 SYNTHETIC_SIZE_ENV = "CVS_SYNTHETIC_N"  # test images of the synthetic run (default 10,000; tests use fewer)
+SYNTHETIC_CLASSES_ENV = "CVS_SYNTHETIC_C"  # classes of the synthetic run (default 10)
 EVAL_SPLIT = "test"
 
 
@@ -128,13 +129,32 @@ def compute_run(config: AppRunConfig, progress: Callable | None = None, cancel: 
     if config in runs and idents.get(config) == ident:  # an image folder whose files changed is computed again
         return runs[config]
     if config.dataset == synthetic.NAME:
-        size = int(os.environ.get(SYNTHETIC_SIZE_ENV, synthetic.SPLIT_SIZES["test"]))
-        result = synthetic.make_run(test_size=size, seed=config.seed)
+        size = _env_int(SYNTHETIC_SIZE_ENV, synthetic.SPLIT_SIZES["test"])
+        classes = _env_int(SYNTHETIC_CLASSES_ENV, 10)
+        if size >= synthetic.STORE_MIN:  # generated once into a feature store in the cache folder, read from it
+            result = synthetic.open_run(None, num_classes=classes, test_size=size, seed=config.seed)
+        else:
+            result = synthetic.make_run(num_classes=classes, test_size=size, seed=config.seed)
     else:
         result = _run_pipeline(config, progress, cancel)
     with _RUNS_LOCK:
         runs[config], idents[config] = result, ident
     return result
+
+
+def _env_int(name: str, default: int) -> int:
+    from cv_core.errors import InvalidInputError
+
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        n = int(value.replace("_", ""))
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+    return n
 
 
 def _run_pipeline(config: AppRunConfig, progress, cancel, max_halvings: int = 3):

@@ -1,0 +1,62 @@
+"""The synthetic run backed by a feature store (issue 14 part 6): equal to the in-memory run, generated once."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from app import synthetic
+from cv_core.errors import InvalidInputError
+from cv_core.features.store import FeatureStore
+
+PARAMS = dict(num_classes=7, dim=32, test_size=700, seed=3)
+
+
+def test_store_run_equals_the_in_memory_run(tmp_path):
+    mem = synthetic.make_run(**PARAMS)
+    run = synthetic.open_run(tmp_path, **PARAMS)
+    assert isinstance(run.store, FeatureStore) and mem.store is None
+    for split in ("train", "val", "test"):
+        for a, b in ((mem.pre[split], run.pre[split]), (mem.ft[split], run.ft[split])):
+            assert torch.equal(a.features, b.features), split
+            assert torch.equal(a.labels, b.labels), split
+    assert torch.equal(mem.head.weights, run.head.weights)
+    assert torch.equal(mem.class_vectors.kappa, run.class_vectors.kappa)
+    assert torch.equal(mem.finetuned.confusion, run.finetuned.confusion)
+    assert torch.equal(mem.zero_shot.confusion, run.zero_shot.confusion)
+    assert run.store.num_rows("test") == 700 and run.store.dim == 32
+
+
+def test_store_spans_several_blocks_like_the_in_memory_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(synthetic, "BLOCK_ROWS", 256)  # 700 test rows: three blocks, three shards
+    mem = synthetic.make_run(**PARAMS)
+    run = synthetic.open_run(tmp_path, **PARAMS)
+    assert len(run.store.manifest["splits"]["test"]["encoders"]["ft"]) == 3
+    assert torch.equal(mem.ft["test"].features, run.ft["test"].features)
+
+
+def test_second_open_is_a_cache_hit_and_other_parameters_are_not(tmp_path, monkeypatch):
+    first = synthetic.open_run(tmp_path, **PARAMS)
+    calls = []
+    real = synthetic.write_store
+    monkeypatch.setattr(synthetic, "write_store", lambda *a, **k: calls.append(a) or real(*a, **k))
+    again = synthetic.open_run(tmp_path, **PARAMS)
+    assert calls == [] and again.store.root == first.store.root
+    other = synthetic.open_run(tmp_path, **dict(PARAMS, seed=4))
+    assert len(calls) == 1 and other.store.root != first.store.root
+    assert not torch.equal(other.ft["test"].features, first.ft["test"].features)
+
+
+def test_app_uses_the_store_from_store_min(tmp_path, monkeypatch):
+    from app.services.runs import compute_run
+    from app.state import AppRunConfig
+
+    monkeypatch.setenv("CVS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CVS_SYNTHETIC_N", "300")
+    monkeypatch.setenv("CVS_SYNTHETIC_C", "5")
+    monkeypatch.setattr(synthetic, "STORE_MIN", 300)
+    run = compute_run(AppRunConfig(dataset=synthetic.NAME, seed=11))
+    assert run.store is not None and run.store.root.is_relative_to(tmp_path)
+    assert run.store.num_rows("test") == 300 and len(run.class_names) == 5
+    monkeypatch.setenv("CVS_SYNTHETIC_N", "many")
+    with pytest.raises(InvalidInputError, match="CVS_SYNTHETIC_N"):
+        compute_run(AppRunConfig(dataset=synthetic.NAME, seed=12))
