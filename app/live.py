@@ -18,7 +18,7 @@ import torch
 
 from cv_core.math.factored import FactoredScores, Move
 from cv_core.editspec import forget_set
-from cv_core.math.metrics import Scores, forget_retain, score
+from cv_core.math.metrics import Scores, forget_retain, rescore, score
 from cv_core.results import ClassVectors, FeatureSet, ZeroShotHead
 
 #: Re-projects edited latents (M, D) float32 onto the map -> (M, 2) float32.
@@ -95,6 +95,21 @@ class LiveEditor:
         self.base_preds = self.factored.predict()
         self.base = score(self.base_preds, self.labels, cv.num_classes)
 
+    @classmethod
+    def from_store(cls, store, split: str, head: ZeroShotHead, cv: ClassVectors) -> LiveEditor:
+        """The live loop of a feature store's split (``cv_core.features.store.FeatureStore``, fine-tuned
+        latents) without loading it: the tables are built one memory-mapped block at a time, and the
+        latents of moved points are read from the memory-mapped shards when the map needs them."""
+        self = cls.__new__(cls)
+        self.test, self.head, self.cv = None, head, cv
+        self.latents = _StoreRows(store, split)                                    # (N, D), rows read on demand
+        self.factored = FactoredScores.from_store(store, split, "ft", head.weights, cv)
+        self.labels = torch.from_numpy(store.labels(split))
+        self.xy, self.reproject = None, None
+        self.base_preds = self.factored.predict()
+        self.base = score(self.base_preds, self.labels, cv.num_classes)
+        return self
+
     def with_map(self, xy: np.ndarray, reproject: Reproject) -> LiveEditor:
         """This editor, sharing its tables, that also moves edited points on a map (see ``__init__``)."""
         other = copy.copy(self)
@@ -114,11 +129,14 @@ class LiveEditor:
         forgotten = forget_set(a, moves)  # the one rule (cv_core.editspec), as in `python -m cv_core edit`
         rows, weights = self.factored.edit_rows(coefs, gamma, moves)                     # (M,), (M, C)
         preds = self.base_preds.clone()
+        after = self.base
         if rows.numel():
-            preds[rows] = self.factored.predict_rows(rows, weights)
-        moved = torch.zeros(self.latents.shape[0], dtype=torch.bool)
-        moved[rows] = True
-        after = score(preds, self.labels, self.cv.num_classes) if rows.numel() else self.base
+            new = self.factored.predict_rows(rows, weights)
+            preds.index_copy_(0, rows, new)
+            # only the M moved rows change the confusion matrix: O(M + C^2), not a pass over all N
+            after = rescore(self.base, self.labels.index_select(0, rows), self.base_preds.index_select(0, rows), new)
+        moved = torch.zeros(self.labels.shape[0], dtype=torch.bool)
+        moved.index_fill_(0, rows, True)
         forget, retain = forget_retain(after, forgotten)  # sample-weighted; nothing forgotten: None, overall
         forget_before, retain_before = forget_retain(self.base, forgotten)
         return LiveResult(self.base, after, edited, forget, retain, retain_before, preds.numpy(),
@@ -126,8 +144,9 @@ class LiveEditor:
 
     def moved_latents(self, res: LiveResult) -> torch.Tensor:
         """(M, D) edited latents of the moved points: r + b @ kappa."""
-        rows = torch.from_numpy(np.flatnonzero(res.moved))
-        return (self.latents[rows].double() + res.moved_weights @ self.cv.kappa.double()).float()
+        rows = np.flatnonzero(res.moved)
+        lat = self.latents[torch.from_numpy(rows)] if isinstance(self.latents, torch.Tensor) else self.latents[rows]
+        return (torch.as_tensor(lat).double() + res.moved_weights @ self.cv.kappa.double()).float()
 
     def positions(self, res: LiveResult) -> np.ndarray | None:
         """Map positions (N, 2) after the edit: moved points re-projected, the others unchanged."""
@@ -139,6 +158,17 @@ class LiveEditor:
             with one_thread():  # the exact k-NN search of the re-projection is the same kind of work
                 xy[index] = self.reproject(self.moved_latents(res).numpy(), index)
         return xy
+
+class _StoreRows:
+    """The fine-tuned latents of a store's split, read by row indices from the memory-mapped shards."""
+
+    def __init__(self, store, split: str):
+        self.store, self.split = store, split
+        self.shape = (store.num_rows(split), store.dim)
+
+    def __getitem__(self, rows) -> np.ndarray:
+        return self.store.features(self.split, "ft", np.asarray(rows))
+
 
 def preset_forget(num_classes: int, target: int, strength: float = 1.0) -> list[float]:
     """Forget class ``target``: coefficient -strength on it, 0 elsewhere."""

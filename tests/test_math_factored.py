@@ -84,3 +84,26 @@ def test_bad_input_is_refused_with_a_reason():
         f.edit_weights([0.0] * 7, 1.5)
     with pytest.raises(InvalidInputError, match="do not match"):
         FactoredScores.from_latents(latents, head[:, :10], cv)
+
+
+def test_tables_from_blocks_equal_one_pass_and_rescore_equals_score():
+    from cv_core.math.metrics import rescore, score
+
+    latents, head, cv = _random_run()
+    whole = FactoredScores.from_latents(latents, head, cv, block_rows=len(latents))
+    blocked = FactoredScores.from_latents(latents.numpy(), head, cv, block_rows=128)   # a numpy array too
+    assert torch.allclose(whole.base, blocked.base, atol=1e-5)
+    assert torch.allclose(whole.cosines, blocked.cosines, atol=1e-6)
+    assert blocked.cosines.T.is_contiguous()  # class-major: a gate reads one contiguous column
+    labels = latents.new_zeros(len(latents), dtype=torch.long) + torch.arange(len(latents)) % 7
+    before = whole.predict()
+    rows, w = whole.edit_rows([0, -1.5, 0, 0, 0, 0, 0], 0.2, [(4, 2, 0.7)])
+    assert 0 < rows.numel() < len(latents)
+    after = before.clone()
+    after[rows] = whole.predict_rows(rows, w)
+    full = score(after, labels, 7)
+    quick = rescore(score(before, labels, 7), labels[rows], before[rows], after[rows])
+    assert torch.equal(full.confusion, quick.confusion) and full.accuracy == quick.accuracy
+    assert torch.allclose(full.per_class, quick.per_class, equal_nan=True)
+    with pytest.raises(InvalidInputError, match="rows"):
+        FactoredScores.from_blocks([(0, latents[:10])], 20, head, cv)

@@ -19,6 +19,8 @@ def live_editor(config: AppRunConfig, with_map: bool) -> LiveEditor:
     points = cached_map(config) if with_map else None
     if points is None:
         run = cached_run(config)
+        if run.store is not None:  # a large run: the tables from memory-mapped blocks, the split never loaded
+            return LiveEditor.from_store(run.store, EVAL_SPLIT, run.head, run.class_vectors)
         return LiveEditor(run.ft[EVAL_SPLIT], run.head, run.class_vectors)
     base = live_editor(config, False)  # the same tables: built once per run, map or not
     return base.with_map(points.ft_xy, points.reproject)

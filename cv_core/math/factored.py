@@ -15,17 +15,20 @@ with :func:`cv_core.math.steering.steer` and predicting, up to float rounding on
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..errors import InvalidInputError
 from ..results import ClassVectors
-from .steering import gamma_vector, centroid_cosines
+from .steering import gamma_vector
 
 #: (source, target, alpha): move class ``source`` towards ``target``, gated on ``source``.
 Move = tuple[int, int, float]
+#: Rows of latents converted at a time when the tables are built (64k x 512 float32 = 128 MB).
+BLOCK_ROWS = 65_536
 
 
 @dataclass(frozen=True)
@@ -42,14 +45,48 @@ class FactoredScores:
     kappa_head: torch.Tensor
 
     @classmethod
-    def from_latents(cls, latents: torch.Tensor, head_weights: torch.Tensor, cv: ClassVectors) -> FactoredScores:
-        """latents: (N, D); head_weights: (C, D) zero-shot head rows; cv: the run's class vectors."""
-        lat = latents.float()
-        w = head_weights.float().to(lat.device)
-        if w.shape != (cv.num_classes, lat.shape[1]):
-            raise InvalidInputError(f"head weights {tuple(w.shape)} do not match {cv.num_classes} classes "
-                                    f"of {lat.shape[1]}-dimensional latents")
-        return cls(lat @ w.T, centroid_cosines(lat, cv), cv.kappa.float().to(lat.device) @ w.T)
+    def from_latents(cls, latents, head_weights: torch.Tensor, cv: ClassVectors,
+                     block_rows: int = BLOCK_ROWS) -> FactoredScores:
+        """latents: (N, D) tensor or array (a memory map too); head_weights: (C, D) zero-shot head rows;
+        cv: the run's class vectors. Read ``block_rows`` rows at a time: besides the (N, C) tables, at
+        most one block of latents is held in float32 (a 1M x 512 split is never converted whole)."""
+        n = int(latents.shape[0])
+        return cls.from_blocks(((s, latents[s:s + block_rows]) for s in range(0, n, block_rows)), n,
+                               head_weights, cv)
+
+    @classmethod
+    def from_store(cls, store, split: str, encoder: str, head_weights: torch.Tensor, cv: ClassVectors,
+                   block_rows: int = BLOCK_ROWS) -> FactoredScores:
+        """The tables of one split of a feature store (``cv_core.features.store.FeatureStore``), read one
+        memory-mapped block at a time."""
+        return cls.from_blocks(store.iter_blocks(split, encoder, block_rows), store.num_rows(split), head_weights, cv)
+
+    @classmethod
+    def from_blocks(cls, blocks: Iterable[tuple[int, object]], n: int, head_weights: torch.Tensor,
+                    cv: ClassVectors) -> FactoredScores:
+        """The tables from (start row, (b, D) latents) blocks that tile rows 0..n-1.
+
+        The cosines are laid out class-major ((C, N) in memory, seen as (N, C)): a gate reads one
+        contiguous column per edited class instead of a strided pass over all N x C entries."""
+        c = cv.num_classes
+        w = head_weights.float()
+        g = torch.nn.functional.normalize(cv.mu_ft.float(), dim=-1)                 # (C, D)
+        base = torch.empty(n, c, dtype=torch.float32, device=w.device)
+        cos_t = torch.empty(c, n, dtype=torch.float32, device=w.device)             # class-major
+        filled = 0
+        for start, block in blocks:
+            lat = torch.as_tensor(np.asarray(block) if not isinstance(block, torch.Tensor) else block)
+            lat = lat.to(w.device, torch.float32)
+            if lat.ndim != 2 or w.shape != (c, lat.shape[1]):
+                raise InvalidInputError(f"head weights {tuple(w.shape)} do not match {c} classes "
+                                        f"of {lat.shape[-1]}-dimensional latents")
+            stop = start + lat.shape[0]
+            base[start:stop] = lat @ w.T
+            cos_t[:, start:stop] = (torch.nn.functional.normalize(lat, dim=-1) @ g.to(lat.device).T).T
+            filled += lat.shape[0]
+        if filled != n:
+            raise InvalidInputError(f"the latent blocks hold {filled} rows, expected {n}")
+        return cls(base, cos_t.T, cv.kappa.float().to(w.device) @ w.T)
 
     @property
     def num_classes(self) -> int:
@@ -82,9 +119,12 @@ class FactoredScores:
         if g is None:
             rows, inside = torch.arange(n), torch.ones(n, len(terms), dtype=torch.float64)
         else:
-            mask = self.cosines[:, gate_cls] > g[gate_cls]                       # (N, K): term k applies
-            rows = torch.nonzero(mask.any(1)).flatten()
-            inside = mask[rows].double()                                           # (M, K)
+            # one cosine column per gated class (contiguous in the class-major layout of from_blocks)
+            classes, which = torch.unique(gate_cls, return_inverse=True)
+            cols = self.cosines.T[classes]                                         # (G, N)
+            gated = cols > g[classes][:, None]                                     # (G, N)
+            rows = torch.nonzero(gated.any(0) if len(classes) > 1 else gated[0]).flatten()
+            inside = gated.index_select(1, rows)[which].T.double()                 # (M, K): term k applies
         weights = torch.zeros(rows.numel(), c, dtype=torch.float64)
         weights.index_add_(1, target, inside * amount.double())
         return rows, weights
@@ -98,14 +138,18 @@ class FactoredScores:
 
     def predict(self, weights: torch.Tensor | None = None) -> torch.Tensor:
         """(N,) int64 predictions after the edit with these (N, C) weights (None: unedited)."""
-        logits = self.base.double()
-        if weights is not None:
-            logits = logits + weights @ self.kappa_head.double()
-        return logits.argmax(dim=-1)
+        if weights is None:  # float32 -> float64 is exact and keeps the order: no (N, C) float64 copy
+            return self.base.argmax(dim=-1)
+        return (self.base.double() + weights @ self.kappa_head.double()).argmax(dim=-1)
 
     def predict_rows(self, rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """(M,) int64 predictions of ``rows`` after the edit with their (M, C) weights."""
-        return (self.base[rows].double() + weights @ self.kappa_head.double()).argmax(dim=-1)
+        """(M,) int64 predictions of ``rows`` after the edit with their (M, C) weights. Only the classes
+        whose kappa the edit adds (non-zero weight columns) enter the product: (M, K) x (K, C)."""
+        cols = torch.nonzero((weights != 0).any(0)).flatten()
+        logits = torch.index_select(self.base, 0, rows).double()                  # (M, C), rows contiguous
+        if cols.numel():
+            logits += weights[:, cols] @ self.kappa_head[cols].double()
+        return logits.argmax(dim=-1)
 
     def changed_rows(self, weights: torch.Tensor) -> torch.Tensor:
         """(M,) int64 rows the edit moves (a non-zero weight), in order."""

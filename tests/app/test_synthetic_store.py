@@ -60,3 +60,18 @@ def test_app_uses_the_store_from_store_min(tmp_path, monkeypatch):
     monkeypatch.setenv("CVS_SYNTHETIC_N", "many")
     with pytest.raises(InvalidInputError, match="CVS_SYNTHETIC_N"):
         compute_run(AppRunConfig(dataset=synthetic.NAME, seed=12))
+
+
+def test_live_editor_from_the_store_equals_the_one_from_memory(tmp_path):
+    from app.live import LiveEditor, preset_forget, preset_move
+
+    mem = synthetic.make_run(**PARAMS)
+    run = synthetic.open_run(tmp_path, **PARAMS)
+    a = LiveEditor(mem.ft["test"], mem.head, mem.class_vectors)
+    b = LiveEditor.from_store(run.store, "test", run.head, run.class_vectors)
+    gamma = torch.full((7,), 0.5)
+    for coefs, moves in ((preset_forget(7, 3), []), ([0.0] * 7, preset_move(2, 4, 0.8))):
+        ra, rb = a.evaluate(coefs, gamma, moves), b.evaluate(coefs, gamma, moves)
+        assert ra.moved.any() and (ra.moved == rb.moved).all() and (ra.preds == rb.preds).all()
+        assert torch.equal(ra.after.confusion, rb.after.confusion) and ra.retain == rb.retain
+        assert torch.allclose(a.moved_latents(ra), b.moved_latents(rb))
