@@ -1,0 +1,145 @@
+"""Issue 14: maps and the live edit at dataset scale, on the synthetic run backed by the feature store.
+
+For each (N, C) (D = 512), in a fresh process (so that its peak RSS is its own):
+
+* **generate**: ``app.synthetic.open_run`` with N test latents: generated block by block into a feature
+  store in the cache folder on the first run (``gen_s``), opened on later runs (``cache_hit``);
+* **server edit + score** (``server_edit_ms``): ``app.live.LiveEditor.from_store`` (the app's live loop of a
+  store run: (N, C) tables built one memory-mapped block at a time), then the median over repeats of one
+  slider release of a one-class forget (class 3 at -1, the 'auto' gate): gated rows, their predictions,
+  the confusion matrix and per-class accuracies, forget/retain; one torch thread, as the app runs it.
+  ``setup_s``: building the tables once per run;
+* **map** (C = 10 only): UMAP fitted on a stratified sample of ``DEFAULT_SAMPLE`` of the 2N pretrained and
+  fine-tuned latents (as the app's Geometry page) read from the memory-mapped store, the rest placed by
+  exact-neighbour re-projection (``cv_core.projection.fit_sampled``): ``fit_s``, ``place_s`` and the
+  neighbourhood ``fidelity`` of placed points (with ``fidelity_fitted``, UMAP's own level). UMAP's numba
+  code is compiled (or loaded from its disk cache) before the fit is timed: ``warm_up_s``;
+* ``peak_rss_mb``: the process's peak resident memory (ru_maxrss), store pages read through the memory
+  map included.
+
+The browser figures of issue 14 (slider -> charts, release -> map at 1M points, frame time while panning)
+and the first-map cold/warm times are not measured here: they are written as null with the reason.
+
+``--quick``: N = 100k (C = 10 with the map, C = 1000 edit only). Full: N in {100k, 1M}. Results:
+``bench/results/maps_scale.json``, keyed by N as a string (the C = 10 figures at the top, each C's row
+under ``classes``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+from _common import ROOT, machine
+
+RESULT = ROOT / "bench" / "results" / "maps_scale.json"
+D = 512
+REPEAT = 9
+NOT_MEASURED = {
+    "slider_to_charts_ms": "not measured: the headless-Chromium run at 1M points was not done (issue 14 "
+                           "part 3; bench/bench_browser.py measures it at 10,000 points)",
+    "release_to_map_ms": "not measured: as slider_to_charts_ms (server share: server_edit_ms + place of "
+                         "the moved rows)",
+    "frame_ms_panning": "not measured: WebGL frame time while panning at 1M points",
+    "first_map_cold_s": "not measured by this script (bench/bench_first_map.py measures 10k x 512)",
+    "first_map_warm_s": "not measured by this script (bench/bench_first_map.py measures 10k x 512)",
+}
+
+
+def one(n: int, c: int, with_map: bool, cache_dir: str) -> dict:
+    """Measure one (N, C) in this process; returns its row."""
+    import numpy as np
+    import torch
+
+    from app import synthetic
+    from app.live import LiveEditor, preset_forget
+    from cv_core.editspec import resolve_gate
+    from cv_core.features.store import store_root
+
+    row: dict = {"N": n, "C": c, "D": D}
+    key = synthetic.store_key(c, D, n, 0)
+    row["cache_hit"] = (store_root(cache_dir, key) / "manifest.json").is_file()
+    t = time.perf_counter()
+    run = synthetic.open_run(cache_dir, num_classes=c, dim=D, test_size=n, seed=0)
+    row["gen_s" if not row["cache_hit"] else "open_s"] = time.perf_counter() - t
+    row["store_gb"] = sum(p.stat().st_size for p in run.store.root.rglob("*.npy")) / 1e9
+    t = time.perf_counter()
+    editor = LiveEditor.from_store(run.store, "test", run.head, run.class_vectors)
+    row["setup_s"] = time.perf_counter() - t
+    gamma = resolve_gate(run, "auto")
+    coefs = preset_forget(c, 3)
+    res = editor.evaluate(coefs, gamma)  # warm-up
+    runs = []
+    for _ in range(REPEAT):
+        t = time.perf_counter()
+        res = editor.evaluate(coefs, gamma)
+        runs.append((time.perf_counter() - t) * 1e3)
+    row.update(server_edit_ms=statistics.median(runs), server_edit_runs_ms=runs, moved=int(res.moved.sum()),
+               forget_after=res.forget, retain_after=res.retain)
+    if with_map:
+        from cv_core.projection import DEFAULT_SAMPLE, LatentMap, fit_sampled, warm_up
+        from cv_core.projection.scale import RowStack
+
+        row["warm_up_s"] = warm_up()
+        store = run.store
+        parts = [np.load(store.root / s["file"], mmap_mode="r")
+                 for enc in ("pre", "ft") for s in store.manifest["splits"]["test"]["encoders"][enc]]
+        labels = store.labels("test")
+        strata = np.concatenate([labels, labels + c])
+        torch.set_num_threads(os.cpu_count() or 1)
+        scaled = fit_sampled(RowStack(*parts), strata, DEFAULT_SAMPLE, LatentMap(random_state=0), seed=0)
+        row.update(map_points=2 * n, sample=scaled.sample_size, fit_s=scaled.fit_s, place_s=scaled.place_s,
+                   fidelity=scaled.fidelity.placed, fidelity_fitted=scaled.fidelity.fitted,
+                   fidelity_ratio=scaled.fidelity.ratio, fidelity_k=scaled.fidelity.k, map_note=scaled.describe())
+    row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return row
+
+
+def main(argv: list[str]) -> int:
+    if "--one" in argv:  # child: --one N C MAP CACHE
+        i = argv.index("--one")
+        n, c, with_map, cache = int(argv[i + 1]), int(argv[i + 2]), argv[i + 3] == "1", argv[i + 4]
+        print(json.dumps(one(n, c, with_map, cache), default=float))
+        return 0
+    from cv_core.features.cache import default_cache_dir
+
+    quick = "--quick" in argv
+    cache = argv[argv.index("--cache-dir") + 1] if "--cache-dir" in argv else str(default_cache_dir())
+    sizes = [100_000] if quick else [100_000, 1_000_000]
+    configs = [(n, c, c == 10) for n in sizes for c in (10, 1000)]
+    start, load_before = time.perf_counter(), os.getloadavg()
+    results: dict = {}
+    for n, c, with_map in configs:
+        print(f"N={n:,} C={c} map={with_map} ...", flush=True)
+        out = subprocess.run([sys.executable, __file__, "--one", str(n), str(c), "1" if with_map else "0", cache],
+                             capture_output=True, text=True, cwd=ROOT)
+        if out.returncode:
+            print(out.stderr[-3000:], file=sys.stderr)
+            return out.returncode
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        print("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in row.items() if k not in ("server_edit_runs_ms", "map_note")), flush=True)
+        entry = results.setdefault(str(n), {"C": 10, "classes": {}})
+        entry["classes"][str(c)] = row
+        if c == 10:
+            entry.update({k: row.get(k) for k in ("server_edit_ms", "fit_s", "place_s", "fidelity",
+                                                  "fidelity_fitted", "peak_rss_mb", "setup_s")})
+            entry.update({k: None for k in NOT_MEASURED})
+    wall = time.perf_counter() - start
+    previous = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
+    doc = {"name": "maps_scale", "machine": machine(), "mode": "quick" if quick else "full",
+           "wall_s": wall, "load_avg_before": list(load_before), "load_avg_after": list(os.getloadavg()),
+           "not_measured": NOT_MEASURED, "target_server_edit_ms": 50.0,
+           "results": {**previous.get("results", {}), **results}, "method": __doc__}
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    RESULT.write_text(json.dumps(doc, indent=1, default=float))
+    print(f"wall {wall:.1f} s; wrote {RESULT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
