@@ -162,7 +162,7 @@ def _server_side(gamma):
     index = np.flatnonzero(res.moved)
     map_ms = 1000 * (time.perf_counter() - start)
     extent = services.map_extent(config)
-    labels = run.ft[services.EVAL_SPLIT].labels.numpy()
+    labels = services.eval_labels(run)
     state.remember_figure("edited_map", lambda: charts.live_map(xy, labels, res.preds, names, res.moved, extent,
                                                                 points.ft_xy[index]))
     return res, live_editor.map_data(points.ft_xy, extent, coefs, index, xy[index], map_ms), edit_text, scores_ms

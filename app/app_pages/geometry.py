@@ -10,7 +10,7 @@ from app.components.run_gate import require_run
 
 config, run = require_run()
 names = run.head.class_names
-labels = run.ft[services.EVAL_SPLIT].labels.numpy()
+labels = services.eval_labels(run)
 
 st.title("Latent geometry")
 st.caption(f"{config.label()} · {len(labels):,} test images · one UMAP fitted on the pretrained and the "

@@ -13,7 +13,7 @@ import torch
 from app import synthetic
 from app.state import AppRunConfig
 
-from .runs import _RUNS_LOCK, EVAL_SPLIT, cached_run
+from .runs import _RUNS_LOCK, EVAL_SPLIT, cached_run, eval_labels
 
 
 _WARM: dict = {}
@@ -97,19 +97,27 @@ def compute_map(config: AppRunConfig, progress: Callable | None = None, cancel: 
     from cv_core.projection.scale import RowStack
 
     run = cached_run(config)
-    pre, ft = run.pre[EVAL_SPLIT].features, run.ft[EVAL_SPLIT].features
-    n, cv = pre.shape[0], run.class_vectors
+    cv = run.class_vectors
     c = cv.num_classes
-    if 2 * n <= DEFAULT_SAMPLE:
+    if run.store is not None:  # a large run: the latents stay in the store's memory-mapped shards
+        from cv_core.features.stored import shard_arrays
+
+        pre = RowStack(*shard_arrays(run.store, EVAL_SPLIT, "pre"))
+        ft = RowStack(*shard_arrays(run.store, EVAL_SPLIT, "ft"))
+    else:
+        pre, ft = run.pre[EVAL_SPLIT].features, run.ft[EVAL_SPLIT].features
+    n = pre.shape[0]
+    if run.store is None and 2 * n <= DEFAULT_SAMPLE:
         latents = torch.cat([pre, ft]).numpy()                                     # (2N, D)
         disk = None if config.dataset == synthetic.NAME else ArtifactCache(None)  # the library's cache folder
         lm, _ = fit_cached(LatentMap(random_state=config.seed), latents, disk, progress, cancel)
         lm.prepare_reprojection()  # the search index of the fitted points, so the first release does not wait
         emb, note, sampled = np.asarray(lm.embedding_, dtype=np.float32), "", False
     else:
-        labels = run.ft[EVAL_SPLIT].labels.numpy()
+        labels = eval_labels(run)
         strata = np.concatenate([labels, labels + c])  # pretrained and fine-tuned, every class in proportion
-        scaled = fit_sampled(RowStack(pre, ft), strata, DEFAULT_SAMPLE, LatentMap(random_state=config.seed),
+        both = RowStack(*pre.parts, *ft.parts) if isinstance(pre, RowStack) else RowStack(pre, ft)
+        scaled = fit_sampled(both, strata, DEFAULT_SAMPLE, LatentMap(random_state=config.seed),
                              seed=config.seed, progress=progress, cancel=cancel)
         lm, emb, sampled = scaled.projector, scaled.embedding, scaled.sampled
         note = scaled.describe()

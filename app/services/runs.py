@@ -5,6 +5,7 @@ import os
 import threading
 from collections.abc import Callable
 
+import numpy as np
 import streamlit as st
 import torch
 
@@ -186,6 +187,14 @@ def _run_pipeline(config: AppRunConfig, progress, cancel, max_halvings: int = 3)
                 progress(Progress("out of memory", attempt + 1, None,
                                   f"the GPU ran out of memory with batch {base.batch_size}: "
                                   f"retrying with batch {finetune.batch_size}"))
+
+
+def eval_labels(run) -> np.ndarray:
+    """(N,) int64 labels of the evaluation split, from the feature store of a large run (the split's
+    latents are not loaded) or from its FeatureSet."""
+    if run.store is not None:
+        return run.store.labels(EVAL_SPLIT)
+    return run.ft[EVAL_SPLIT].labels.numpy()
 
 
 @st.cache_resource(show_spinner=False)

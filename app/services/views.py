@@ -10,7 +10,7 @@ from app.live import LiveEditor
 from app.state import AppRunConfig
 
 from .maps import cached_map
-from .runs import EVAL_SPLIT, cached_run
+from .runs import EVAL_SPLIT, cached_run, eval_labels
 
 
 @st.cache_resource(show_spinner=False)
@@ -55,7 +55,7 @@ def latent_map_data(config: AppRunConfig, colors: tuple[str, ...]) -> dict:
 
     run, points = cached_run(config), cached_map(config)
     pre_pred, ft_pred = predictions(config)
-    return map_packet(points.pre_xy, points.ft_xy, run.ft[EVAL_SPLIT].labels.numpy(), pre_pred, ft_pred,
+    return map_packet(points.pre_xy, points.ft_xy, eval_labels(run), pre_pred, ft_pred,
                       points.pre_centroids, points.ft_centroids, map_extent(config), run.head.class_names,
                       colors, images=_eval_images(config) is not None, note=points.note, seed=config.seed)
 
@@ -101,6 +101,10 @@ def cosines(config: AppRunConfig) -> tuple[np.ndarray, np.ndarray]:
 def predictions(config: AppRunConfig) -> tuple[np.ndarray, np.ndarray]:
     """Predicted class of every test image, pretrained and fine-tuned (N,) each."""
     run = cached_run(config)
+    if run.store is not None:  # block by block from the memory-mapped store
+        from cv_core.features.stored import predictions as stored_predictions
+
+        return tuple(stored_predictions(run.head, run.store, EVAL_SPLIT, enc).numpy() for enc in ("pre", "ft"))
     return (run.head.predict(run.pre[EVAL_SPLIT].features).numpy(),
             run.head.predict(run.ft[EVAL_SPLIT].features).numpy())
 

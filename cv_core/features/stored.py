@@ -87,6 +87,15 @@ def predictions(head: ZeroShotHead, source: FeatureSet | FeatureStore, split: st
     return torch.cat([head.predict(f) for f, _ in blocks(source, split, encoder)])
 
 
+def shard_arrays(store: FeatureStore, split: str, encoder: str) -> list[np.ndarray]:
+    """The memory-mapped (n_i, D) shards of one split and encoder, in row order (nothing is read yet);
+    e.g. ``cv_core.projection.scale.RowStack(*shard_arrays(...))`` reads them as one (N, D) array."""
+    shards = store.manifest["splits"][split]["encoders"] if split in store.splits else {}
+    if encoder not in shards:
+        raise DatasetError(f"the feature store holds no {encoder!r} latents of split {split!r}")
+    return [np.load(store.root / s["file"], mmap_mode="r") for s in shards[encoder]]
+
+
 def scores_from_store(head: ZeroShotHead, store: FeatureStore, split: str, encoder: str) -> Scores:
     labels = torch.from_numpy(store.labels(split))
     return score(predictions(head, store, split, encoder), labels, len(store.class_names))

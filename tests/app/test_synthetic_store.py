@@ -75,3 +75,29 @@ def test_live_editor_from_the_store_equals_the_one_from_memory(tmp_path):
         assert ra.moved.any() and (ra.moved == rb.moved).all() and (ra.preds == rb.preds).all()
         assert torch.equal(ra.after.confusion, rb.after.confusion) and ra.retain == rb.retain
         assert torch.allclose(a.moved_latents(ra), b.moved_latents(rb))
+
+
+def test_store_run_map_and_live_loop_never_load_the_test_split(tmp_path, monkeypatch):
+    """A store-backed run's map, predictions and live editor read the memory-mapped store: the test split is
+    never handed out as a whole FeatureSet (StoreSplits would load it into memory)."""
+    import numpy as np
+
+    from app import services
+    from app.state import AppRunConfig
+
+    monkeypatch.setenv("CVS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CVS_SYNTHETIC_N", "400")
+    monkeypatch.setattr(synthetic, "STORE_MIN", 400)
+    monkeypatch.setattr("cv_core.projection.DEFAULT_SAMPLE", 300)  # 800 map points: a sample and placed ones
+    config = AppRunConfig(dataset=synthetic.NAME, seed=21)
+    run = services.compute_run(config)
+    points = services.compute_map(config)
+    assert points.sampled and "stratified sample of 300 of 800" in points.note
+    assert points.ft_xy.shape == (400, 2) and np.isfinite(points.pre_xy).all()
+    pre_pred, ft_pred = services.predictions(config)
+    assert (ft_pred == run.head.predict(torch.from_numpy(run.store.features("test", "ft"))).numpy()).all()
+    editor = services.live_editor(config, True)
+    res = editor.evaluate([0.0, 0, 0, -1, 0, 0, 0, 0, 0, 0], None)
+    assert res.moved.all() and editor.positions(res).shape == (400, 2)
+    assert (services.eval_labels(run) == run.store.labels("test")).all()
+    assert "test" not in run.ft._loaded and "test" not in run.pre._loaded
