@@ -18,6 +18,7 @@ import bench_edit_score
 import bench_first_map
 import bench_pipeline
 import bench_reproject
+import bench_maps_scale
 import bench_scale
 
 
@@ -33,6 +34,8 @@ def main() -> None:
         ("6 browser (and the app's first screen)", bench_browser.main),
         ("7 past one process (Ray Data extraction, DDP fine-tuning)",
          lambda: bench_scale.main(["--quick"] if quick else [])),
+        # the 1M rows take ~11 min here: `python bench/bench_maps_scale.py` alone runs them
+        ("8 maps and the live edit at scale (N = 100k)", lambda: bench_maps_scale.main(["--quick"])),
     ]
     took = {}
     for name, fn in parts:
