@@ -230,6 +230,9 @@ def apply_edit(result: RunResult, coefs, gamma: float | str | None = "auto", spl
     cv = result.class_vectors
     spec = EditSpec.build(cv.class_names, coefs, moves, gamma)
     forget = spec.forget()
+    if forget and len(forget) == cv.num_classes:  # before any latents are read
+        raise InvalidInputError("every class is forgotten (negative coefficient or moved away): nothing would be "
+                                "retained")
     a = torch.tensor(spec.coefficients, dtype=torch.float32)
     g = resolve_gate(result, spec.gate)
     edit = edit_from_coefficients(cv, a, g)
@@ -246,9 +249,6 @@ def apply_edit(result: RunResult, coefs, gamma: float | str | None = "auto", spl
     labels = torch.cat(labels)
     before = score(torch.cat(preds_before), labels, c)
     after = score(torch.cat(preds_after), labels, c)
-    if forget and len(forget) == c:
-        raise InvalidInputError("every class is forgotten (negative coefficient or moved away): nothing would be "
-                                "retained")
     fa, ra = forget_retain(after, forget)
     fb, rb = forget_retain(before, forget)
     named = {cv.class_names[i]: float(v) for i, v in enumerate(spec.coefficients) if v != 0.0}

@@ -119,24 +119,12 @@ class ClassVectors:
         return len(self.class_names)
 
     def coefficients(self, coefs: Mapping[str | int, float] | torch.Tensor | Sequence[float]) -> torch.Tensor:
-        """Normalise coefficients given by class name/index mapping or as a (C,) sequence -> (C,) float32."""
-        if isinstance(coefs, Mapping):
-            out = torch.zeros(self.num_classes)
-            seen: set[int] = set()
-            for key, value in coefs.items():
-                i = class_index(self.class_names, key)
-                if i in seen:
-                    raise InvalidInputError(f"class {self.class_names[i]!r} is given two coefficients (by name and "
-                                            "by index?): give each class one")
-                seen.add(i)
-                out[i] = check_coefficient(value, f"coefficient of class {key!r}")
-            return out
-        out = torch.as_tensor(coefs, dtype=torch.float32).flatten()
-        if out.numel() != self.num_classes:
-            raise InvalidInputError(f"expected {self.num_classes} coefficients, got {out.numel()}")
-        for i, v in enumerate(out.tolist()):
-            check_coefficient(v, f"coefficient of class {self.class_names[i]!r}")
-        return out
+        """Normalise coefficients given by class name/index mapping or as a (C,) sequence -> (C,) float32, by the
+        one edit rule (``cv_core.editspec.EditSpec.build``: a class given twice or a value out of range is an
+        error)."""
+        from .editspec import EditSpec
+
+        return torch.tensor(EditSpec.build(self.class_names, coefs).coefficients, dtype=torch.float32)
 
     def combine(self, coefs) -> torch.Tensor:
         """sum_c a_c kappa_c -> (D,)."""
