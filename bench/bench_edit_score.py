@@ -45,13 +45,14 @@ def setup(n: int, d: int, c: int):
 
 def cv_core_full(lat, unit, y, cv, w, coefs, gamma):
     edit = edit_from_coefficients(cv, coefs, gamma)
-    preds = torch.nn.functional.normalize(steer(lat, edit, unit), dim=1) @ w.T
+    before = (unit @ w.T).argmax(1)  # the gate's prediction term reads the unedited predictions
+    preds = torch.nn.functional.normalize(steer(lat, edit, before, unit), dim=1) @ w.T
     return score(preds.argmax(1), y, cv.num_classes)
 
 
 def cv_core_gated(lat, unit, y, cv, w, coefs, gamma, base_preds, cos=None):
     edit = edit_from_coefficients(cv, coefs, gamma)
-    rows, sub = steer_rows(lat, edit, unit, cos)
+    rows, sub = steer_rows(lat, edit, base_preds, unit, cos)
     preds = base_preds.clone()
     preds[rows] = (torch.nn.functional.normalize(sub, dim=1) @ w.T).argmax(1)
     return score(preds, y, cv.num_classes)
@@ -68,7 +69,8 @@ def numpy_plain(lat, y, kappa, mu_ft, w, coefs, gamma):
     c = w.shape[0]
     u = lat / np.linalg.norm(lat, axis=1, keepdims=True)
     g = mu_ft / np.linalg.norm(mu_ft, axis=1, keepdims=True)
-    gate = (u @ g.T > gamma[None, :]).astype(np.float32)         # (N, C)
+    before = (u @ w.T).argmax(1)
+    gate = ((u @ g.T > gamma[None, :]) | (before[:, None] == np.arange(c)[None, :])).astype(np.float32)  # (N, C)
     edited = lat + (gate * coefs) @ kappa
     preds = (edited / np.linalg.norm(edited, axis=1, keepdims=True) @ w.T).argmax(1)
     conf = np.bincount(y * c + preds, minlength=c * c).reshape(c, c)
@@ -97,8 +99,8 @@ def main(sizes=None) -> list[dict]:
         coefs[3] = -1.0  # forget class 3
         # the app's default gate: per-class thresholds that keep 99% of each class's own latents inside
         gamma = auto_gamma(cv, FeatureSet(lat, y, cv.class_names, encoder="finetuned"))
-        moved = float((gate_mask(lat, edit_from_coefficients(cv, coefs, gamma), unit).sum(1) > 0).float().mean())
         base = (unit @ w.T).argmax(1)
+        moved = float((gate_mask(lat, edit_from_coefficients(cv, coefs, gamma), base, unit).sum(1) > 0).float().mean())
         full, _ = median_time(lambda: cv_core_full(lat, unit, y, cv, w, coefs, gamma), repeat=9 if n < 100_000 else 3)
         gated, _ = median_time(lambda: cv_core_gated(lat, unit, y, cv, w, coefs, gamma, base),
                                repeat=9 if n < 100_000 else 3)

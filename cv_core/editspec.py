@@ -46,21 +46,26 @@ def class_index(class_names: Sequence[str], key) -> int:
 
     return index(class_names, key)
 
-__all__ = ["COEF_LIMIT", "GATE_HELP", "GATE_RULES", "EditSpec", "check_coefficient", "forget_set", "parse_coef_args",
+__all__ = ["COEF_LIMIT", "GATE_HELP", "GATE_PREDICTED", "GATE_RULES", "EditSpec", "check_coefficient", "forget_set", "parse_coef_args",
            "parse_gate", "parse_move_args", "resolve_gate"]
 
 Move = tuple[int, int, float]
 
-#: The gate rules and what each does (the CLI's and the app's help texts read this).
+#: The gate rules and what each does (the CLI's and the app's help texts read this). Every rule but 'none'
+#: is a cosine threshold per class, and a class's gate also covers every image the unedited model predicts
+#: as that class (see the cv_core.math.steering docstring).
 GATE_RULES = ("auto", "own", "none")
+GATE_PREDICTED = ("a term for class c also edits every image the unedited model predicts as c (the paper's gate "
+                  "is the cosine alone)")
 GATE_HELP = {
     "auto": "per class, halfway between the lowest 1% of the class's own train latents and the closest "
-            "latent of any other class (cosine to the class's fine-tuned centroid): on for the class, off "
-            "for the others, with a margin for unseen images",
+            "latent of any other class (cosine to the class's fine-tuned centroid), and never below that "
+            "closest other latent: on for the class, off for the others, with a margin for unseen images; "
+            + GATE_PREDICTED,
     "own": "per class, the cosine that keeps 99% of the class's own train latents inside the gate (no margin "
-           "towards other classes)",
+           "towards other classes); " + GATE_PREDICTED,
     "none": "no gate: every term applies to every image",
-    "number": "one cosine threshold in [-1, 1] for every class",
+    "number": "one cosine threshold in [-1, 1] for every class; " + GATE_PREDICTED,
 }
 
 

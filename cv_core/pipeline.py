@@ -239,10 +239,11 @@ def apply_edit(result: RunResult, coefs, gamma: float | str | None = "auto", spl
     move_edits = [move_edit(cv, s, t, al, g) for s, t, al in spec.moves if al]
     preds_before, preds_after, labels = [], [], []
     for feats, y in _ft_blocks(result, split):
-        edited = steer(feats, edit)
+        before = result.head.predict(feats)
+        edited = steer(feats, edit, before)
         for m in move_edits:
-            edited = edited + (steer(feats, m) - feats)
-        preds_before.append(result.head.predict(feats))
+            edited = edited + (steer(feats, m, before) - feats)
+        preds_before.append(before)
         preds_after.append(result.head.predict(edited))
         labels.append(y)
     c = cv.num_classes

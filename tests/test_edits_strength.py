@@ -20,7 +20,8 @@ def ctx():
 
 
 def _val_forget_retain(ctx, c, lam, gamma):
-    z = steer(ctx.ft["val"].features, edit_from_coefficients(ctx.class_vectors, {c: -lam}, gamma))
+    x = ctx.ft["val"].features
+    z = steer(x, edit_from_coefficients(ctx.class_vectors, {c: -lam}, gamma), ctx.head.predict(x))
     return forget_retain(score(ctx.head.predict(z), ctx.labels("val"), ctx.num_classes), [c])
 
 

@@ -61,11 +61,38 @@ def test_nan_latents_rejected():
         FeatureSet(torch.tensor([[float("nan"), 0.0]]), torch.tensor([0]), ("a",))
 
 
+def _predict(cv, x):
+    """Unedited predictions of a head whose rows are the fine-tuned centroids."""
+    return (torch.nn.functional.normalize(x, dim=-1) @ torch.nn.functional.normalize(cv.mu_ft, dim=-1).T).argmax(-1)
+
+
+def test_gate_also_covers_what_the_unedited_model_predicts_as_the_class():
+    """The gate of a class-c term: cosine above gamma_c, or predicted c by the unedited model. With the cosine
+    gate closed (gamma 0.999), exactly the rows predicted c are edited; without predictions it is an error."""
+    pre, ft = _toy()
+    cv = compute_class_vectors(pre, ft)
+    p = _predict(cv, ft.features)
+    p[:5] = 1  # five images of class a that the model (as given) calls b
+    edit = edit_from_coefficients(cv, {"b": -1.0}, gamma=0.999)
+    mask = gate_mask(ft.features, edit, p)[:, 0].bool()
+    assert torch.equal(mask, p == 1)
+    out = steer(ft.features, edit, p)
+    assert torch.allclose(out[p == 1], ft.features[p == 1] - cv.kappa[1]) and torch.equal(out[p != 1], ft.features[p != 1])
+    rows, new = steer_rows(ft.features, edit, p)
+    assert torch.equal(rows, torch.nonzero(p == 1).flatten()) and torch.allclose(new, out[rows])
+    with pytest.raises(InvalidInputError, match="unedited predictions"):
+        steer(ft.features, edit)
+    with pytest.raises(InvalidInputError, match="unedited predictions"):
+        gate_mask(ft.features, edit, p[:3])
+    # an ungated edit needs none
+    assert torch.equal(steer(ft.features, edit_from_coefficients(cv, {"b": -1.0})), ft.features - cv.kappa[1])
+
+
 def test_steering_minus_kappa_returns_class_to_pretrained_centroid():
     pre, ft = _toy()
     cv = compute_class_vectors(pre, ft)
     edit = edit_from_coefficients(cv, {"b": -1.0}, gamma=auto_gamma(cv, ft))
-    out = steer(ft.features, edit)
+    out = steer(ft.features, edit, _predict(cv, ft.features))
     b = ft.labels == 1
     assert torch.allclose(out[b].mean(0), cv.mu_pre[1], atol=1e-5)
     assert torch.equal(out[~b], ft.features[~b])  # the gate keeps other classes untouched
@@ -80,17 +107,18 @@ def test_gate_from_precomputed_centroid_cosines_equals_the_direct_gate():
     cos = centroid_cosines(ft.features, cv)
     assert cos.shape == (300, 3)
     gamma = torch.tensor([0.3, 0.5, 0.2])
+    p = _predict(cv, ft.features)
     for edit in (edit_from_coefficients(cv, [-1.0, 0.0, 0.5], gamma), move_edit(cv, "b", "c", 0.7, gamma)):
-        direct = gate_mask(ft.features, edit)
+        direct = gate_mask(ft.features, edit, p)
         assert 0 < direct.sum() < direct.numel()  # the gate really selects
-        assert torch.equal(gate_mask(ft.features, edit, centroid_cosines=cos), direct)
-        assert torch.equal(steer(ft.features, edit, centroid_cosines=cos), steer(ft.features, edit))
-        rows, new = steer_rows(ft.features, edit, centroid_cosines=cos)
+        assert torch.equal(gate_mask(ft.features, edit, p, centroid_cosines=cos), direct)
+        assert torch.equal(steer(ft.features, edit, p, centroid_cosines=cos), steer(ft.features, edit, p))
+        rows, new = steer_rows(ft.features, edit, p, centroid_cosines=cos)
         assert torch.equal(rows, torch.nonzero(direct.any(1)).flatten())
-        full = steer(ft.features, edit)
+        full = steer(ft.features, edit, p)
         assert torch.allclose(new, full[rows]) and torch.equal(full[direct.any(1) == 0], ft.features[direct.any(1) == 0])
     with pytest.raises(InvalidInputError, match="rows"):
-        gate_mask(ft.features[:10], edit, centroid_cosines=cos)
+        gate_mask(ft.features[:10], edit, p[:10], centroid_cosines=cos)
 
 
 def test_ungated_sum_and_coefficient_validation():
@@ -114,7 +142,7 @@ def test_move_edit_flips_prediction_near_half():
     head = ZeroShotHead(torch.nn.functional.normalize(cv.mu_ft, dim=-1), 100.0, NAMES)
     src = ft.subset(torch.nonzero(ft.labels == 0).flatten())
     for alpha, expected in [(0.4, 0), (0.6, 2)]:
-        moved = steer(src.features, move_edit(cv, "a", "c", alpha, gamma=auto_gamma(cv, ft)))
+        moved = steer(src.features, move_edit(cv, "a", "c", alpha, gamma=auto_gamma(cv, ft)), head.predict(src.features))
         assert (head.predict(moved) == expected).all()
 
 

@@ -21,13 +21,14 @@ def _random_run(n=3000, c=7, d=48, seed=0):
 
 def _full_predictions(latents, head, cv, coefs, gamma, moves):
     """The reference: steer every latent with the library's gated edit terms, then the head's argmax."""
-    edited = steer(latents, edit_from_coefficients(cv, coefs, gamma))
+    before = (torch.nn.functional.normalize(latents, dim=-1) @ head.T).argmax(-1)
+    edited = steer(latents, edit_from_coefficients(cv, coefs, gamma), before)
     for s, t, a in moves:
-        edited = edited + (steer(latents, move_edit(cv, s, t, a, gamma)) - latents)
+        edited = edited + (steer(latents, move_edit(cv, s, t, a, gamma), before) - latents)
     return (torch.nn.functional.normalize(edited, dim=-1) @ head.T).argmax(-1)
 
 
-@pytest.mark.parametrize("gamma", [None, 0.2, "per-class"])
+@pytest.mark.parametrize("gamma", [None, 0.2, "per-class", 0.999])  # 0.999: the cosine gate closed, the prediction term alone
 @pytest.mark.parametrize("coefs,moves", [
     ([0, -1, 0, 0, 0, 0, 0], []),
     ([0.5, -2, 0, 1.25, 0, 0, -0.75], []),
@@ -60,7 +61,7 @@ def test_edited_latents_are_the_latents_plus_weighted_class_vectors():
     f = FactoredScores.from_latents(latents, head, cv)
     coefs = [0, -1, 0, 0.5, 0, 0, 0]
     b = f.edit_weights(coefs, 0.1)
-    expected = steer(latents, edit_from_coefficients(cv, coefs, 0.1))
+    expected = steer(latents, edit_from_coefficients(cv, coefs, 0.1), f.predict())
     torch.testing.assert_close((latents.double() + b @ cv.kappa.double()).float(), expected, atol=1e-5, rtol=1e-5)
 
 

@@ -67,7 +67,8 @@ export function fromPacket(bytes) {
 }
 
 // Predictions (N) after the edit, and how many points it moved. coefs: (C) numbers; gammas: (C)
-// thresholds or null (no gate); moves: [[source, target, alpha], ...], each gated on its source.
+// thresholds or null (no gate); moves: [[source, target, alpha], ...], each gated on its source. The gate
+// of class k (cv_core.math.steering): cosine to k's centroid above gammas[k], or predicted k unedited.
 // Only the rows a term touches are re-scored; the others keep their unedited prediction.
 export function predict(t, coefs, gammas, moves) {
   const { n, c, base, cos, kh, basePreds } = t;
@@ -84,13 +85,13 @@ export function predict(t, coefs, gammas, moves) {
     const row = i * c;
     let touched = false;
     for (const k of active) {
-      if (gammas === null || cos[row + k] > gammas[k]) {
+      if (gammas === null || cos[row + k] > gammas[k] || basePreds[i] === k) {
         if (!touched) { b.fill(0); touched = true; }
         b[k] += coefs[k];
       }
     }
     for (const [s, tgt, alpha] of liveMoves) {
-      if (gammas === null || cos[row + s] > gammas[s]) {
+      if (gammas === null || cos[row + s] > gammas[s] || basePreds[i] === s) {
         if (!touched) { b.fill(0); touched = true; }
         b[tgt] += alpha; b[s] -= alpha;
       }

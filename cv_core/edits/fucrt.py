@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 
 from ..errors import InvalidInputError
-from ..math.steering import SteeringEdit, steer
+from ..math.steering import SteeringEdit, steer_with
 from .base import SPLITS, MethodOutput, UnlearnContext, output, register_method
 from .encoder_ops import batch_stream, encoded_output, option, train, visual_copy
 from .latent import gate_thresholds
@@ -57,14 +57,14 @@ ALPHA_GRID = (1.0, 1.5, 2.0, 2.5, 3.0)
 
 def _move(ctx, forget, targets, alpha: float, gamma) -> SteeringEdit:
     cv, src = ctx.class_vectors, torch.as_tensor(list(forget))
-    return SteeringEdit(alpha * (cv.kappa[targets] - cv.kappa[src]), cv.mu_ft[src], gamma[src])
+    return SteeringEdit(alpha * (cv.kappa[targets] - cv.kappa[src]), cv.mu_ft[src], gamma[src], src)
 
 
 def _choose_alpha(ctx, forget, targets, gamma) -> float:
     val = ctx.ft["val"]
     best, best_gain = ALPHA_GRID[0], -1.0
     for a in ALPHA_GRID:
-        pred = ctx.head.predict(steer(val.features, _move(ctx, forget, targets, a, gamma)))
+        pred = ctx.head.predict(steer_with(ctx.head, val.features, _move(ctx, forget, targets, a, gamma)))
         sent = torch.cat([(pred[val.labels == c] == t).double() for c, t in zip(forget, targets)]).mean()
         keep = ~torch.isin(val.labels, torch.as_tensor(list(forget)))
         gain = float(sent) + float((pred[keep] == val.labels[keep]).double().mean())
@@ -86,7 +86,7 @@ def fucrt_latent(ctx: UnlearnContext, forget, seed, options) -> MethodOutput:
     alpha = options.get("alpha", "auto")
     alpha = _choose_alpha(ctx, forget, targets, gamma) if alpha == "auto" else option(options, "alpha", 1.0, float)
     edit = _move(ctx, forget, targets, alpha, gamma)
-    out = output(ctx, {s: steer(ctx.ft[s].features, edit) for s in SPLITS},
+    out = output(ctx, {s: steer_with(ctx.head, ctx.ft[s].features, edit) for s in SPLITS},
                  info=_info(ctx, targets, alpha=alpha,
                             probe_note="encoder untouched: a probe on f(x) recovers the class by construction"))
     out.info["to_target"] = to_target_share(ctx, out, forget, targets)

@@ -14,7 +14,7 @@ import torch
 
 from ..errors import InvalidInputError
 from ..editspec import resolve_gate
-from ..math.steering import SteeringEdit, steer
+from ..math.steering import SteeringEdit, steer_with
 from .base import SPLITS, MethodOutput, UnlearnContext, output, register_method
 
 _MASKED = -1.0e4  # logit of a removed class: finite, so softmax and calibration stay defined
@@ -54,7 +54,7 @@ def forget_edit(ctx: UnlearnContext, forget: Sequence[int], lam, gamma: torch.Te
     lams = _strengths(lam, len(forget))
     idx = torch.as_tensor(list(forget), dtype=torch.long)
     vecs = ctx.class_vectors.kappa[idx] if directions is None else directions
-    return SteeringEdit(-lams[:, None] * vecs, ctx.class_vectors.mu_ft[idx], gamma[idx])
+    return SteeringEdit(-lams[:, None] * vecs, ctx.class_vectors.mu_ft[idx], gamma[idx], idx)
 
 
 def _strengths(lam, k: int) -> torch.Tensor:
@@ -108,7 +108,7 @@ def _lambda_info(lams: torch.Tensor) -> float | str:
 
 
 def _steered_output(ctx, edit: SteeringEdit, info: dict, note: str) -> MethodOutput:
-    latents = {s: steer(ctx.ft[s].features, edit) for s in SPLITS}
+    latents = {s: steer_with(ctx.head, ctx.ft[s].features, edit) for s in SPLITS}
     return output(ctx, latents, info={**info, "probe_note": note})
 
 

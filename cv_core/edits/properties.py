@@ -11,7 +11,7 @@ import torch
 
 from ..math.class_vectors import cosine_matrix
 from ..math.metrics import Scores, forget_retain, score
-from ..math.steering import SteeringEdit, steer
+from ..math.steering import SteeringEdit, steer_with
 from ..results import ClassVectors, FeatureSet, ZeroShotHead
 from . import recipes
 
@@ -20,7 +20,7 @@ ALPHAS = tuple(round(0.05 * i, 2) for i in range(21))
 
 
 def _scores(head: ZeroShotHead, fs: FeatureSet, edit: SteeringEdit) -> Scores:
-    return score(head.predict(steer(fs.features, edit)), fs.labels, fs.num_classes)
+    return score(head.predict(steer_with(head, fs.features, edit)), fs.labels, fs.num_classes)
 
 
 def independence(cv: ClassVectors) -> dict:
@@ -65,7 +65,7 @@ def interpolation(head: ZeroShotHead, fs: FeatureSet, cv: ClassVectors, source: 
     mask = fs.labels == source
     rows = []
     for a in alphas:
-        pred = head.predict(steer(fs.features[mask], recipes.interpolate(cv, source, target, a, gamma)))
+        pred = head.predict(steer_with(head, fs.features[mask], recipes.interpolate(cv, source, target, a, gamma)))
         rows.append({"alpha": float(a), "p_source": float((pred == source).float().mean()),
                      "p_target": float((pred == target).float().mean())})
     return {"source": cv.class_names[source], "target": cv.class_names[target], "curve": rows,
@@ -89,7 +89,7 @@ def sequential_shift(head: ZeroShotHead, fs: FeatureSet, cv: ClassVectors, order
                      alpha: float = 1.0, gamma=None) -> dict:
     """All classes shifted at once to their successor in ``order`` (cyclic) -> share that lands there."""
     order = list(range(cv.num_classes)) if order is None else list(order)
-    pred = head.predict(steer(fs.features, recipes.sequential_shift(cv, order, alpha, gamma)))
+    pred = head.predict(steer_with(head, fs.features, recipes.sequential_shift(cv, order, alpha, gamma)))
     rows = []
     for src, dst in zip(order, order[1:] + order[:1]):
         mask = fs.labels == src
@@ -109,6 +109,6 @@ def shift_removal_sweep(head: ZeroShotHead, cv: ClassVectors, build_pre: Feature
     rows = []
     for lam in lambdas:
         edit = recipes.shift_removal(cv, build_pre, build_ft, lam)
-        s = score(head.predict(steer(eval_ft.features, edit)), eval_ft.labels, cv.num_classes)
+        s = score(head.predict(steer_with(head, eval_ft.features, edit)), eval_ft.labels, cv.num_classes)
         rows.append({"lambda": float(lam), "accuracy": s.accuracy})
     return rows

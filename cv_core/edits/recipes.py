@@ -51,7 +51,7 @@ def sequential_shift(cv: ClassVectors, order: Sequence[str | int], alpha: float 
     g = _gammas(gamma, cv.num_classes)
     if g is None:
         return SteeringEdit(vectors)
-    return SteeringEdit(vectors, cv.mu_ft[src], g[src])
+    return SteeringEdit(vectors, cv.mu_ft[src], g[src], src)
 
 
 def shifted_class_vector(pre: FeatureSet, ft: FeatureSet, cls: int) -> tuple[torch.Tensor, torch.Tensor]:

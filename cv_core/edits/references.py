@@ -136,7 +136,7 @@ class _Split:
         self.base = ctx.head.predict(self.x)
 
     def accuracies(self, edit, cls: int) -> tuple[float, float]:
-        rows, z = steer_rows(self.x, edit, self.unit)
+        rows, z = steer_rows(self.x, edit, self.base, self.unit)
         pred = self.base.clone()
         pred[rows] = self.ctx.head.predict(z)
         return forget_retain(score(pred, self.y, self.ctx.num_classes), [cls])

@@ -8,7 +8,9 @@ argmax_j normalize(r') . w_j, and normalisation is a positive factor per row, so
     argmax_j r' . w_j = argmax_j (r . w_j + sum_c b_c (kappa_c . w_j)).
 
 Everything a prediction needs is therefore an (N, C) table of r . w_j, the (N, C) gate cosines
-and a (C, C) table kappa_c . w_j: C x C numbers per image instead of D. That is what lets the
+and a (C, C) table kappa_c . w_j: C x C numbers per image instead of D. The gate's prediction term
+(a term for class c also applies where the unedited model predicts c, ``cv_core.math.steering``) reads
+the argmax of the first table. That is what lets the
 browser re-score 10,000 images on every slider movement (``app/components/live_editor.js`` runs
 this same arithmetic), and what the server's live loop uses too. Equal to steering the latents
 with :func:`cv_core.math.steering.steer` and predicting, up to float rounding on exact ties.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -92,6 +95,11 @@ class FactoredScores:
     def num_classes(self) -> int:
         return self.kappa_head.shape[0]
 
+    @cached_property
+    def base_predictions(self) -> torch.Tensor:
+        """(N,) int64 unedited predictions (argmax of ``base``), computed once: the gates read them."""
+        return self.base.argmax(dim=-1)
+
     def edit_rows(self, coefs: Sequence[float], gamma=None, moves: Sequence[Move] = ()
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """The rows an edit moves, (M,) int64 ascending, and their weights (M, C) float64; every other
@@ -122,7 +130,7 @@ class FactoredScores:
             # one cosine column per gated class (contiguous in the class-major layout of from_blocks)
             classes, which = torch.unique(gate_cls, return_inverse=True)
             cols = self.cosines.T[classes]                                         # (G, N)
-            gated = cols > g[classes][:, None]                                     # (G, N)
+            gated = (cols > g[classes][:, None]) | (self.base_predictions[None] == classes[:, None])  # (G, N)
             rows = torch.nonzero(gated.any(0) if len(classes) > 1 else gated[0]).flatten()
             inside = gated.index_select(1, rows)[which].T.double()                 # (M, K): term k applies
         weights = torch.zeros(rows.numel(), c, dtype=torch.float64)
@@ -139,7 +147,7 @@ class FactoredScores:
     def predict(self, weights: torch.Tensor | None = None) -> torch.Tensor:
         """(N,) int64 predictions after the edit with these (N, C) weights (None: unedited)."""
         if weights is None:  # float32 -> float64 is exact and keeps the order: no (N, C) float64 copy
-            return self.base.argmax(dim=-1)
+            return self.base_predictions.clone()
         return (self.base.double() + weights @ self.kappa_head.double()).argmax(dim=-1)
 
     def predict_rows(self, rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -94,6 +94,7 @@ CASES = [  # coefs, gamma, moves
     ([0, 0, -1, 0, 0, 0, 0.35, 0], None, []),
     ([0] * 8, "per-class", [(2, 5, 0.6)]),
     ([0, 0, 0, -0.5, 0, 0, 0, 0], 0.2, [(c, (c + 1) % 8, 1.0) for c in range(8)]),
+    ([0, -1.5, 0, 0, 0, 0, 0, 0], 0.999, [(3, 4, 0.8)]),  # cosine gate closed: the prediction term alone
 ]
 
 
