@@ -85,7 +85,7 @@ def build_parser(prog: str = "python -m cv_core") -> argparse.ArgumentParser:
                       help="forget CLASS at its forget strength: 1.5 x the smallest lambda in [0, 3] whose edit "
                            "brings the val split's forget accuracy to <= 5%% with retain accuracy within 1 point "
                            "(chosen per class, cached with the run, written to edit.json); repeatable")
-    edit.add_argument("--gate", default="auto", help="cosine gate: " + "; ".join(
+    edit.add_argument("--gate", default="auto", help="gate: " + "; ".join(
         f"{k if k != 'number' else 'a number'}: {v}" for k, v in GATE_HELP.items()).replace("%", "%%")
         + " (default: auto)")
     rep = sub.add_parser("report", help="compare editing/unlearning methods; writes report.json and report.md")

@@ -20,7 +20,8 @@ C = len(names)
 CLASS_COLORS = [charts.class_color(c) for c in range(C)]
 
 st.title("Class arithmetic")
-st.caption("Each slider adds a × κ_c to the latents of images that look like class c (the gate). "
+st.caption("Each slider adds a × κ_c to the latents of images that look like class c or that the model "
+           "calls c (the gate). "
            "Accuracy and confusion follow the slider as it moves (computed in your browser); "
            "the map follows when you release it.")
 FOCUS = state.focus_class(C)

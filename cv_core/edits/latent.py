@@ -1,7 +1,7 @@
 """Latent-space methods: they leave the image encoder untouched and work on cached latents.
 
 Registered: ``pretrained``, ``finetuned``, ``cv_steer`` (Class-Vector steering, Algorithm 1 with
-the cosine gate), ``random_vector`` (same gate and norm as the steering edit, random direction),
+the cosine gate plus the gate's prediction term, ``cv_core.math.steering``), ``random_vector`` (same gate and norm as the steering edit, random direction),
 ``cmf`` (class-mean-features classifier without the forgotten rows) and ``classifier_ft``
 (a linear head fine-tuned on frozen latents). Because the encoder is untouched, a linear probe on
 f(x) recovers every "forgotten" class of these methods by construction.
@@ -112,8 +112,9 @@ def _steered_output(ctx, edit: SteeringEdit, info: dict, note: str) -> MethodOut
     return output(ctx, latents, info={**info, "probe_note": note})
 
 
-@register_method("cv_steer", "Class-Vector steering r' = r - lambda*kappa_c behind the cosine gate "
-                             "(Algorithm 1; training-free, encoder untouched)")
+@register_method("cv_steer", "Class-Vector steering r' = r - lambda*kappa_c behind the gate: cosine to the "
+                             "class centroid, or predicted as the class (Algorithm 1 plus the prediction term; "
+                             "training-free, encoder untouched)")
 def cv_steer(ctx: UnlearnContext, forget, seed, options) -> MethodOutput:
     lam, gamma, info = _steering_setup(ctx, forget, options)
     edit = forget_edit(ctx, forget, lam, gamma)
