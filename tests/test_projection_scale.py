@@ -99,3 +99,56 @@ def test_umap_functions_get_the_disk_cache_and_others_do_not():
     assert type(ours_plain._cache).__name__ == "FunctionCache"
     assert type(ours_factory._cache).__name__ == "FunctionCache"
     assert type(ours_explicit._cache).__name__ == "NullCache"   # the package's own choice wins
+
+
+def test_pynndescent_signatures_compile_at_first_call_and_others_at_decoration():
+    import numba
+
+    njit = _with_cache(numba.njit)
+
+    def add(a, b):
+        return a + b
+
+    theirs = njit("float64(float64, float64)")(add)
+    add.__module__ = "pynndescent.rp_trees"
+    deferred = njit("float64(float64, float64)", cache=False)(add)
+    deferred_kw = njit(signature_or_function="float64(float64, float64)", cache=False)(add)
+    assert len(theirs.overloads) == 1                      # eager, as numba does
+    assert len(deferred.overloads) == 0 and len(deferred_kw.overloads) == 0  # nothing compiled at import
+    assert deferred(1.0, 2.0) == 3.0 and len(deferred.overloads) == 1      # compiled when first called
+
+
+def test_umap_graph_functions_compile_serially_and_the_rest_keep_parallel():
+    import numba
+
+    njit = _with_cache(numba.njit)
+
+    def smooth_knn_dist(a):
+        return a
+
+    def other(a):
+        return a
+
+    smooth_knn_dist.__module__ = other.__module__ = "umap.umap_"
+    smooth_knn_dist.__qualname__ = "smooth_knn_dist"
+    assert njit(parallel=True, cache=False)(smooth_knn_dist).targetoptions["parallel"] is False
+    assert njit(parallel=True, cache=False)(other).targetoptions["parallel"] is True
+    not_umap = smooth_knn_dist
+    not_umap.__module__ = "mypackage"
+    assert njit(parallel=True)(not_umap).targetoptions["parallel"] is True
+
+
+def test_a_map_fit_compiles_no_neighbour_search_code():
+    """LatentMap hands umap exact neighbours: pynndescent's tree and graph builders stay uncompiled."""
+    from cv_core.projection.numba_cache import import_umap
+
+    umap = import_umap()
+    x = np.random.default_rng(3).normal(size=(300, 12)).astype(np.float32)
+    LatentMap(n_neighbors=8, n_epochs=10).fit(x)
+    import pynndescent.pynndescent_ as nnd
+    import pynndescent.rp_trees as rp
+
+    assert umap.umap_.smooth_knn_dist.targetoptions["parallel"] is False
+    # make_hub_euclidean_tree and bit_hub_split carry explicit signatures: numba would compile them at import
+    assert len(rp.make_hub_euclidean_tree.overloads) == 0 and len(rp.bit_hub_split.overloads) == 0
+    assert len(rp.make_dense_tree.overloads) == 0 and len(nnd.nn_descent.overloads) == 0
