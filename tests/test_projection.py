@@ -127,6 +127,33 @@ def test_warm_up_reports_and_returns_time():
     assert [e.step for e in events] == [0, 1]
 
 
+def _umap_specialisations() -> set:
+    """(function, argument types) of every compiled or cache-loaded umap / pynndescent numba function."""
+    import sys
+
+    from numba.core.dispatcher import Dispatcher
+
+    out = set()
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] in ("umap", "pynndescent"):
+            for attr, value in vars(module).items():
+                if isinstance(value, Dispatcher):
+                    out.update((f"{name}.{attr}", sig) for sig in value.overloads)
+    return out
+
+
+def test_after_the_warm_up_a_map_of_many_separated_classes_needs_no_new_compiled_code():
+    """The warm-up compiles (or loads from the disk cache) what a real map needs, including the spectral
+    initialisation's component metric that umap only calls for more than four connected components."""
+    warm_up()
+    before = _umap_specialisations()
+    rng = np.random.default_rng(2)
+    means = 8.0 * rng.normal(size=(7, D))
+    x = (means[np.arange(7 * 30) % 7] + 0.2 * rng.normal(size=(7 * 30, D))).astype(np.float32)
+    LatentMap(n_neighbors=8, n_epochs=20).fit(x)
+    assert _umap_specialisations() - before == set()
+
+
 @pytest.mark.parametrize("clustered", [True, False])
 def test_the_cluster_index_finds_the_same_neighbours_as_the_brute_force(clustered, monkeypatch):
     from cv_core.projection import index as index_mod

@@ -45,7 +45,7 @@ def warm_up_status() -> str:
         return f"UMAP's background warm-up failed ({_WARM['error']}); the first map compiles it."
     if "started" in _WARM:
         return (f"UMAP is compiling in the background (for {time.time() - _WARM['started']:.0f} s so far; "
-                "10-50 s the first time on a 2-core CPU, a few seconds once its on-disk cache exists).")
+                "5-10 s the first time on a 2-core CPU, 2-3 s once its on-disk cache exists).")
     return "UMAP's background warm-up has not started."
 
 

@@ -92,7 +92,7 @@ class LatentMap:
         _emit(progress, 1, f"finding {self.n_neighbors} nearest neighbours of {x.shape[0]} latents")
         idx, dist = self._self_knn(reduced)
         check_cancel(cancel, "the map")
-        _emit(progress, 2, "laying out the map (the first time in a session also compiles UMAP, ~10-30 s)")
+        _emit(progress, 2, "laying out the map (the first map after an install also compiles UMAP's code, ~5-10 s)")
         embedding = self._layout(reduced, idx, dist)
         _emit(progress, 3, "map ready")
         return self._set_fitted(x, embedding, reduction, reduced)
