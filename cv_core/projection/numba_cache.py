@@ -17,7 +17,7 @@ compilation, ``rp_trees`` alone ~9 s) and the first 10k x 512 fit 15 s, of which
   them; code that does (umap's own ``transform``, ``NNDescent``) compiles them then, for the argument
   types it passes (a superset of what the signatures allowed);
 - the two graph functions of the fit (:data:`SERIAL`) compile without ``parallel=True``: serial they
-  compile in ~1.4 s instead of ~5.4 s and run faster on 10k points (12 ms + 1 ms against 37 + 23 ms:
+  compile in ~1.4 s instead of ~5.4 s (load 2.4) and run faster on 10k points (12 + 1 ms against 37 + 23 ms:
   one loop per point, too little work for threads), and the map's default path then starts no numba
   OpenMP pool, whose idle threads measurably slowed torch's ``eigh`` right after a parallel call.
 
