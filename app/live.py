@@ -178,7 +178,8 @@ def preset_forget(num_classes: int, target: int, strength: float = 1.0) -> list[
 
 
 def preset_move(source: int, target: int, alpha: float) -> list[Move]:
-    """Move class ``source`` towards ``target`` (the prediction flips near alpha = 0.5)."""
+    """Move class ``source`` towards ``target`` (the paper: the prediction flips near alpha 0.5; where it
+    flips on a run is measured per pair, ``cv_core.edits.properties.interpolation``)."""
     return [(int(source), int(target), float(alpha))]
 
 

@@ -220,7 +220,8 @@ def apply_edit(result: RunResult, coefs, gamma: float | str | None = "auto", spl
 
     coefs: mapping class -> coefficient or (C,) values (may be all zero when ``moves`` is given);
     moves: (source, target, alpha) terms, class names or indices: alpha (kappa_target - kappa_source)
-    gated on the source class (move source towards target; the prediction flips near alpha 0.5).
+    gated on the source class (move source towards target; where the prediction flips is measured per pair by
+    ``cv_core.edits.properties.interpolation``, not assumed at the paper's 0.5).
     Every term's gate is read from the unedited latents, as in the app. The forget set and its accuracies are
     ``cv_core.editspec.forget_set`` and ``cv_core.math.metrics.forget_retain`` (sample-weighted; nothing
     forgotten -> forget None, retain = overall). A store-backed run is edited block by block.

@@ -28,7 +28,8 @@ def forget(cv: ClassVectors, classes: Sequence[str | int], lam: float = 1.0, gam
 
 
 def interpolate(cv: ClassVectors, source: str | int, target: str | int, alpha: float, gamma=None) -> SteeringEdit:
-    """z = alpha (kappa_target - kappa_source) on source-class inputs; the prediction flips near alpha 0.5."""
+    """z = alpha (kappa_target - kappa_source) on source-class inputs (the paper: the prediction flips near alpha
+    0.5; ``properties.interpolation`` measures where it flips on a run)."""
     return move_edit(cv, source, target, _finite(alpha, "interpolation alpha"), gamma)
 
 
