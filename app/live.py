@@ -148,15 +148,17 @@ class LiveEditor:
         lat = self.latents[torch.from_numpy(rows)] if isinstance(self.latents, torch.Tensor) else self.latents[rows]
         return (torch.as_tensor(lat).double() + res.moved_weights @ self.cv.kappa.double()).float()
 
-    def positions(self, res: LiveResult) -> np.ndarray | None:
-        """Map positions (N, 2) after the edit: moved points re-projected, the others unchanged."""
+    def positions(self, res: LiveResult, info: dict | None = None) -> np.ndarray | None:
+        """Map positions (N, 2) after the edit: moved points re-projected, the others unchanged.
+        info: a dict passed to the map's ``reproject`` (what its neighbour search did), if given."""
         if self.xy is None:
             return None
         xy = self.xy.copy()
         if res.moved.any() and self.reproject is not None:
             index = np.flatnonzero(res.moved)
-            with one_thread():  # the exact k-NN search of the re-projection is the same kind of work
-                xy[index] = self.reproject(self.moved_latents(res).numpy(), index)
+            extra = {} if info is None else {"info": info}
+            with one_thread():  # the k-NN search of the re-projection is the same kind of work
+                xy[index] = self.reproject(self.moved_latents(res).numpy(), index, **extra)
         return xy
 
 class _StoreRows:

@@ -11,9 +11,14 @@ For each (N, C) (D = 512), in a fresh process (so that its peak RSS is its own):
   ``setup_s``: building the tables once per run;
 * **map** (C = 10 only): UMAP fitted on a stratified sample of ``DEFAULT_SAMPLE`` of the 2N pretrained and
   fine-tuned latents (as the app's Geometry page) read from the memory-mapped store, the rest placed by
-  exact-neighbour re-projection (``cv_core.projection.fit_sampled``): ``fit_s``, ``place_s`` and the
-  neighbourhood ``fidelity`` of placed points (with ``fidelity_fitted``, UMAP's own level). UMAP's numba
-  code is compiled (or loaded from its disk cache) before the fit is timed: ``warm_up_s``;
+  re-projection (``cv_core.projection.fit_sampled``; approximate neighbours, faiss IVF, from 20k points to
+  place: ``place_search``, ``place_recall``): ``fit_s``, ``place_s`` and the neighbourhood ``fidelity`` of placed
+  points (with ``fidelity_fitted``, UMAP's own level). UMAP's numba code is compiled (or loaded from its disk
+  cache) before the fit is timed: ``warm_up_s``. Side by side on the same 50k fine-tuned rows: exact vs
+  approximate placement (``place_check_exact_s`` / ``place_check_approx_s``, the recall, and the median
+  distance between the two placements against the map's span);
+* **release -> map, server share** (``release_server_ms``, C = 10): the forget edit scored and its moved
+  points re-placed on that map (``LiveEditor.positions``, one torch thread), as a slider release does;
 * ``peak_rss_mb``: the process's peak resident memory (ru_maxrss), store pages read through the memory
   map included.
 
@@ -39,11 +44,12 @@ from _common import ROOT, machine
 RESULT = ROOT / "bench" / "results" / "maps_scale.json"
 D = 512
 REPEAT = 9
+PLACE_CHECK = 50_000  # rows placed both exactly and approximately, side by side
 NOT_MEASURED = {
     "slider_to_charts_ms": "not measured: the headless-Chromium run at 1M points was not done (issue 14 "
                            "part 3; bench/bench_browser.py measures it at 10,000 points)",
-    "release_to_map_ms": "not measured: as slider_to_charts_ms (server share: server_edit_ms + place of "
-                         "the moved rows)",
+    "release_to_map_ms": "not measured in the browser at 1M (release_server_ms is the server's share: the "
+                         "edit scored and its moved rows re-placed)",
     "frame_ms_panning": "not measured: WebGL frame time while panning at 1M points",
     "first_map_cold_s": "not measured by this script (bench/bench_first_map.py measures 10k x 512)",
     "first_map_warm_s": "not measured by this script (bench/bench_first_map.py measures 10k x 512)",
@@ -92,9 +98,38 @@ def one(n: int, c: int, with_map: bool, cache_dir: str) -> dict:
         strata = np.concatenate([labels, labels + c])
         torch.set_num_threads(os.cpu_count() or 1)
         scaled = fit_sampled(RowStack(*parts), strata, DEFAULT_SAMPLE, LatentMap(random_state=0), seed=0)
+        lm = scaled.projector
         row.update(map_points=2 * n, sample=scaled.sample_size, fit_s=scaled.fit_s, place_s=scaled.place_s,
                    fidelity=scaled.fidelity.placed, fidelity_fitted=scaled.fidelity.fitted,
-                   fidelity_ratio=scaled.fidelity.ratio, fidelity_k=scaled.fidelity.k, map_note=scaled.describe())
+                   fidelity_ratio=scaled.fidelity.ratio, fidelity_k=scaled.fidelity.k, map_note=scaled.describe(),
+                   place_search="exact" if scaled.search is None else "approximate",
+                   place_recall=None if scaled.search is None else scaled.search.recall)
+        # the obvious alternative side by side: exact vs approximate placement of the same 50k fine-tuned rows
+        ft = RowStack(*parts[len(parts) // 2:])
+        block = np.asarray(ft[np.arange(min(PLACE_CHECK, n))], dtype=np.float32)
+        t = time.perf_counter()
+        exact_xy = lm.reproject(block, search="exact")
+        row["place_check_exact_s"] = time.perf_counter() - t
+        info: dict = {}
+        t = time.perf_counter()
+        approx_xy = lm.reproject(block, search="approximate", info=info)
+        row.update(place_check_rows=int(block.shape[0]), place_check_approx_s=time.perf_counter() - t,
+                   place_check_recall=info["approx"].recall,
+                   place_check_shift_median=float(np.median(np.linalg.norm(exact_xy - approx_xy, axis=1))),
+                   map_span=float(np.ptp(lm.embedding_, axis=0).max()))
+        # release -> map, the server's share: the edit scored and its moved points re-placed, as the app does
+        torch.set_num_threads(1)
+        mapped = editor.with_map(scaled.embedding[n:], lambda lat, idx, info=None: lm.reproject(lat, info=info))
+        release = []
+        for _ in range(3):
+            info = {}
+            t = time.perf_counter()
+            res = mapped.evaluate(coefs, gamma)
+            mapped.positions(res, info)
+            release.append((time.perf_counter() - t) * 1e3)
+        row.update(release_server_ms=statistics.median(release), release_server_runs_ms=release,
+                   release_moved=int(res.moved.sum()), release_search=info.get("search"),
+                   release_recall=info["approx"].recall if "approx" in info else None)
     row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return row
 
@@ -122,12 +157,14 @@ def main(argv: list[str]) -> int:
             return out.returncode
         row = json.loads(out.stdout.strip().splitlines()[-1])
         print("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                               for k, v in row.items() if k not in ("server_edit_runs_ms", "map_note")), flush=True)
+                               for k, v in row.items() if k not in ("server_edit_runs_ms", "map_note",
+                                                                    "release_server_runs_ms")), flush=True)
         entry = results.setdefault(str(n), {"C": 10, "classes": {}})
         entry["classes"][str(c)] = row
         if c == 10:
             entry.update({k: row.get(k) for k in ("server_edit_ms", "fit_s", "place_s", "fidelity",
-                                                  "fidelity_fitted", "peak_rss_mb", "setup_s")})
+                                                  "fidelity_fitted", "peak_rss_mb", "setup_s", "release_server_ms",
+                                                  "place_recall")})
             entry.update({k: None for k in NOT_MEASURED})
     wall = time.perf_counter() - start
     previous = json.loads(RESULT.read_text()) if RESULT.is_file() else {}

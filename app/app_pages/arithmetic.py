@@ -112,7 +112,7 @@ def editor(gamma) -> None:
     """Sliders, bars, summary, confusion and map: re-scored in the browser while a slider moves; a
     release reruns only this fragment, where the server re-projects the moved points for the map.
     (The presets and the gate sit outside: they are rare, and fewer elements make each rerun cheaper.)"""
-    res, map_part, edit_text, scores_ms = server_side(gamma)
+    res, map_part, edit_text, scores_ms, placed = server_side(gamma)
     live_editor.live_editor(services.live_tables(config), state.coefficients(C), gamma, state.moves(),
                             state.revision(), state.LIVE_EDITOR, on_release, CLASS_COLORS, map_part,
                             thumbnail=lambda row: services.thumbnail_uri(config, row))
@@ -120,6 +120,8 @@ def editor(gamma) -> None:
         st.info("Fit the map on the Geometry page to see the edited points move here.")
         st.page_link("app_pages/geometry.py", label="Open Geometry", icon=":material/scatter_plot:")
     timing = f"scores in {scores_ms:.0f} ms" + ("" if map_part is None else f", map in {map_part['ms']:.0f} ms")
+    if placed is not None:  # many moved points: placed with approximate neighbours, their recall measured
+        timing += f"; moved points placed with {markup.text(placed.describe())}"
     st.caption(f"Server, after the last release: {timing} ({int(res.moved.sum()):,} of {len(res.moved):,} "
                f"points edited; {edit_text.lower()}; forget {_pct(res.forget)}, retain {_pct(res.retain)}).")
     url_state.sync()  # a release reruns only this fragment: keep the URL's edit current
@@ -127,7 +129,8 @@ def editor(gamma) -> None:
 
 def server_side(gamma):
     """The released edit on the server: its scores, the moved points' map positions, and the
-    figures the Export page offers -> (LiveResult, map data or None, edit text, scoring ms).
+    figures the Export page offers -> (LiveResult, map data or None, edit text, scoring ms, the moved points'
+    approximate search or None).
     Kept for the last edit, so a rerun that does not change it (the hover asking for an image, the
     browser reporting what it holds) does not score and re-project again."""
     memo_key = (config, tuple(state.coefficients(C)), repr(gamma), tuple(map(tuple, state.moves())),
@@ -157,16 +160,18 @@ def _server_side(gamma):
                                                                         "Confusion matrix after the edit"))
     scores_ms = 1000 * (time.perf_counter() - start)
     if points is None:
-        return res, None, edit_text, scores_ms
+        return res, None, edit_text, scores_ms, None
     start = time.perf_counter()
-    xy = editor_.positions(res)                                  # (N, 2): moved points re-projected
+    placed: dict = {}
+    xy = editor_.positions(res, placed)                          # (N, 2): moved points re-projected
     index = np.flatnonzero(res.moved)
     map_ms = 1000 * (time.perf_counter() - start)
     extent = services.map_extent(config)
     labels = services.eval_labels(run)
     state.remember_figure("edited_map", lambda: charts.live_map(xy, labels, res.preds, names, res.moved, extent,
                                                                 points.ft_xy[index]))
-    return res, live_editor.map_data(points.ft_xy, extent, coefs, index, xy[index], map_ms), edit_text, scores_ms
+    return (res, live_editor.map_data(points.ft_xy, extent, coefs, index, xy[index], map_ms), edit_text, scores_ms,
+            placed.get("approx"))
 
 
 def _pct(value: float | None) -> str:

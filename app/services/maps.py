@@ -66,11 +66,12 @@ class MapPoints:
     note: str = ""
     sampled: bool = False
 
-    def reproject(self, latents: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Map positions (M, 2) of edited fine-tuned latents (M, D) of test rows ``rows`` (M,)."""
+    def reproject(self, latents: np.ndarray, rows: np.ndarray, info: dict | None = None) -> np.ndarray:
+        """Map positions (M, 2) of edited fine-tuned latents (M, D) of test rows ``rows`` (M,). info: a dict
+        that receives what the search did (``LatentMap.reproject``: exact, or approximate with its recall)."""
         if self.sampled:  # the projector was fitted on a sample: rows are not its fitted rows
-            return self.projector.reproject(latents)
-        return self.projector.reproject(latents, index=rows + len(self.ft_xy))
+            return self.projector.reproject(latents, info=info)
+        return self.projector.reproject(latents, index=rows + len(self.ft_xy), info=info)
 
 
 @st.cache_resource(show_spinner=False)

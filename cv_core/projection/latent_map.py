@@ -22,6 +22,8 @@ import torch
 from ..errors import InvalidInputError
 from ..progress import CancelFn, Progress, ProgressFn, check_cancel
 from .geometry import METRICS, Reduction, as_latents, fit_reduction, knn, membership_weight_pair
+from .ann import APPROX_MIN_ROWS, IVFIndex
+from .ann import available as ann_available
 from .index import MIN_POINTS, ClusterIndex, indexed_knn
 from .refine import refine_layout
 
@@ -140,13 +142,19 @@ class LatentMap:
         """Place new latents (M, D) on the fitted map -> (M, 2) float32 (the fast re-projection)."""
         return self.reproject(latents)
 
-    def reproject(self, latents, index=None) -> np.ndarray:
+    def reproject(self, latents, index=None, search: str = "auto", info: dict | None = None) -> np.ndarray:
         """Positions (M, 2) float32 of latents (M, D) on the fitted map.
 
         index: optional (M,) indices of the fitted latents these rows were edited from. Rows equal to
         their fitted latent keep its position without any search: only edited rows are computed.
         Without index, a row equal to some fitted latent still gets that latent's position.
+        search: "exact", "approximate" (faiss IVF, ``ann``) or "auto" (approximate from
+        ``ann.APPROX_MIN_ROWS`` rows to place on a map of at least ``index.MIN_POINTS`` fitted points).
+        info: a dict to receive what the search did: {"search": "exact" | "approximate", "rows": M,
+        "approx": ann.ApproxSearch (approximate only, with its measured recall)}.
         """
+        if search not in ("auto", "exact", "approximate"):
+            raise InvalidInputError(f"search must be 'auto', 'exact' or 'approximate', got {search!r}")
         self._check_fitted()
         x = as_latents(latents, dim=self.latents_.shape[1])
         out = np.empty((x.shape[0], 2), dtype=np.float32)
@@ -156,8 +164,10 @@ class LatentMap:
             same = (x == self.latents_[index]).all(1)
             out[same] = self.embedding_[index[same]]
             todo = np.flatnonzero(~same)
+        if info is not None:
+            info.update(search="exact", rows=int(todo.size))
         if todo.size:
-            out[todo] = self._place(x[todo])
+            out[todo] = self._place(x[todo], search, info)
         return out
 
     def _check_index(self, index, m: int) -> np.ndarray:
@@ -185,12 +195,28 @@ class LatentMap:
                 self._index = ClusterIndex.build(self.reduced_, seed=self.random_state or 0)
             return self._index
 
-    def _place(self, x: np.ndarray) -> np.ndarray:
+    def _approx_index(self) -> IVFIndex:
+        """The faiss IVF index of the fitted points (``ann``), built once."""
+        with _INDEX_LOCK:
+            if getattr(self, "_ivf", None) is None:
+                self._ivf = IVFIndex(self.reduced_, seed=self.random_state or 0)
+            return self._ivf
+
+    def _place(self, x: np.ndarray, search: str = "auto", info: dict | None = None) -> np.ndarray:
         """(M, D) -> (M, 2): membership-weighted mean of the k nearest fitted positions, then (refine > 0)
-        that many of transform's layout epochs against the fixed map. The neighbour search is exact
-        and skips the clusters that cannot hold a neighbour (see ``index``)."""
-        idx, dist = indexed_knn(self.reduction_(x), self.reduced_, self.n_neighbors, self.metric,
-                                self._search_index())
+        that many of transform's layout epochs against the fixed map. The exact neighbour search skips
+        the clusters that cannot hold a neighbour (see ``index``); the approximate one (``ann``, for many
+        points at once) measures its recall."""
+        approx = search == "approximate" or (search == "auto" and x.shape[0] >= APPROX_MIN_ROWS
+                                             and self.reduced_.shape[0] >= MIN_POINTS and ann_available())
+        reduced = self.reduction_(x)
+        if approx:
+            idx, dist, done = self._approx_index().search(reduced, self.n_neighbors, self.metric,
+                                                          seed=self.random_state or 0)
+            if info is not None:
+                info.update(search="approximate", approx=done)
+        else:
+            idx, dist = indexed_knn(reduced, self.reduced_, self.n_neighbors, self.metric, self._search_index())
         raw, weights = membership_weight_pair(dist)
         pos = np.einsum("mk,mkj->mj", weights, self.embedding_[idx])
         epochs = self.n_epochs // 3 if self.refine == "auto" else int(self.refine)

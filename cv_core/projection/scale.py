@@ -25,6 +25,8 @@ import torch
 from ..errors import InvalidInputError
 from ..progress import CancelFn, Progress, ProgressFn, check_cancel
 from .geometry import knn
+from .ann import APPROX_MIN_ROWS, ApproxSearch
+from .ann import available as ann_available
 from .latent_map import LatentMap
 
 STAGE = "projection:scale"
@@ -105,6 +107,7 @@ class ScaleMap:
     fidelity: Fidelity
     fit_s: float
     place_s: float
+    search: ApproxSearch | None = None  # the placement's approximate search (recall measured), None: exact
 
     @property
     def n_points(self) -> int:
@@ -125,9 +128,11 @@ class ScaleMap:
         if not self.sampled:
             return (f"UMAP fitted on all {self.n_points:,} points. Neighbourhood fidelity@{f.k}: {fitted} "
                     f"({f.checked:,} checked).")
+        how = "exact-neighbour re-projection" if self.search is None else \
+            f"re-projection with {self.search.describe()}"
         return (f"UMAP fitted on a stratified sample of {self.sample_size:,} of {self.n_points:,} points "
-                f"({self.fit_s:.1f} s); the other {self.n_points - self.sample_size:,} placed by exact-neighbour "
-                f"re-projection ({self.place_s:.1f} s). Neighbourhood fidelity@{f.k}: {f.placed:.2f} for placed "
+                f"({self.fit_s:.1f} s); the other {self.n_points - self.sample_size:,} placed by {how} "
+                f"({self.place_s:.1f} s). Neighbourhood fidelity@{f.k}: {f.placed:.2f} for placed "
                 f"points, {fitted} ({f.checked:,} of each checked).")
 
 
@@ -189,12 +194,14 @@ def placement_fidelity(projector: LatentMap, latents: np.ndarray, positions: np.
 
 def fit_sampled(latents, labels, sample_size: int = DEFAULT_SAMPLE, latent_map: LatentMap | None = None,
                 seed: int = 0, batch: int = PLACE_BATCH, fidelity_points: int = 2000, fidelity_k: int = 15,
-                progress: ProgressFn = None, cancel: CancelFn = None) -> ScaleMap:
+                progress: ProgressFn = None, cancel: CancelFn = None, search: str = "auto") -> ScaleMap:
     """Fit ``latent_map`` (default ``LatentMap(random_state=seed)``) on a stratified sample of the rows of
     latents (N, D) and place the others.
 
     latents: a numpy array, memory map or tensor (read by row indices and slices, so a memory-mapped
     split is never loaded whole); labels: (N,) classes, for the stratification.
+    search: the placement's neighbour search (``LatentMap.reproject``): "auto" searches approximately
+    (faiss IVF, recall measured, ``ScaleMap.search``) when at least ``ann.APPROX_MIN_ROWS`` points are placed.
     """
     n = int(latents.shape[0])
     y = np.asarray(labels.numpy() if isinstance(labels, torch.Tensor) else labels)
@@ -218,11 +225,19 @@ def fit_sampled(latents, labels, sample_size: int = DEFAULT_SAMPLE, latent_map: 
     rest = np.flatnonzero(~in_sample)
     _emit(progress, 1, steps, f"placing the other {rest.size:,} points")
     t1 = time.perf_counter()
+    if search not in ("auto", "exact", "approximate"):
+        raise InvalidInputError(f"search must be 'auto', 'exact' or 'approximate', got {search!r}")
+    mode = search if search != "auto" else \
+        "approximate" if rest.size >= APPROX_MIN_ROWS and ann_available() else "exact"
+    searched = []  # the approximate searches (one per block placed approximately)
     for s in range(0, rest.size, batch):
         rows = rest[s:s + batch]
         # contiguous slices read a memory map sequentially; fancy indexing inside the slice is in memory
         block = _rows(latents[int(rows[0]):int(rows[-1]) + 1], rows - rows[0])
-        embedding[rows] = lm.reproject(block)
+        info: dict = {}
+        embedding[rows] = lm.reproject(block, search=mode, info=info)
+        if "approx" in info:
+            searched.append(info["approx"])
         check_cancel(cancel, "the map")
         _emit(progress, 1, steps, f"placed {min(s + batch, rest.size):,} of {rest.size:,} points")
     place_s = time.perf_counter() - t1
@@ -239,7 +254,17 @@ def fit_sampled(latents, labels, sample_size: int = DEFAULT_SAMPLE, latent_map: 
         raise InvalidInputError("the map placed some points at non-finite positions; check the latents for "
                                 "duplicated or degenerate rows")
     _emit(progress, 3, steps, "map ready")
-    return ScaleMap(embedding, sample, lm, Fidelity(placed, fitted, fidelity_k, m), fit_s, place_s)
+    return ScaleMap(embedding, sample, lm, Fidelity(placed, fitted, fidelity_k, m), fit_s, place_s,
+                    combine_searches(searched))
+
+
+def combine_searches(searches: list[ApproxSearch]) -> ApproxSearch | None:
+    """One summary of several approximate searches: rows summed, recall weighted by the points checked."""
+    if not searches:
+        return None
+    checked = sum(s.checked for s in searches)
+    recall = sum(s.recall * s.checked for s in searches) / max(checked, 1)
+    return ApproxSearch(sum(s.rows for s in searches), searches[0].lists, searches[0].probes, recall, checked)
 
 
 def _emit(progress: ProgressFn, step: int, total: int, message: str) -> None:
