@@ -103,10 +103,12 @@ def free_port() -> int:
 class Server:
     """``streamlit run`` on a free localhost port; ``started`` is the process start (perf_counter)."""
 
-    def __init__(self, cache: Path, log: Path):
+    def __init__(self, cache: Path, log: Path, n: int | None = None):
         port = free_port()
         env = {**os.environ, "CVS_CACHE_DIR": str(cache), "CVS_SYNTHETIC": "1"}
         env.pop("CVS_SYNTHETIC_N", None)
+        if n is not None:  # the synthetic run's size (app/synthetic.py; a feature store from 100k points)
+            env["CVS_SYNTHETIC_N"] = str(n)
         self.url, self.log = f"http://localhost:{port}", open(log, "w")
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
@@ -226,12 +228,99 @@ def releases(page, n: int, with_map: bool) -> list[dict]:
     return [release_at(page, VALUES[i % len(VALUES)], with_map) for i in range(n)]
 
 
-def fit_map(page) -> float:
+def fit_map(page, timeout_s: float = 300) -> float:
     page.get_by_role("link", name="Geometry").first.click()
     start = time.perf_counter()
     page.get_by_role("button", name="Fit the map").click()
-    page.get_by_role("radio", name="both").wait_for(timeout=300_000)  # the map's view switch: map drawn
+    page.get_by_role("radio", name="both").wait_for(timeout=timeout_s * 1000)  # the map's view switch: map drawn
     return time.perf_counter() - start
+
+
+FRAMES = """
+(() => {
+  const f = window.__frames = {on: true, t: []};
+  const tick = (t) => { if (f.on) { f.t.push(t); requestAnimationFrame(tick); } };
+  requestAnimationFrame(tick);
+})()
+"""
+
+
+def pan_frames(page, moves: int = 60) -> dict:
+    """Drag the live editor's map by ``moves`` mouse moves of 6 px; -> frame intervals (ms) while dragging,
+    recorded on every animation frame (median, 95th percentile, frames)."""
+    box = page.evaluate("""() => {
+      for (const e of document.querySelectorAll('*')) {
+        const o = e.shadowRoot && e.shadowRoot.querySelector('.cvs-live canvas.overlay');
+        if (o) { const r = o.getBoundingClientRect(); return {x: r.x, y: r.y, w: r.width, h: r.height}; }
+      }
+      return null; }""")
+    if box is None:
+        raise RuntimeError("no map canvas in the live editor")
+    x, y = box["x"] + box["w"] / 2, box["y"] + box["h"] / 2
+    page.mouse.move(x, y)
+    page.evaluate(FRAMES)
+    page.mouse.down()
+    for i in range(moves):
+        page.mouse.move(x + 6 * (i + 1) * (1 if i < moves // 2 else -1) / 2, y + 3 * (i % 7))
+    page.mouse.up()
+    page.wait_for_timeout(300)
+    t = page.evaluate("(() => { window.__frames.on = false; return window.__frames.t; })()")
+    gaps = [b - a for a, b in zip(t, t[1:])]
+    if len(gaps) < 3:
+        raise RuntimeError(f"only {len(t)} frames while panning")
+    gaps.sort()
+    return {"frames": len(t), "frame_ms_median": statistics.median(gaps),
+            "frame_ms_p95": gaps[min(len(gaps) - 1, int(0.95 * len(gaps)))], "frame_ms_max": gaps[-1]}
+
+
+def main_scale(n: int, cache: Path | None, n_releases: int = 5) -> list[dict]:
+    """Issue 14 in the browser: the synthetic run with ``n`` test points (a feature store), slider -> charts
+    without and with the map, release -> map, the map's fit on the Geometry page and the frame time while
+    panning it. Results: bench/results/browser_scale.json."""
+    from playwright.sync_api import sync_playwright
+
+    rows, detail, load = [], {}, [os.getloadavg()[0]]
+    tmp = Path(tempfile.mkdtemp(prefix="cvs-bench-browser-scale-"))
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            server = Server(cache or tmp / "cache", tmp / "scale.log", n)
+            try:
+                page, first = open_setup(browser, server)
+                page.set_default_timeout(900_000)
+                compute_s = compute(page, "synthetic-10k")
+                rows.append({"what": f"synthetic run, {n:,} points: Compute -> current run", "s": compute_s})
+                rows.append({"what": f"open Class arithmetic, {n:,} points (tables to the browser)",
+                             "s": open_arithmetic(page)})
+                detail["no_map"] = releases(page, n_releases, False)
+                rows.append(summary(f"slider -> bars + confusion drawn, {n:,} points, no map", detail["no_map"],
+                                    "charts_ms"))
+                map_s = fit_map(page, timeout_s=1800)
+                rows.append({"what": f"fit the map ({2 * n:,} latents, Geometry page)", "s": map_s})
+                page.get_by_role("link", name="Class arithmetic").first.click()
+                page.get_by_role("slider", name=CLASS, exact=True).wait_for()
+                wait_quiet(page, timeout_s=600)
+                detail["with_map"] = releases(page, n_releases, True)
+                rows.append(summary(f"slider -> bars + confusion drawn, {n:,} points, with map", detail["with_map"],
+                                    "charts_ms"))
+                rows.append(summary(f"release -> map re-placed and drawn, {n:,} points", detail["with_map"], "map_ms"))
+                pan = pan_frames(page)
+                detail["pan"] = pan
+                rows.append({"what": f"frame interval while panning the map, {n:,} points (median)",
+                             "median_ms": pan["frame_ms_median"], "p95_ms": pan["frame_ms_p95"],
+                             "frames": pan["frames"]})
+                page.screenshot(path=str(tmp / "scale.png"))
+            finally:
+                server.stop()
+                detail["server_log_tail"] = (tmp / "scale.log").read_text()[-2000:]
+            browser.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    load.append(os.getloadavg()[0])
+    print_table(f"browser at {n:,} points (headless Chromium, software WebGL)", rows)
+    write_results("browser_scale", rows, {"N": n, "releases": detail, "load_avg_1min_before_after": load,
+                                          "method": main_scale.__doc__})
+    return rows
 
 
 def summary(what: str, runs: list[dict], key: str) -> dict:
@@ -309,6 +398,10 @@ def main(digits: bool = True, n_releases: int = 7) -> list[dict]:
 
 if __name__ == "__main__":
     started = time.perf_counter()
-    main(digits="--no-digits" not in sys.argv,
-         n_releases=int(sys.argv[sys.argv.index("--releases") + 1]) if "--releases" in sys.argv else 7)
+    releases_n = int(sys.argv[sys.argv.index("--releases") + 1]) if "--releases" in sys.argv else 7
+    if "--n" in sys.argv:  # issue 14: the synthetic run at scale, e.g. --n 1000000 [--cache-dir DIR]
+        cache_arg = Path(sys.argv[sys.argv.index("--cache-dir") + 1]) if "--cache-dir" in sys.argv else None
+        main_scale(int(sys.argv[sys.argv.index("--n") + 1]), cache_arg, min(releases_n, 5))
+    else:
+        main(digits="--no-digits" not in sys.argv, n_releases=releases_n)
     print(f"(browser benchmark took {time.perf_counter() - started:.0f} s)")

@@ -134,7 +134,39 @@ def one(n: int, c: int, with_map: bool, cache_dir: str) -> dict:
     return row
 
 
+def overlap_check(n_fit: int = 20_000, n_place: int = 100_000) -> dict:
+    """Exact vs approximate placement side by side on latents whose classes overlap (bench/_common.py's
+    ``synth_latents``, where the exact search's cluster index can skip little): one torch / faiss thread."""
+    import numpy as np
+    import torch
+
+    from _common import synth_latents
+    from cv_core.projection import LatentMap
+
+    torch.set_num_threads(1)
+    x, _ = synth_latents(n_fit + n_place, D, 10, seed=5)
+    x = np.asarray(x, dtype=np.float32)
+    lm = LatentMap(random_state=0).fit(x[:n_fit])
+    lm.prepare_reprojection()
+    lm.reproject(x[n_fit:n_fit + 2000], search="approximate")  # build the IVF index, load the layout code
+    out = {"fitted": n_fit, "placed": n_place, "threads": 1}
+    positions = {}
+    for mode in ("exact", "approximate"):
+        info: dict = {}
+        t = time.perf_counter()
+        positions[mode] = lm.reproject(x[n_fit:], search=mode, info=info)
+        out[f"{mode}_s"] = time.perf_counter() - t
+        if "approx" in info:
+            out["recall"] = info["approx"].recall
+    out["shift_median"] = float(np.median(np.linalg.norm(positions["exact"] - positions["approximate"], axis=1)))
+    out["map_span"] = float(np.ptp(lm.embedding_, axis=0).max())
+    return out
+
+
 def main(argv: list[str]) -> int:
+    if "--overlap" in argv:  # child: the overlap check in its own process
+        print(json.dumps(overlap_check(), default=float))
+        return 0
     if "--one" in argv:  # child: --one N C MAP CACHE
         i = argv.index("--one")
         n, c, with_map, cache = int(argv[i + 1]), int(argv[i + 2]), argv[i + 3] == "1", argv[i + 4]
@@ -166,11 +198,18 @@ def main(argv: list[str]) -> int:
                                                   "fidelity_fitted", "peak_rss_mb", "setup_s", "release_server_ms",
                                                   "place_recall")})
             entry.update({k: None for k in NOT_MEASURED})
+    print("exact vs approximate placement on overlapping classes ...", flush=True)
+    out = subprocess.run([sys.executable, __file__, "--overlap"], capture_output=True, text=True, cwd=ROOT)
+    if out.returncode:
+        print(out.stderr[-3000:], file=sys.stderr)
+        return out.returncode
+    overlap = json.loads(out.stdout.strip().splitlines()[-1])
+    print("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in overlap.items()))
     wall = time.perf_counter() - start
     previous = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
     doc = {"name": "maps_scale", "machine": machine(), "mode": "quick" if quick else "full",
            "wall_s": wall, "load_avg_before": list(load_before), "load_avg_after": list(os.getloadavg()),
-           "not_measured": NOT_MEASURED, "target_server_edit_ms": 50.0,
+           "not_measured": NOT_MEASURED, "target_server_edit_ms": 50.0, "placement_on_overlap": overlap,
            "results": {**previous.get("results", {}), **results}, "method": __doc__}
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(json.dumps(doc, indent=1, default=float))
