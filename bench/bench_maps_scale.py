@@ -45,14 +45,13 @@ RESULT = ROOT / "bench" / "results" / "maps_scale.json"
 D = 512
 REPEAT = 9
 PLACE_CHECK = 50_000  # rows placed both exactly and approximately, side by side
-NOT_MEASURED = {
-    "slider_to_charts_ms": "not measured: the headless-Chromium run at 1M points was not done (issue 14 "
-                           "part 3; bench/bench_browser.py measures it at 10,000 points)",
-    "release_to_map_ms": "not measured in the browser at 1M (release_server_ms is the server's share: the "
-                         "edit scored and its moved rows re-placed)",
-    "frame_ms_panning": "not measured: WebGL frame time while panning at 1M points",
-    "first_map_cold_s": "not measured by this script (bench/bench_first_map.py measures 10k x 512)",
-    "first_map_warm_s": "not measured by this script (bench/bench_first_map.py measures 10k x 512)",
+NOT_MEASURED = {  # null unless the browser bench / part 3 measured them (browser_figures)
+    "slider_to_charts_ms": "headless Chromium: bench_browser.py --n N (with the map; no map: slider_to_charts_no_map_ms)",
+    "release_to_map_ms": "headless Chromium: bench_browser.py --n N (release_server_ms is the server's share alone)",
+    "frame_ms_panning": "headless Chromium (software WebGL): bench_browser.py --n N, median frame interval while "
+                        "dragging the map (frame_ms_panning_p95: its 95th percentile)",
+    "first_map_cold_s": "bench/bench_first_map.py (part 3, 10k x 512), copied from first_map.json",
+    "first_map_warm_s": "bench/bench_first_map.py (part 3, 10k x 512), copied from first_map.json",
 }
 
 
@@ -134,6 +133,38 @@ def one(n: int, c: int, with_map: bool, cache_dir: str) -> dict:
     return row
 
 
+def browser_figures(results: dict) -> None:
+    """Fill each N's browser figures from ``bench_browser.py --n N`` (bench/results/browser_scale.json, headless
+    Chromium on the app) and the first-map times from part 3 (bench/results/first_map.json, 10k x 512)."""
+    browser = RESULT.parent / "browser_scale.json"
+    if browser.is_file():
+        doc = json.loads(browser.read_text())
+        entry = results.get(str(doc.get("N")))
+        if entry is not None:
+            for r in doc["rows"]:
+                w = r["what"]
+                if w.startswith("slider") and w.endswith("with map"):
+                    entry["slider_to_charts_ms"] = r["median_ms"]
+                elif w.startswith("slider"):
+                    entry["slider_to_charts_no_map_ms"] = r["median_ms"]
+                elif w.startswith("release"):
+                    entry["release_to_map_ms"] = r["median_ms"]
+                elif w.startswith("frame interval"):
+                    entry["frame_ms_panning"] = r["median_ms"]
+                    entry["frame_ms_panning_p95"] = r["p95_ms"]
+                elif w.startswith("fit the map"):
+                    entry["map_in_app_s"] = r["s"]
+            entry["browser_source"] = (f"bench_browser.py --n {doc.get('N')} ({doc['machine'].get('date')}, load "
+                                       f"{doc.get('load_avg_1min_before_after')})")
+    first = RESULT.parent / "first_map.json"
+    if first.is_file():
+        rows = json.loads(first.read_text())["rows"]
+        cold = next((r["s"] for r in rows if r["what"].startswith("cold (fresh process, empty numba cache")), None)
+        warm = next((r["s"] for r in rows if r["what"].startswith("warm")), None)
+        for entry in results.values():
+            entry.update(first_map_cold_s=cold, first_map_warm_s=warm, first_map_source="first_map.json (10k x 512)")
+
+
 def overlap_check(n_fit: int = 20_000, n_place: int = 100_000) -> dict:
     """Exact vs approximate placement side by side on latents whose classes overlap (bench/_common.py's
     ``synth_latents``, where the exact search's cluster index can skip little): one torch / faiss thread."""
@@ -207,6 +238,7 @@ def main(argv: list[str]) -> int:
     print("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in overlap.items()))
     wall = time.perf_counter() - start
     previous = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
+    browser_figures(results)
     doc = {"name": "maps_scale", "machine": machine(), "mode": "quick" if quick else "full",
            "wall_s": wall, "load_avg_before": list(load_before), "load_avg_after": list(os.getloadavg()),
            "not_measured": NOT_MEASURED, "target_server_edit_ms": 50.0, "placement_on_overlap": overlap,
