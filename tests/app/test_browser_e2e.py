@@ -94,6 +94,23 @@ def wait_until_idle(page, timeout_s: float = 90) -> None:
     raise AssertionError("the app was still running after the slider moved")
 
 
+def open_forget_preset(page, server: str):
+    """Open the app, compute (or open the cached) run, go to Class arithmetic -> its Forget preset button."""
+    page.goto(server)
+    go = page.locator('[data-testid="stBaseButton-primary"]').filter(  # "Open" when cached
+        has_text=re.compile("^(Compute|Open)$"))
+    go.wait_for()
+    if DATASET != "digits":
+        page.locator('[data-testid="stSelectbox"]').filter(has_text="Dataset").first.click()
+        page.get_by_role("option", name=DATASET).click()
+    go.click()
+    page.get_by_text("Current run:").wait_for(timeout=150_000)
+    page.get_by_role("link", name="Class arithmetic").first.click()
+    preset = page.get_by_role("button", name=re.compile(r"Forget this class \(λ = "))
+    preset.wait_for(timeout=60_000)
+    return preset
+
+
 def percent(text: str) -> float:
     return float(re.sub(r"[^0-9.\-]", "", text))
 
@@ -160,18 +177,7 @@ def test_forget_preset_reload_and_a_text_file_as_checkpoint(server, tmp_path):
         page = browser.new_page(viewport={"width": 1500, "height": 1300})
         page.set_default_timeout(30_000)
         try:
-            page.goto(server)
-            go = page.locator('[data-testid="stBaseButton-primary"]').filter(  # "Open" when cached
-                has_text=re.compile("^(Compute|Open)$"))
-            go.wait_for()
-            if DATASET != "digits":
-                page.locator('[data-testid="stSelectbox"]').filter(has_text="Dataset").first.click()
-                page.get_by_role("option", name=DATASET).click()
-            go.click()
-            page.get_by_text("Current run:").wait_for(timeout=150_000)
-            page.get_by_role("link", name="Class arithmetic").first.click()
-            preset = page.get_by_role("button", name=re.compile(r"Forget this class \(λ = "))
-            preset.wait_for(timeout=60_000)
+            preset = open_forget_preset(page, server)
             lam = float(re.search(r"λ = ([0-9.]+)", preset.inner_text()).group(1))
             name = "0" if DATASET == "digits" else "class 0"  # the default class of every page
             preset.click()
@@ -222,17 +228,7 @@ def test_forget_preset_on_every_class(server):
         page = browser.new_page(viewport={"width": 1500, "height": 1300})
         page.set_default_timeout(30_000)
         try:
-            page.goto(server)
-            go = page.locator('[data-testid="stBaseButton-primary"]').filter(has_text=re.compile("^(Compute|Open)$"))
-            go.wait_for()
-            if DATASET != "digits":
-                page.locator('[data-testid="stSelectbox"]').filter(has_text="Dataset").first.click()
-                page.get_by_role("option", name=DATASET).click()
-            go.click()
-            page.get_by_text("Current run:").wait_for(timeout=150_000)
-            page.get_by_role("link", name="Class arithmetic").first.click()
-            preset = page.get_by_role("button", name=re.compile(r"Forget this class \(λ = "))
-            preset.wait_for(timeout=60_000)
+            preset = open_forget_preset(page, server)
             picker = page.locator('[data-testid="stSelectbox"]').filter(has_text=re.compile(r"^Class")).first
             # both runs the test can open have 10 classes: digits '0'..'9', the synthetic one 'class 0'..
             names = [str(i) if DATASET == "digits" else f"class {i}" for i in range(10)]
