@@ -49,7 +49,14 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-per-class", type=int, default=None, help="cap images per class and split")
     p.add_argument("--references", type=int, default=None, help="reference images per class for the class "
                    "vectors (default: all train images)")
-    p.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default depends on the device)")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default depends on the device)")
+    length.add_argument("--epochs", type=_positive(float), default=None, metavar="X", help="opt-in: fine-tune for "
+                        "X passes over the train split (steps = ceil(X * train images / batch)) instead of a fixed "
+                        "step count; the default recipe (fixed steps) is unchanged")
+    p.add_argument("--early-stop", type=_positive(int), default=None, metavar="PATIENCE", help="opt-in: score the "
+                   "val split once per epoch, keep the best encoder and stop after PATIENCE evaluations without "
+                   "a gain (the step count or --epochs is then the budget); off by default")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-download", action="store_true", help="never download datasets")
     p.add_argument("--out", default="out", help="output folder (default: ./out)")
@@ -60,6 +67,20 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    "start a local one)")
     p.add_argument("--feature-store", choices=["auto", "on", "off"], default="auto", help="keep latents in a "
                    "sharded feature store (auto: for the ray engine and runs of 200k+ images)")
+
+
+def _positive(kind):
+    """argparse type: a positive int or float (argparse exits with code 2 and the message otherwise)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be a positive {'whole number' if kind is int else 'number'}, "
+                                             f"got {text!r}")
+        return value
+    return parse
 
 
 def build_parser(prog: str = "python -m cv_core") -> argparse.ArgumentParser:
@@ -151,10 +172,17 @@ def config_from_args(args, splits: tuple[str, ...] = ("train", "test")):
     from .pipeline import RunConfig
     from .device import resolve_device
     finetune = None
-    if args.steps is not None:
+    epochs, patience = getattr(args, "epochs", None), getattr(args, "early_stop", None)
+    if args.steps is not None or epochs is not None or patience is not None:
         base = FinetuneConfig.default_for(resolve_device(args.device), small_model=is_builtin(args.backbone))
-        finetune = FinetuneConfig.from_dict({**base.as_dict(), "steps": args.steps,
-                                             "warmup": min(base.warmup, max(0, args.steps // 10))})
+        settings = base.as_dict()
+        if args.steps is not None:
+            settings.update(steps=args.steps, warmup=min(base.warmup, max(0, args.steps // 10)))
+        if epochs is not None:
+            settings["epochs"] = epochs
+        if patience is not None:
+            settings["early_stop_patience"] = patience
+        finetune = FinetuneConfig.from_dict(settings)
     return RunConfig(backbone=args.backbone, dataset=args.dataset, device=args.device, data_root=args.data_root,
                      cache_dir=args.cache_dir, finetune=finetune, max_per_class=args.max_per_class,
                      references_per_class=args.references, seed=args.seed, download=not args.no_download,

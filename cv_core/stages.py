@@ -73,10 +73,11 @@ class RunInputs:
     prepared: Prepared
     head: ZeroShotHead
     ft_cfg: FinetuneConfig
+    ft_val: object = None  # the val split that early stopping scores (None without early stopping)
 
     @property
     def enc_key(self) -> dict:
-        return encoder_key(self.base_key, self.data["train"], self.ft_cfg, self.head)
+        return encoder_key(self.base_key, self.data["train"], self.ft_cfg, self.head, self.ft_val)
 
 
 def prepare(config, progress: ProgressFn, timings: dict, hits: dict, world: World | None = None,
@@ -104,15 +105,38 @@ def prepare(config, progress: ProgressFn, timings: dict, hits: dict, world: Worl
     if world is not None and world.is_main:
         barrier(world)
     ft_cfg = config.finetune or FinetuneConfig.default_for(device, small_model=spec.source == "builtin")
-    return RunInputs(device, spec, info, cache, lazy, weights_id, base_key, data, class_names, Prepared(data, lazy),
-                     head, ft_cfg)
+    val = _early_stop_val(config, info.name, data, class_names) if ft_cfg.early_stopping else None
+    prepared = Prepared(data if val is None or "val" in data else {**data, "val": val}, lazy)
+    return RunInputs(device, spec, info, cache, lazy, weights_id, base_key, data, class_names, prepared,
+                     head, ft_cfg, val)
 
 
-def encoder_key(base_key: dict, train, ft_cfg: FinetuneConfig, head: ZeroShotHead) -> dict:
+def _early_stop_val(config, name: str, data: dict, class_names: tuple[str, ...]):
+    """The val split that early stopping scores: the run's own, else loaded for fine-tuning alone."""
+    if "val" in data:
+        val = data["val"]
+    else:
+        try:
+            val = load_split(config.dataset, "val", config.data_root, config.max_per_class, config.seed,
+                             config.download)
+        except DatasetError as err:
+            raise InvalidInputError(f"early stopping scores the val split, but {err}. Fine-tune without it (drop "
+                                    "--early-stop) or give the dataset a val split (an image folder: enough "
+                                    "images per class)") from None
+    if tuple(val.class_names) != class_names:
+        raise DatasetError(f"{name}: split 'val' has different classes than train")
+    return val
+
+
+def encoder_key(base_key: dict, train, ft_cfg: FinetuneConfig, head: ZeroShotHead, val=None) -> dict:
     """The cache key of a fine-tuned encoder: the run, the train split, the recipe, the head. The
-    sampler names the batch order (DistributedSampler's), which 1 or N processes share."""
-    return {**base_key, "train": fingerprint(train), "finetune": ft_cfg.as_dict(), "sampler": "distributed-v1",
-            "head": key_digest({"w": head.weights.sum().item(), "t": head.templates})}
+    sampler names the batch order (DistributedSampler's), which 1 or N processes share. With early
+    stopping the val split it scores is part of the key too (only then: the fixed-step keys are unchanged)."""
+    key = {**base_key, "train": fingerprint(train), "finetune": ft_cfg.as_dict(), "sampler": "distributed-v1",
+           "head": key_digest({"w": head.weights.sum().item(), "t": head.templates})}
+    if val is not None:
+        key["val"] = fingerprint(val)
+    return key
 
 
 def finetune_stage(inp: RunInputs, progress, cancel, world: World | None = None):
@@ -122,9 +146,10 @@ def finetune_stage(inp: RunInputs, progress, cancel, world: World | None = None)
     if broadcast_flag(world, found is not None):
         return (found[0] if found is not None else None), True
     train, transform = inp.prepared.get("train")
+    val, val_transform = inp.prepared.get("val") if inp.ft_val is not None else (None, None)
     t = time.perf_counter()
     state = finetune(inp.lazy.get().model, transform, inp.head, train, inp.ft_cfg, inp.device, progress, cancel,
-                     world)
+                     world, val, val_transform)
     if world is None or world.is_main:
         try:
             inp.cache.save("encoders", inp.enc_key, state, ENCODER_META)

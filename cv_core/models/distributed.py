@@ -85,12 +85,12 @@ def barrier(world: World | None) -> None:
             dist.barrier()
 
 
-def broadcast_flag(world: World | None, value: bool) -> bool:
+def broadcast_flag(world: World | None, value: bool, what: str = "agreeing on the cache state") -> bool:
     """Rank 0's ``value`` on every rank (so that all ranks take the same branch)."""
     if world is None:
         return value
     t = torch.tensor([int(value)], device=world.device if world.backend == "nccl" else "cpu")
-    with collective(world, "agreeing on the cache state"):
+    with collective(world, what):
         dist.broadcast(t, src=0)
     return bool(t.item())
 

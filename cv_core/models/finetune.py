@@ -10,15 +10,22 @@ from torch.utils.data.distributed import DistributedSampler
 
 from ..device import autocast
 from ..errors import InvalidInputError, NumericalError
-from ..features.extract import index_batches
+from ..features.extract import encode_images, index_batches
 from ..progress import CancelFn, ProgressFn, StageTimer, check_cancel
 from ..results import ZeroShotHead
-from .distributed import World, collective, mean_across
+from .distributed import World, broadcast_flag, collective, mean_across
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """AdamW + cosine schedule with linear warm-up, gradient clipping; only the image encoder trains."""
+    """AdamW + cosine schedule with linear warm-up, gradient clipping; only the image encoder trains.
+
+    Opt-in, length from the data (issue 12; all None = the fixed-step recipe, unchanged, same cache keys):
+    epochs: the step budget is ``ceil(epochs * len(train) / batch_size)`` instead of ``steps``;
+    early_stop_patience: evaluate zero-shot accuracy on the val split through the frozen head, keep the
+    best state (ties: the earlier one) and stop after this many evaluations without improvement;
+    eval_every: steps between val evaluations (default: once per epoch, ``ceil(len(train) / batch_size)``).
+    """
 
     steps: int = 2000
     batch_size: int = 128
@@ -27,6 +34,9 @@ class FinetuneConfig:
     warmup: int = 200
     grad_clip: float = 1.0
     seed: int = 0
+    epochs: float | None = None
+    early_stop_patience: int | None = None
+    eval_every: int | None = None
 
     def __post_init__(self):
         for name in ("steps", "batch_size"):
@@ -36,6 +46,16 @@ class FinetuneConfig:
             raise InvalidInputError(f"fine-tune learning rate must be a positive number, got {self.lr}")
         if self.warmup < 0 or self.weight_decay < 0 or self.grad_clip <= 0:
             raise InvalidInputError("warm-up and weight decay must be >= 0 and the gradient clip > 0")
+        if self.epochs is not None and not (isinstance(self.epochs, (int, float)) and math.isfinite(self.epochs)
+                                            and self.epochs > 0):
+            raise InvalidInputError(f"fine-tune epochs must be a positive number, got {self.epochs}")
+        for name in ("early_stop_patience", "eval_every"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise InvalidInputError(f"fine-tune {name} must be a whole number of at least 1, got {value}")
+        if self.eval_every is not None and self.early_stop_patience is None:
+            raise InvalidInputError("eval_every only sets how often early stopping evaluates the val split; "
+                                    "also set early_stop_patience (CLI: --early-stop)")
 
     @classmethod
     def default_for(cls, device: torch.device, small_model: bool = False) -> FinetuneConfig:
@@ -56,7 +76,27 @@ class FinetuneConfig:
         return cls(**d)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The settings (cache keys, summary.json); the opt-in fields appear only when set, so the fixed-step
+        recipe's dict, and every cache key made from it, is what it was before they existed."""
+        return {k: v for k, v in asdict(self).items() if v is not None or k not in OPT_IN_FIELDS}
+
+    @property
+    def early_stopping(self) -> bool:
+        return self.early_stop_patience is not None
+
+    def total_steps(self, n_train: int) -> int:
+        """The step budget for a train split of ``n_train`` images: ``steps``, or from ``epochs``."""
+        if self.epochs is None:
+            return self.steps
+        return max(1, math.ceil(self.epochs * n_train / self.batch_size))
+
+    def eval_interval(self, n_train: int) -> int:
+        """Steps between val evaluations: ``eval_every``, or one epoch."""
+        return self.eval_every or max(1, math.ceil(n_train / self.batch_size))
+
+
+#: Fields left out of ``FinetuneConfig.as_dict`` while None (added after cache keys were first made).
+OPT_IN_FIELDS = ("epochs", "early_stop_patience", "eval_every")
 
 
 class ImageEncoder(torch.nn.Module):
@@ -81,7 +121,7 @@ def cosine_with_warmup(step: int, warmup: int, total: int) -> float:
 
 def finetune(model: torch.nn.Module, preprocess, head: ZeroShotHead, dataset, config: FinetuneConfig,
              device: torch.device, progress: ProgressFn = None, cancel: CancelFn = None,
-             world: World | None = None) -> dict[str, torch.Tensor]:
+             world: World | None = None, val_dataset=None, val_preprocess=None) -> dict[str, torch.Tensor]:
     """Train a copy of ``model.visual`` with cross-entropy through the frozen head.
 
     world: the data-parallel group (``models.distributed.init_world``) or None. Under DDP each rank
@@ -89,11 +129,23 @@ def finetune(model: torch.nn.Module, preprocess, head: ZeroShotHead, dataset, co
     per epoch by ``set_epoch``), so N processes follow the single-process run step by step; the reported
     loss is the mean over ranks. Returns the fine-tuned image-encoder state dict (CPU tensors) on every
     rank; ``model`` itself is not changed.
+
+    With ``config.early_stop_patience`` (opt-in) every ``config.eval_interval`` steps, and after the last,
+    the encoder (eval mode, no grad) encodes ``val_dataset`` and the frozen head scores it; the state with
+    the best val accuracy (ties: the earlier) is returned, and training stops after ``patience``
+    evaluations without improvement. Under DDP every rank evaluates the whole val split and rank 0's
+    decision is broadcast, so all ranks stop at the same step.
     """
     size = world.world_size if world is not None else 1
     if config.batch_size % size:
         raise InvalidInputError(f"the global batch {config.batch_size} must divide by the {size} processes; "
                                 f"choose --nproc_per_node among its divisors")
+    if config.early_stopping and (val_dataset is None or len(val_dataset) == 0):
+        raise InvalidInputError("early stopping needs a val split to score; this dataset gave none. Fine-tune "
+                                "without it (drop --early-stop / early_stop_patience) or use a dataset with a "
+                                "val split (an image folder needs enough images per class for one)")
+    total = config.total_steps(len(dataset))
+    every = config.eval_interval(len(dataset))
     torch.manual_seed(config.seed)
     encoder = ImageEncoder(copy.deepcopy(model.visual)).to(device).train()
     trained = encoder if world is None else torch.nn.parallel.DistributedDataParallel(
@@ -101,11 +153,12 @@ def finetune(model: torch.nn.Module, preprocess, head: ZeroShotHead, dataset, co
     weights = head.weights.to(device)
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: cosine_with_warmup(s, config.warmup, config.steps))
+        optimizer, lambda s: cosine_with_warmup(s, config.warmup, total))
     stream = _forever(dataset, preprocess, config.batch_size // size, device, config.seed,
                       world.rank if world else 0, size)
-    timer = StageTimer(progress if world is None or world.is_main else None, "finetune", config.steps)
-    for step in range(config.steps):
+    timer = StageTimer(progress if world is None or world.is_main else None, "finetune", total)
+    best = _Best() if config.early_stopping else None
+    for step in range(total):
         check_cancel(cancel, "fine-tuning")
         images, labels = next(stream)
         with autocast(device):
@@ -125,8 +178,59 @@ def finetune(model: torch.nn.Module, preprocess, head: ZeroShotHead, dataset, co
         torch.nn.utils.clip_grad_norm_(encoder.parameters(), config.grad_clip)
         optimizer.step()
         schedule.step()
-        timer.update(step + 1, f"step {step + 1}/{config.steps}", shown.item())
+        if best is None:
+            timer.update(step + 1, f"step {step + 1}/{total}", shown.item())
+            continue
+        epoch = (step + 1) * config.batch_size / len(dataset)
+        if (step + 1) % every and step + 1 < total:
+            timer.update(step + 1, f"epoch {epoch:.1f} · step {step + 1}/{total} · loss {shown.item():.3f} · "
+                         f"best val accuracy {best.text()}", shown.item())
+            continue
+        accuracy = val_accuracy(encoder, head, val_dataset, val_preprocess, device)
+        improved = broadcast_flag(world, accuracy > best.accuracy, "agreeing on the val accuracy")
+        if improved:
+            best.keep(accuracy, step + 1, encoder)
+        else:
+            best.waited += 1
+        stop = best.waited >= config.early_stop_patience
+        timer.update(total if stop else step + 1,
+                     f"epoch {epoch:.1f} · step {step + 1}/{total} · loss {shown.item():.3f} · val accuracy "
+                     f"{accuracy:.3f} (best {best.text()})" + (f" · stopped: no gain in {best.waited} evaluations"
+                                                               if stop else ""), shown.item())
+        if stop:
+            break
+    if best is not None:
+        return best.state
     return {k: v.detach().cpu().clone() for k, v in encoder.visual.state_dict().items()}
+
+
+class _Best:
+    """The best val accuracy so far, its step and a CPU copy of its state; evaluations since it."""
+
+    def __init__(self):
+        self.accuracy, self.step, self.state, self.waited = -1.0, 0, None, 0
+
+    def keep(self, accuracy: float, step: int, encoder: ImageEncoder) -> None:
+        self.accuracy, self.step, self.waited = accuracy, step, 0
+        self.state = {k: v.detach().cpu().clone() for k, v in encoder.visual.state_dict().items()}
+
+    def text(self) -> str:
+        return f"{self.accuracy:.3f} at step {self.step}" if self.state is not None else "not yet measured"
+
+
+@torch.no_grad()
+def val_accuracy(encoder: ImageEncoder, head: ZeroShotHead, dataset, preprocess, device: torch.device,
+                 batch_size: int = 256) -> float:
+    """Zero-shot accuracy of ``encoder`` on ``dataset`` through the frozen head (eval mode while it
+    encodes; the encoder is back in train mode afterwards)."""
+    encoder.eval()
+    try:
+        feats = encode_images(encoder, dataset, preprocess, device, batch_size=batch_size, split="val",
+                              encoder="finetuning")
+    finally:
+        encoder.train()
+    predicted = head.predict(feats.features)
+    return (predicted == feats.labels).float().mean().item()
 
 
 def _forever(dataset, preprocess, batch_size: int, device: torch.device, seed: int, rank: int = 0,

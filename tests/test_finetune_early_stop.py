@@ -1,0 +1,156 @@
+"""Opt-in fine-tuning whose length follows the data (issue 12): epochs -> steps, early stopping on the val
+split's accuracy with the best state kept; the default fixed-step recipe and its cache keys unchanged."""
+import math
+
+import pytest
+import torch
+
+from cv_core.errors import InvalidInputError
+from cv_core.features.cache import key_digest
+from cv_core.models import finetune as ft
+from cv_core.models.finetune import FinetuneConfig
+from cv_core.results import ZeroShotHead
+from cv_core.stages import encoder_key
+
+
+def _inputs(tiny_spec, cache_dir, **settings):
+    from cv_core.pipeline import RunConfig
+    from cv_core.stages import prepare
+    cfg = FinetuneConfig(**{"steps": 40, "batch_size": 32, "lr": 1e-3, "warmup": 2, **settings})
+    return prepare(RunConfig(backbone=tiny_spec, dataset="digits", device="cpu", cache_dir=str(cache_dir),
+                             max_per_class=8, finetune=cfg), None, {}, {})
+
+
+class _Steps:
+    """A cancel hook that counts the training steps (it is polled once per step)."""
+
+    def __init__(self):
+        self.n = 0
+
+    def __call__(self):
+        self.n += 1
+        return False
+
+
+def test_early_stopping_stops_when_val_accuracy_plateaus(tiny_spec, tmp_path, single_thread):
+    # lr so small that the weights barely move: the val accuracy is flat from the first evaluation on
+    inp = _inputs(tiny_spec, tmp_path, lr=1e-9, early_stop_patience=2, eval_every=3)
+    events, steps = [], _Steps()
+    from cv_core.stages import finetune_stage
+    state, hit = finetune_stage(inp, events.append, steps)
+    assert not hit
+    assert steps.n == 3 * 3 < 40  # best at the 1st evaluation (step 3), then 2 without gain -> stop at step 9
+    last = events[-1]
+    assert last.step == last.total == 40 and "stopped: no gain in 2 evaluations" in last.message
+    assert "val accuracy" in last.message and "epoch" in last.message and "best" in last.message
+    assert any(e.loss is not None for e in events)
+    assert set(state) == set(inp.lazy.get().model.visual.state_dict())
+
+
+def test_the_best_val_state_is_returned_not_the_last(tiny_spec, tmp_path, single_thread, monkeypatch):
+    inp = _inputs(tiny_spec, tmp_path, early_stop_patience=3, eval_every=2)
+    script, seen = [0.2, 0.5, 0.4, 0.5, 0.3, 0.9], []  # best at the 2nd; the tie (4th) keeps the earlier one
+
+    def scripted(encoder, head, dataset, preprocess, device, batch_size=256):
+        assert len(dataset) == len(inp.ft_val)
+        seen.append({k: v.detach().clone() for k, v in encoder.visual.state_dict().items()})
+        return script[len(seen) - 1]
+
+    monkeypatch.setattr(ft, "val_accuracy", scripted)
+    steps = _Steps()
+    from cv_core.stages import finetune_stage
+    state, _ = finetune_stage(inp, None, steps)
+    assert len(seen) == 5 and steps.n == 10  # evaluations 3, 4, 5 gave no gain -> stopped before the 0.9
+    assert all(torch.equal(state[k], seen[1][k]) for k in state)
+    assert not all(torch.equal(state[k], seen[-1][k]) for k in state)
+
+
+def test_val_accuracy_is_measured_in_eval_mode_and_restores_train_mode(tiny_spec, tmp_path, single_thread):
+    inp = _inputs(tiny_spec, tmp_path, early_stop_patience=1)
+    encoder = ft.ImageEncoder(inp.lazy.get().model.visual).train()
+    val, transform = inp.prepared.get("val")
+    acc = ft.val_accuracy(encoder, inp.head, val, transform, inp.device, batch_size=7)
+    assert encoder.training  # back in train mode
+    encoder.eval()
+    with torch.no_grad():
+        images = torch.stack([transform(val[i][0]) for i in range(len(val))])
+        labels = torch.as_tensor([val[i][1] for i in range(len(val))])
+        expected = (inp.head.predict(encoder(images).float()) == labels).float().mean().item()
+    assert acc == pytest.approx(expected, abs=1e-6)
+
+
+def test_epochs_set_the_step_budget_from_the_train_size(tiny_spec, tmp_path, single_thread):
+    cfg = FinetuneConfig(batch_size=64, epochs=2.5)
+    assert cfg.total_steps(1000) == math.ceil(2.5 * 1000 / 64) == 40
+    assert cfg.eval_interval(1000) == 16  # one epoch
+    assert FinetuneConfig(batch_size=64, epochs=0.001).total_steps(10) == 1
+    assert FinetuneConfig(steps=7).total_steps(1000) == 7  # without epochs: steps, as before
+    assert FinetuneConfig(eval_every=5, early_stop_patience=1).eval_interval(1000) == 5
+    inp = _inputs(tiny_spec, tmp_path, epochs=1.5)
+    events, steps = [], _Steps()
+    from cv_core.stages import finetune_stage
+    finetune_stage(inp, events.append, steps)
+    n = len(inp.data["train"])
+    assert steps.n == math.ceil(1.5 * n / 32) == events[-1].total
+
+
+def test_the_default_recipes_and_their_cache_keys_are_unchanged():
+    old = {"steps": 150, "batch_size": 64, "lr": 0.0005, "weight_decay": 0.1, "warmup": 15, "grad_clip": 1.0,
+           "seed": 0}
+    assert FinetuneConfig.default_for(torch.device("cpu"), small_model=True).as_dict() == old
+    assert FinetuneConfig.default_for(torch.device("cuda"), small_model=False).as_dict() == {
+        "steps": 2000, "batch_size": 128, "lr": 1e-05, "weight_decay": 0.1, "warmup": 200, "grad_clip": 1.0,
+        "seed": 0}
+
+    class DS:
+        class_names, targets = ("a", "b"), [0, 1, 1, 0]
+
+        def __len__(self):
+            return 4
+
+    head = ZeroShotHead(torch.arange(6.).reshape(2, 3), 100.0, ("a", "b"), ("a photo of {}",))
+    base = {"backbone": "builtin", "weights": "w", "dataset": "digits", "max_per_class": None, "data_seed": 0}
+    digests = {  # key_digest(encoder_key(...)) computed with the code before issue 12 (commit eceb338)
+        (True, "cpu"): "800742e03b5e61a4e06f1fcdb177f4ef", (False, "cpu"): "9cda864490e46de62b8e71cf06b9985e",
+        (False, "cuda"): "39bddc33edd3d2746ce7b4a480226c1d"}
+    for (small, dev), digest in digests.items():
+        cfg = FinetuneConfig.default_for(torch.device(dev), small_model=small)
+        assert key_digest(encoder_key(base, DS(), cfg, head)) == digest
+    stopping = FinetuneConfig.from_dict({**old, "epochs": 20, "early_stop_patience": 3})
+    assert stopping.as_dict() == {**old, "epochs": 20, "early_stop_patience": 3}
+    key = encoder_key(base, DS(), stopping, head, DS())
+    assert "val" in key and key_digest(key) not in digests.values()
+
+
+@pytest.mark.parametrize("settings, match", [
+    ({"epochs": 0}, "epochs"), ({"epochs": -1.0}, "epochs"), ({"epochs": float("nan")}, "epochs"),
+    ({"epochs": float("inf")}, "epochs"), ({"early_stop_patience": 0}, "early_stop_patience"),
+    ({"early_stop_patience": 1.5}, "early_stop_patience"), ({"early_stop_patience": True}, "early_stop_patience"),
+    ({"eval_every": 0, "early_stop_patience": 1}, "eval_every"), ({"eval_every": 4}, "early_stop_patience"),
+])
+def test_bad_settings_are_clear_errors(settings, match):
+    with pytest.raises(InvalidInputError, match=match):
+        FinetuneConfig(**settings)
+
+
+def test_early_stopping_without_a_val_split_says_what_to_do(tiny_spec, tmp_path, single_thread):
+    inp = _inputs(tiny_spec, tmp_path, early_stop_patience=2)
+    train, transform = inp.prepared.get("train")
+    with pytest.raises(InvalidInputError, match="needs a val split.*drop --early-stop"):
+        ft.finetune(inp.lazy.get().model, transform, inp.head, train, inp.ft_cfg, inp.device)
+
+
+def test_cli_flags(capsys):
+    from cv_core.cli import build_parser, config_from_args
+    parse = build_parser().parse_args
+    cfg = config_from_args(parse(["run", "--device", "cpu", "--epochs", "20", "--early-stop", "3"])).finetune
+    assert (cfg.epochs, cfg.early_stop_patience, cfg.steps, cfg.lr) == (20.0, 3, 150, 5e-4)
+    cfg = config_from_args(parse(["finetune", "--device", "cpu", "--steps", "50", "--early-stop", "2"])).finetune
+    assert (cfg.steps, cfg.warmup, cfg.epochs, cfg.early_stop_patience) == (50, 5, None, 2)
+    assert config_from_args(parse(["run", "--device", "cpu"])).finetune is None  # the default recipe
+    for bad in (["--steps", "5", "--epochs", "1"], ["--epochs", "0"], ["--epochs", "x"], ["--early-stop", "0"],
+                ["--early-stop", "1.5"], ["--epochs", "inf"]):
+        with pytest.raises(SystemExit) as exit_info:
+            parse(["run", *bad])
+        assert exit_info.value.code == 2, bad
+    assert "not allowed with argument" in capsys.readouterr().err
