@@ -29,14 +29,16 @@ def _env(rank: int, size: int, port: int) -> dict:
             "MASTER_PORT": str(port)}
 
 
-def _config(cache_dir: str, batch: int = 32):
+def _config(cache_dir: str, batch: int = 32, **settings):
     from cv_core.models.finetune import FinetuneConfig
     from cv_core.pipeline import RunConfig
     return RunConfig(backbone="cvs-test-tiny:random", dataset="digits", device="cpu", cache_dir=cache_dir,
-                     max_per_class=20, finetune=FinetuneConfig(steps=STEPS, batch_size=batch, lr=1e-3, warmup=2))
+                     max_per_class=20, finetune=FinetuneConfig(**{"steps": STEPS, "batch_size": batch, "lr": 1e-3,
+                                                                  "warmup": 2, **settings}))
 
 
-def _rank_main(rank: int, size: int, port: int, cache_dir: str, out: str, die_at: int | None) -> None:
+def _rank_main(rank: int, size: int, port: int, cache_dir: str, out: str, die_at: int | None,
+               settings: dict | None = None) -> None:
     """One rank: fine-tune through the real stages; record losses and the state, or the error."""
     os.environ.update(_env(rank, size, port))
     torch.set_num_threads(1)
@@ -55,7 +57,7 @@ def _rank_main(rank: int, size: int, port: int, cache_dir: str, out: str, die_at
         return False
 
     try:
-        inp = prepare(_config(cache_dir), None, {}, {}, world)
+        inp = prepare(_config(cache_dir, **(settings or {})), None, {}, {}, world)
         state, hit = finetune_stage(inp, record, cancel, world)
         torch.save({"losses": losses, "state": state, "hit": hit}, f"{out}/rank{rank}.pt")
         shutdown(world)
@@ -64,10 +66,10 @@ def _rank_main(rank: int, size: int, port: int, cache_dir: str, out: str, die_at
         shutdown(world, clean=False)
 
 
-def _spawn(size: int, cache_dir: Path, out: Path, die_at: int | None = None) -> None:
+def _spawn(size: int, cache_dir: Path, out: Path, die_at: int | None = None, settings: dict | None = None) -> None:
     """Start the ranks as forked processes (no re-import of torch and open_clip: seconds, not tens)."""
     ctx, port = mp.get_context("fork"), _free_port()
-    procs = [ctx.Process(target=_rank_main, args=(r, size, port, str(cache_dir), str(out), die_at))
+    procs = [ctx.Process(target=_rank_main, args=(r, size, port, str(cache_dir), str(out), die_at, settings))
              for r in range(size)]
     for p in procs:
         p.start()
@@ -108,6 +110,20 @@ def test_two_gloo_ranks_follow_the_one_process_run(tmp_path, single_thread):
     for name, value in r0["state"].items():
         assert torch.equal(value, r1["state"][name]), f"{name} differs across ranks"
     assert len(list((tmp_path / "two" / "encoders").glob("*.safetensors"))) == 1  # rank 0 saved, once
+
+
+def test_early_stopping_under_two_ranks_stops_every_rank_at_the_same_step(tmp_path, single_thread):
+    """Issue 12: every rank scores the val split, rank 0's decision is broadcast; the ranks keep one state."""
+    settings = {"early_stop_patience": 1, "eval_every": 2, "steps": 40}
+    from cv_core.stages import finetune_stage, prepare
+    losses = []
+    finetune_stage(prepare(_config(str(tmp_path / "one"), **settings), None, {}, {}), losses.append, None)
+    _spawn(2, tmp_path / "two", tmp_path, settings=settings)
+    assert not list(tmp_path.glob("*.err")), [p.read_text() for p in tmp_path.glob("*.err")]
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert len(r0["losses"]) == len(losses) < 40  # stopped early, at the step the 1-process run stopped
+    for name, value in r0["state"].items():
+        assert torch.equal(value, r1["state"][name]), f"{name} differs across ranks"
 
 
 def test_a_dying_rank_is_a_clear_error_and_saves_nothing(tmp_path):
