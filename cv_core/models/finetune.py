@@ -192,7 +192,7 @@ def finetune(model: torch.nn.Module, preprocess, head: ZeroShotHead, dataset, co
             best.keep(accuracy, step + 1, encoder)
         else:
             best.waited += 1
-        stop = best.waited >= config.early_stop_patience
+        stop = best.waited >= config.early_stop_patience and step + 1 < total  # at the budget's end: done anyway
         timer.update(total if stop else step + 1,
                      f"epoch {epoch:.1f} · step {step + 1}/{total} · loss {shown.item():.3f} · val accuracy "
                      f"{accuracy:.3f} (best {best.text()})" + (f" · stopped: no gain in {best.waited} evaluations"
