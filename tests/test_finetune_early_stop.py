@@ -154,3 +154,15 @@ def test_cli_flags(capsys):
             parse(["run", *bad])
         assert exit_info.value.code == 2, bad
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_patience_running_out_at_the_last_step_is_not_reported_as_a_stop(tiny_spec, tmp_path, single_thread,
+                                                                        monkeypatch):
+    inp = _inputs(tiny_spec, tmp_path, steps=6, early_stop_patience=2, eval_every=2)
+    script = iter([0.5, 0.4, 0.4])
+    monkeypatch.setattr(ft, "val_accuracy", lambda *a, **k: next(script))
+    events, steps = [], _Steps()
+    from cv_core.stages import finetune_stage
+    finetune_stage(inp, events.append, steps)
+    assert steps.n == 6 and events[-1].step == 6 and "stopped" not in events[-1].message
+    assert "best 0.500 at step 2" in events[-1].message
