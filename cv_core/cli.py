@@ -30,6 +30,8 @@ def _progress_printer():
             bar = bars[p.stage] = tqdm(total=p.total, desc=p.stage, unit="img" if p.stage.startswith("extract") else "step",
                                        file=sys.stderr, leave=False, dynamic_ncols=True)
         bar.update(p.step - bar.n)
+        if "val accuracy" in p.message:  # an early-stopping evaluation (epoch, loss, val accuracy): keep a line
+            tqdm.write(f"[{p.stage}] {p.message}", file=sys.stderr)
         if p.loss is not None:
             bar.set_postfix(loss=f"{p.loss:.3f}")
         if p.step >= p.total:

@@ -81,7 +81,11 @@ def test_val_accuracy_is_measured_in_eval_mode_and_restores_train_mode(tiny_spec
 
 def test_epochs_set_the_step_budget_from_the_train_size(tiny_spec, tmp_path, single_thread):
     cfg = FinetuneConfig(batch_size=64, epochs=2.5)
-    assert cfg.total_steps(1000) == math.ceil(2.5 * 1000 / 64) == 40
+    assert cfg.steps_per_epoch(1000) == 16  # 15 full batches and one of 40 images
+    assert cfg.steps_per_epoch(980) == 15  # the last 20 images (under half a batch) are skipped, as in training
+    assert cfg.steps_per_epoch(30) == 1  # a train split smaller than a batch is one batch
+    assert cfg.total_steps(1000) == math.ceil(2.5 * 16) == 40
+    assert cfg.total_steps(980) == math.ceil(2.5 * 15) == 38
     assert cfg.eval_interval(1000) == 16  # one epoch
     assert FinetuneConfig(batch_size=64, epochs=0.001).total_steps(10) == 1
     assert FinetuneConfig(steps=7).total_steps(1000) == 7  # without epochs: steps, as before
@@ -91,7 +95,7 @@ def test_epochs_set_the_step_budget_from_the_train_size(tiny_spec, tmp_path, sin
     from cv_core.stages import finetune_stage
     finetune_stage(inp, events.append, steps)
     n = len(inp.data["train"])
-    assert steps.n == math.ceil(1.5 * n / 32) == events[-1].total
+    assert steps.n == math.ceil(1.5 * FinetuneConfig(batch_size=32).steps_per_epoch(n)) == events[-1].total
 
 
 def test_the_default_recipes_and_their_cache_keys_are_unchanged():
@@ -166,3 +170,14 @@ def test_patience_running_out_at_the_last_step_is_not_reported_as_a_stop(tiny_sp
     finetune_stage(inp, events.append, steps)
     assert steps.n == 6 and events[-1].step == 6 and "stopped" not in events[-1].message
     assert "best 0.500 at step 2" in events[-1].message
+
+
+def test_the_cli_prints_one_line_per_val_evaluation(capsys):
+    from cv_core.cli import _progress_printer
+    from cv_core.progress import Progress
+    show = _progress_printer()
+    show(Progress("finetune", 1, 34, "epoch 0.1 · step 1/34 · loss 2.100 · best not yet measured", 2.1))
+    show(Progress("finetune", 17, 34, "epoch 1.0 · step 17/34 · loss 0.900 · val accuracy 0.812 (best 0.812 at "
+                                      "step 17)", 0.9))
+    lines = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if line.startswith("[")]
+    assert lines == ["[finetune] epoch 1.0 · step 17/34 · loss 0.900 · val accuracy 0.812 (best 0.812 at step 17)"]

@@ -21,10 +21,11 @@ class FinetuneConfig:
     """AdamW + cosine schedule with linear warm-up, gradient clipping; only the image encoder trains.
 
     Opt-in, length from the data (issue 12; all None = the fixed-step recipe, unchanged, same cache keys):
-    epochs: the step budget is ``ceil(epochs * len(train) / batch_size)`` instead of ``steps``;
+    epochs: the step budget is ``ceil(epochs * steps_per_epoch(len(train)))`` instead of ``steps`` (about
+    ``epochs * len(train) / batch_size``);
     early_stop_patience: evaluate zero-shot accuracy on the val split through the frozen head, keep the
     best state (ties: the earlier one) and stop after this many evaluations without improvement;
-    eval_every: steps between val evaluations (default: once per epoch, ``ceil(len(train) / batch_size)``).
+    eval_every: steps between val evaluations (default: once per epoch, ``steps_per_epoch(len(train))``).
     """
 
     steps: int = 2000
@@ -84,15 +85,21 @@ class FinetuneConfig:
     def early_stopping(self) -> bool:
         return self.early_stop_patience is not None
 
+    def steps_per_epoch(self, n_train: int) -> int:
+        """Batches in one pass over ``n_train`` images, as ``_forever`` cuts them: a last batch smaller than
+        half a batch is skipped (one process; under DDP each rank's share is cut the same way)."""
+        return max(1, len(_batches(range(n_train), self.batch_size)))
+
     def total_steps(self, n_train: int) -> int:
-        """The step budget for a train split of ``n_train`` images: ``steps``, or from ``epochs``."""
+        """The step budget for a train split of ``n_train`` images: ``steps``, or
+        ``ceil(epochs * steps_per_epoch)``."""
         if self.epochs is None:
             return self.steps
-        return max(1, math.ceil(self.epochs * n_train / self.batch_size))
+        return max(1, math.ceil(self.epochs * self.steps_per_epoch(n_train)))
 
     def eval_interval(self, n_train: int) -> int:
         """Steps between val evaluations: ``eval_every``, or one epoch."""
-        return self.eval_every or max(1, math.ceil(n_train / self.batch_size))
+        return self.eval_every or self.steps_per_epoch(n_train)
 
 
 #: Fields left out of ``FinetuneConfig.as_dict`` while None (added after cache keys were first made).
@@ -181,10 +188,10 @@ def finetune(model: torch.nn.Module, preprocess, head: ZeroShotHead, dataset, co
         if best is None:
             timer.update(step + 1, f"step {step + 1}/{total}", shown.item())
             continue
-        epoch = (step + 1) * config.batch_size / len(dataset)
+        epoch = (step + 1) / config.steps_per_epoch(len(dataset))
         if (step + 1) % every and step + 1 < total:
             timer.update(step + 1, f"epoch {epoch:.1f} · step {step + 1}/{total} · loss {shown.item():.3f} · "
-                         f"best val accuracy {best.text()}", shown.item())
+                         f"best {best.text()}", shown.item())
             continue
         accuracy = val_accuracy(encoder, head, val_dataset, val_preprocess, device)
         improved = broadcast_flag(world, accuracy > best.accuracy, "agreeing on the val accuracy")
@@ -245,11 +252,14 @@ def _forever(dataset, preprocess, batch_size: int, device: torch.device, seed: i
     epoch = 0
     while True:
         sampler.set_epoch(epoch)
-        order = list(sampler)
-        chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-        chunks = [c for c in chunks if len(c) * 2 >= min(batch_size, len(order))]
-        yield from index_batches(dataset, preprocess, chunks, device)
+        yield from index_batches(dataset, preprocess, _batches(list(sampler), batch_size), device)
         epoch += 1
+
+
+def _batches(order, batch_size: int) -> list:
+    """One epoch's batches of ``order``; a last batch smaller than half a batch is skipped."""
+    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [c for c in chunks if len(c) * 2 >= min(batch_size, len(order))]
 
 
 class _Length:
