@@ -54,7 +54,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     length = p.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default depends on the device)")
     length.add_argument("--epochs", type=_positive(float), default=None, metavar="X", help="opt-in: fine-tune for "
-                        "X passes over the train split (steps = ceil(X * train images / batch)) instead of a fixed "
+                        "X passes over the train split (steps = ceil(X * batches per epoch)) instead of a fixed "
                         "step count; the default recipe (fixed steps) is unchanged")
     p.add_argument("--early-stop", type=_positive(int), default=None, metavar="PATIENCE", help="opt-in: score the "
                    "val split once per epoch, keep the best encoder and stop after PATIENCE evaluations without "

@@ -87,7 +87,8 @@ class FinetuneConfig:
 
     def steps_per_epoch(self, n_train: int) -> int:
         """Batches in one pass over ``n_train`` images, as ``_forever`` cuts them: a last batch smaller than
-        half a batch is skipped (one process; under DDP each rank's share is cut the same way)."""
+        half a batch is skipped (one process's count; under DDP the sampler's drop_last can make a rank's
+        epoch a batch shorter, so "epoch" there is this count of steps, the same on every rank)."""
         return max(1, len(_batches(range(n_train), self.batch_size)))
 
     def total_steps(self, n_train: int) -> int:
