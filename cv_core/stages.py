@@ -98,14 +98,14 @@ def prepare(config, progress: ProgressFn, timings: dict, hits: dict, world: Worl
             for s in config.splits}
     class_names = tuple(data["train"].class_names)
     _check_classes(info.name, data, class_names)
+    ft_cfg = config.finetune or FinetuneConfig.default_for(device, small_model=spec.source == "builtin")
+    val = _early_stop_val(config, info.name, data, class_names) if ft_cfg.early_stopping else None
     timings["data"] = time.perf_counter() - t
     if world is not None and not world.is_main:
         barrier(world)  # rank 0 builds and caches the head first
     head, hits["head"], timings["head"] = _head(cache, lazy, base_key, class_names, info.templates, device, progress)
     if world is not None and world.is_main:
         barrier(world)
-    ft_cfg = config.finetune or FinetuneConfig.default_for(device, small_model=spec.source == "builtin")
-    val = _early_stop_val(config, info.name, data, class_names) if ft_cfg.early_stopping else None
     prepared = Prepared(data if val is None or "val" in data else {**data, "val": val}, lazy)
     return RunInputs(device, spec, info, cache, lazy, weights_id, base_key, data, class_names, prepared,
                      head, ft_cfg, val)

@@ -181,3 +181,21 @@ def test_the_cli_prints_one_line_per_val_evaluation(capsys):
                                       "step 17)", 0.9))
     lines = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if line.startswith("[")]
     assert lines == ["[finetune] epoch 1.0 · step 17/34 · loss 0.900 · val accuracy 0.812 (best 0.812 at step 17)"]
+
+
+def test_an_image_folder_without_val_images_cannot_early_stop(tiny_spec, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from cv_core.pipeline import RunConfig
+    from cv_core.stages import prepare
+    for c, name in enumerate(["cat", "dog"]):  # 2 images per class: the 60/10/30 split gives val none
+        for i in range(2):
+            path = tmp_path / "imgs" / name / f"img{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.random.default_rng(10 * c + i).integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(path)
+    cfg = RunConfig(backbone=tiny_spec, dataset=f"imagefolder:{tmp_path / 'imgs'}", device="cpu",
+                    cache_dir=str(tmp_path / "cache"),
+                    finetune=FinetuneConfig(steps=2, batch_size=2, lr=1e-3, warmup=0, early_stop_patience=1))
+    with pytest.raises(InvalidInputError, match="early stopping scores the val split.*drop --early-stop"):
+        prepare(cfg, None, {}, {})
