@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 
 from ..errors import InvalidInputError
-from ..math.steering import SteeringEdit, steer_with
+from ..math.steering import SteeringEdit, steer, steer_with
 from .base import SPLITS, MethodOutput, UnlearnContext, output, register_method
 from .encoder_ops import batch_stream, encoded_output, option, train, visual_copy
 from .latent import gate_thresholds
@@ -62,9 +62,10 @@ def _move(ctx, forget, targets, alpha: float, gamma) -> SteeringEdit:
 
 def _choose_alpha(ctx, forget, targets, gamma) -> float:
     val = ctx.ft["val"]
+    before = ctx.head.predict(val.features)
     best, best_gain = ALPHA_GRID[0], -1.0
     for a in ALPHA_GRID:
-        pred = ctx.head.predict(steer_with(ctx.head, val.features, _move(ctx, forget, targets, a, gamma)))
+        pred = ctx.head.predict(steer(val.features, _move(ctx, forget, targets, a, gamma), before))
         sent = torch.cat([(pred[val.labels == c] == t).double() for c, t in zip(forget, targets)]).mean()
         keep = ~torch.isin(val.labels, torch.as_tensor(list(forget)))
         gain = float(sent) + float((pred[keep] == val.labels[keep]).double().mean())

@@ -11,7 +11,7 @@ import torch
 
 from ..math.class_vectors import cosine_matrix
 from ..math.metrics import Scores, forget_retain, score
-from ..math.steering import SteeringEdit, steer_with
+from ..math.steering import SteeringEdit, steer, steer_with
 from ..results import ClassVectors, FeatureSet, ZeroShotHead
 from . import recipes
 
@@ -19,8 +19,10 @@ SCALING_COEFS = tuple(round(-2.0 + 0.25 * i, 2) for i in range(17))
 ALPHAS = tuple(round(0.05 * i, 2) for i in range(21))
 
 
-def _scores(head: ZeroShotHead, fs: FeatureSet, edit: SteeringEdit) -> Scores:
-    return score(head.predict(steer_with(head, fs.features, edit)), fs.labels, fs.num_classes)
+def _scores(head: ZeroShotHead, fs: FeatureSet, edit: SteeringEdit, before: torch.Tensor) -> Scores:
+    """Scores of ``fs`` after ``edit``; before: the unedited predictions of ``fs`` (the gate reads them),
+    computed once by the caller for all its edits."""
+    return score(head.predict(steer(fs.features, edit, before)), fs.labels, fs.num_classes)
 
 
 def independence(cv: ClassVectors) -> dict:
@@ -36,12 +38,13 @@ def scaling_sweep(head: ZeroShotHead, fs: FeatureSet, cv: ClassVectors, gamma=No
                   coefs: Sequence[float] = SCALING_COEFS, targets: Sequence[int] | None = None) -> list[dict]:
     """For each coefficient a, edit a*kappa_t for each target t -> mean target and non-target accuracy."""
     targets = list(range(cv.num_classes)) if targets is None else list(targets)
+    before = head.predict(fs.features)
     rows = []
     for a in coefs:
         tgt, rest = [], []
         for t in targets:
             edit = recipes.combine(cv, {t: a}, gamma) if a != 0 else SteeringEdit(torch.zeros(0, cv.kappa.shape[1]))
-            f, r = forget_retain(_scores(head, fs, edit), [t])
+            f, r = forget_retain(_scores(head, fs, edit, before), [t])
             tgt.append(f)
             rest.append(r)
         rows.append({"coef": float(a), "target_acc": sum(tgt) / len(tgt), "nontarget_acc": sum(rest) / len(rest)})
@@ -51,9 +54,10 @@ def scaling_sweep(head: ZeroShotHead, fs: FeatureSet, cv: ClassVectors, gamma=No
 def addition(head: ZeroShotHead, fs: FeatureSet, cv: ClassVectors, groups: Sequence[Sequence[int]],
              lam: float = 1.0, gamma=None) -> list[dict]:
     """Forget several classes at once with sum_c -lam kappa_c -> accuracy of the group and of the rest."""
+    before = head.predict(fs.features)
     rows = []
     for group in groups:
-        f, r = forget_retain(_scores(head, fs, recipes.forget(cv, list(group), lam, gamma)), group)
+        f, r = forget_retain(_scores(head, fs, recipes.forget(cv, list(group), lam, gamma), before), group)
         rows.append({"classes": [cv.class_names[c] for c in group], "forget_acc": f, "retain_acc": r})
     return rows
 
@@ -62,10 +66,11 @@ def interpolation(head: ZeroShotHead, fs: FeatureSet, cv: ClassVectors, source: 
                   gamma=None, alphas: Sequence[float] = ALPHAS) -> dict:
     """Share of source-class test images predicted source / target as alpha goes 0 -> 1, and the switch
     point (alpha where the target share first reaches the source share, linearly interpolated)."""
-    mask = fs.labels == source
+    x = fs.features[fs.labels == source]
+    before = head.predict(x)
     rows = []
     for a in alphas:
-        pred = head.predict(steer_with(head, fs.features[mask], recipes.interpolate(cv, source, target, a, gamma)))
+        pred = head.predict(steer(x, recipes.interpolate(cv, source, target, a, gamma), before))
         rows.append({"alpha": float(a), "p_source": float((pred == source).float().mean()),
                      "p_target": float((pred == target).float().mean())})
     return {"source": cv.class_names[source], "target": cv.class_names[target], "curve": rows,

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..math.metrics import forget_retain, score
-from ..math.steering import steer_with
+from ..math.steering import steer
 from ..registry import Registry
 from .base import MethodOutput, UnlearnContext
 from .encoder_ops import encode, visual_copy
@@ -114,11 +114,13 @@ def quantized_check(ctx: UnlearnContext, steer_classes: Sequence[int], weight_ma
         z_q = encode(q_ft, images, dev)
         base_f, base_q = _scores(ctx, ctx.ft["test"].features, []), _scores(ctx, z_q, [])
         rows = []
+        x_f = ctx.ft["test"].features
+        before_f, before_q = ctx.head.predict(x_f), ctx.head.predict(z_q)  # the gate's unedited predictions
         for c in steer_classes:
             lam, gamma, _ = _steering_setup(ctx, [c], dict(steer_options or {}))
             edit = forget_edit(ctx, [c], lam, gamma)
-            rows.append(_row(ctx, "cv_steer", [c], _scores(ctx, steer_with(ctx.head, ctx.ft["test"].features, edit), [c]),
-                             _scores(ctx, steer_with(ctx.head, z_q, edit), [c])))
+            rows.append(_row(ctx, "cv_steer", [c], _scores(ctx, steer(x_f, edit, before_f), [c]),
+                             _scores(ctx, steer(z_q, edit, before_q), [c])))
         for wm in weight_maps:
             q_wm, _ = QUANT_SCHEMES.get(name)(wm.visual, images[:1].to(dev))
             rows.append(_row(ctx, wm.method, wm.forget, _scores(ctx, wm.latents["test"], wm.forget),

@@ -32,6 +32,16 @@ PROBES = 8
 RECALL_CHECK = 256
 
 
+SEARCHES = ("auto", "exact", "approximate")
+
+
+def check_search(search) -> str:
+    """A placement's neighbour search setting (``LatentMap.reproject``), or InvalidInputError."""
+    if search not in SEARCHES:
+        raise InvalidInputError(f"search must be 'auto', 'exact' or 'approximate', got {search!r}")
+    return search
+
+
 def available() -> bool:
     """Whether faiss (the ``faiss-cpu`` package, a requirement) can be imported."""
     try:

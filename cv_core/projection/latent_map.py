@@ -22,7 +22,7 @@ import torch
 from ..errors import InvalidInputError
 from ..progress import CancelFn, Progress, ProgressFn, check_cancel
 from .geometry import METRICS, Reduction, as_latents, fit_reduction, knn, membership_weight_pair
-from .ann import APPROX_MIN_ROWS, IVFIndex
+from .ann import APPROX_MIN_ROWS, IVFIndex, check_search
 from .ann import available as ann_available
 from .index import MIN_POINTS, ClusterIndex, indexed_knn
 from .refine import refine_layout
@@ -153,8 +153,7 @@ class LatentMap:
         info: a dict to receive what the search did: {"search": "exact" | "approximate", "rows": M,
         "approx": ann.ApproxSearch (approximate only, with its measured recall)}.
         """
-        if search not in ("auto", "exact", "approximate"):
-            raise InvalidInputError(f"search must be 'auto', 'exact' or 'approximate', got {search!r}")
+        check_search(search)
         self._check_fitted()
         x = as_latents(latents, dim=self.latents_.shape[1])
         out = np.empty((x.shape[0], 2), dtype=np.float32)

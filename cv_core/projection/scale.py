@@ -25,7 +25,7 @@ import torch
 from ..errors import InvalidInputError
 from ..progress import CancelFn, Progress, ProgressFn, check_cancel
 from .geometry import knn
-from .ann import APPROX_MIN_ROWS, ApproxSearch
+from .ann import APPROX_MIN_ROWS, ApproxSearch, check_search
 from .ann import available as ann_available
 from .latent_map import LatentMap
 
@@ -225,8 +225,7 @@ def fit_sampled(latents, labels, sample_size: int = DEFAULT_SAMPLE, latent_map: 
     rest = np.flatnonzero(~in_sample)
     _emit(progress, 1, steps, f"placing the other {rest.size:,} points")
     t1 = time.perf_counter()
-    if search not in ("auto", "exact", "approximate"):
-        raise InvalidInputError(f"search must be 'auto', 'exact' or 'approximate', got {search!r}")
+    check_search(search)
     mode = search if search != "auto" else \
         "approximate" if rest.size >= APPROX_MIN_ROWS and ann_available() else "exact"
     searched = []  # the approximate searches (one per block placed approximately)
