@@ -53,7 +53,7 @@ def test_reproject_searches_approximately_on_request_and_says_so(fitted):
     exact_info, approx_info = {}, {}
     exact = lm.reproject(x[4000:], search="exact", info=exact_info)
     approx = lm.reproject(x[4000:], search="approximate", info=approx_info)
-    assert exact_info == {"search": "exact", "rows": 500}
+    assert exact_info == {"search": "exact", "rows": 500, "epochs": 20}
     assert approx_info["search"] == "approximate" and approx_info["approx"].recall > 0.9
     span = np.ptp(lm.embedding_, axis=0).max()
     assert np.median(np.linalg.norm(exact - approx, axis=1)) < 0.02 * span  # the same places, nearly

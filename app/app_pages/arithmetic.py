@@ -13,6 +13,7 @@ from app import charts, live, markup, services, state, url_state
 from app.components import live_editor
 from app.components.run_gate import require_run
 from cv_core.editspec import GATE_HELP
+from cv_core.projection.latent_map import placement_text
 
 config, run = require_run()
 names = run.head.class_names
@@ -120,8 +121,8 @@ def editor(gamma) -> None:
         st.info("Fit the map on the Geometry page to see the edited points move here.")
         st.page_link("app_pages/geometry.py", label="Open Geometry", icon=":material/scatter_plot:")
     timing = f"scores in {scores_ms:.0f} ms" + ("" if map_part is None else f", map in {map_part['ms']:.0f} ms")
-    if placed is not None:  # many moved points: placed with approximate neighbours, their recall measured
-        timing += f"; moved points placed with {markup.text(placed.describe())}"
+    if placed:  # many moved points: approximate neighbours (recall measured) and fewer layout epochs, named
+        timing += f"; moved points placed with {markup.text(placed)}"
     st.caption(f"Server, after the last release: {timing} ({int(res.moved.sum()):,} of {len(res.moved):,} "
                f"points edited; {edit_text.lower()}; forget {_pct(res.forget)}, retain {_pct(res.retain)}).")
     url_state.sync()  # a release reruns only this fragment: keep the URL's edit current
@@ -129,8 +130,8 @@ def editor(gamma) -> None:
 
 def server_side(gamma):
     """The released edit on the server: its scores, the moved points' map positions, and the
-    figures the Export page offers -> (LiveResult, map data or None, edit text, scoring ms, the moved points'
-    approximate search or None).
+    figures the Export page offers -> (LiveResult, map data or None, edit text, scoring ms, how the moved
+    points were placed when it was not the ordinary way, or None).
     Kept for the last edit, so a rerun that does not change it (the hover asking for an image, the
     browser reporting what it holds) does not score and re-project again."""
     memo_key = (config, tuple(state.coefficients(C)), repr(gamma), tuple(map(tuple, state.moves())),
@@ -171,7 +172,7 @@ def _server_side(gamma):
     state.remember_figure("edited_map", lambda: charts.live_map(xy, labels, res.preds, names, res.moved, extent,
                                                                 points.ft_xy[index]))
     return (res, live_editor.map_data(points.ft_xy, extent, coefs, index, xy[index], map_ms), edit_text, scores_ms,
-            placed.get("approx"))
+            placement_text(placed, points.projector.refine_epochs()))
 
 
 def _pct(value: float | None) -> str:

@@ -13,6 +13,8 @@ import torch
 from app import synthetic
 from app.state import AppRunConfig
 
+from cv_core.projection.latent_map import release_epochs
+
 from .runs import _RUNS_LOCK, EVAL_SPLIT, cached_run, eval_labels
 
 
@@ -65,13 +67,23 @@ class MapPoints:
     projector: object
     note: str = ""
     sampled: bool = False
+    edit_coords: object = None
 
     def reproject(self, latents: np.ndarray, rows: np.ndarray, info: dict | None = None) -> np.ndarray:
         """Map positions (M, 2) of edited fine-tuned latents (M, D) of test rows ``rows`` (M,). info: a dict
-        that receives what the search did (``LatentMap.reproject``: exact, or approximate with its recall)."""
+        that receives what the search did (``LatentMap.reproject``: exact, or approximate with its recall,
+        and the layout epochs: ``release_epochs``, fewer for a release that moves many points)."""
+        epochs = release_epochs(len(rows), self.projector.refine_epochs())
         if self.sampled:  # the projector was fitted on a sample: rows are not its fitted rows
-            return self.projector.reproject(latents, info=info)
-        return self.projector.reproject(latents, index=rows + len(self.ft_xy), info=info)
+            return self.projector.reproject(latents, info=info, epochs=epochs)
+        return self.projector.reproject(latents, index=rows + len(self.ft_xy), info=info, epochs=epochs)
+
+    def place_edit(self, rows: np.ndarray, weights, info: dict | None = None) -> np.ndarray:
+        """Map positions (M, 2) of test rows ``rows`` (M,) edited by ``weights`` (M, C) @ kappa, from the
+        map's per-row coordinate table (``cv_core.projection.edited``) instead of the latents; as
+        :meth:`reproject` otherwise."""
+        epochs = release_epochs(len(rows), self.projector.refine_epochs())
+        return self.projector.place_reduced(self.edit_coords.reduce(rows, weights), info=info, epochs=epochs)
 
 
 @st.cache_resource(show_spinner=False)
@@ -94,7 +106,10 @@ def compute_map(config: AppRunConfig, progress: Callable | None = None, cancel: 
     if config in maps:
         return maps[config]
     from cv_core.features.cache import ArtifactCache
+    from cv_core.math.factored import BLOCK_ROWS
+    from cv_core.progress import Progress
     from cv_core.projection import DEFAULT_SAMPLE, LatentMap, fit_cached, fit_sampled
+    from cv_core.projection.edited import EditCoordinates
     from cv_core.projection.scale import RowStack
 
     run = cached_run(config)
@@ -123,7 +138,12 @@ def compute_map(config: AppRunConfig, progress: Callable | None = None, cancel: 
         lm, emb, sampled = scaled.projector, scaled.embedding, scaled.sampled
         note = scaled.describe()
     centroids = np.asarray(lm.reproject(torch.cat([cv.mu_pre, cv.mu_ft]).numpy()), dtype=np.float32)
-    points = MapPoints(emb[:n], emb[n:], centroids[:c], centroids[c:], lm, note, sampled)
+    if progress is not None:
+        progress(Progress("projection", 3, 3, f"tabulating the map coordinates of {n:,} points for live edits"))
+    blocks = run.store.iter_blocks(EVAL_SPLIT, "ft") if run.store is not None else \
+        ((s, ft[s:s + BLOCK_ROWS]) for s in range(0, n, BLOCK_ROWS))
+    coords = EditCoordinates.build(lm.reduction_, cv.kappa, blocks, n)  # None with very many classes
+    points = MapPoints(emb[:n], emb[n:], centroids[:c], centroids[c:], lm, note, sampled, coords)
     with _RUNS_LOCK:
         maps[config] = points
     return points

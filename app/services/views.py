@@ -23,7 +23,7 @@ def live_editor(config: AppRunConfig, with_map: bool) -> LiveEditor:
             return LiveEditor.from_store(run.store, EVAL_SPLIT, run.head, run.class_vectors)
         return LiveEditor(run.ft[EVAL_SPLIT], run.head, run.class_vectors)
     base = live_editor(config, False)  # the same tables: built once per run, map or not
-    return base.with_map(points.ft_xy, points.reproject)
+    return base.with_map(points.ft_xy, points.reproject, None if points.edit_coords is None else points.place_edit)
 
 
 @st.cache_resource(show_spinner=False)

@@ -16,6 +16,7 @@ cosine, Euclidean otherwise), so the placement weights are computed as for the e
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,7 +94,7 @@ class IVFIndex:
         q = np.ascontiguousarray(queries, dtype=np.float32)
         k = min(k, self.points.shape[0])
         self.index.nprobe = int(min(probes, self.lists))
-        with _threads():
+        with _threads(q.shape[0]):
             sq, idx = self.index.search(q, k)
         # a query whose probed cells hold fewer than k points gets -1: search those few exactly
         short = np.flatnonzero((idx < 0).any(1))
@@ -111,13 +112,19 @@ class IVFIndex:
 
 
 class _threads:
-    """faiss's OpenMP threads = torch's current thread count (the app's live loop runs on one)."""
+    """faiss's OpenMP threads: torch's current thread count (the app's live loop runs on one), or every
+    core for a search of at least ``APPROX_MIN_ROWS`` queries (a release that moves 100,000 points: one
+    long search, not the many small products that one thread is for; 1.10 s -> 0.59 s on 2 cores)."""
+
+    def __init__(self, rows: int = 0):
+        self.rows = rows
 
     def __enter__(self):
         import faiss
 
         self._before = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(max(1, torch.get_num_threads()))
+        many = self.rows >= APPROX_MIN_ROWS
+        faiss.omp_set_num_threads(max(1, os.cpu_count() or 1) if many else max(1, torch.get_num_threads()))
 
     def __exit__(self, *exc):
         import faiss

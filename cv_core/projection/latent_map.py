@@ -142,7 +142,8 @@ class LatentMap:
         """Place new latents (M, D) on the fitted map -> (M, 2) float32 (the fast re-projection)."""
         return self.reproject(latents)
 
-    def reproject(self, latents, index=None, search: str = "auto", info: dict | None = None) -> np.ndarray:
+    def reproject(self, latents, index=None, search: str = "auto", info: dict | None = None,
+                  epochs: int | None = None) -> np.ndarray:
         """Positions (M, 2) float32 of latents (M, D) on the fitted map.
 
         index: optional (M,) indices of the fitted latents these rows were edited from. Rows equal to
@@ -151,9 +152,11 @@ class LatentMap:
         search: "exact", "approximate" (faiss IVF, ``ann``) or "auto" (approximate from
         ``ann.APPROX_MIN_ROWS`` rows to place on a map of at least ``index.MIN_POINTS`` fitted points).
         info: a dict to receive what the search did: {"search": "exact" | "approximate", "rows": M,
-        "approx": ann.ApproxSearch (approximate only, with its measured recall)}.
+        "approx": ann.ApproxSearch (approximate only, with its measured recall), "epochs": layout epochs run}.
+        epochs: layout epochs for these rows (None: the map's ``refine``; see :func:`release_epochs`).
         """
         check_search(search)
+        epochs = self._check_epochs(epochs)
         self._check_fitted()
         x = as_latents(latents, dim=self.latents_.shape[1])
         out = np.empty((x.shape[0], 2), dtype=np.float32)
@@ -164,10 +167,34 @@ class LatentMap:
             out[same] = self.embedding_[index[same]]
             todo = np.flatnonzero(~same)
         if info is not None:
-            info.update(search="exact", rows=int(todo.size))
+            info.update(search="exact", rows=int(todo.size), epochs=epochs if todo.size else 0)
         if todo.size:
-            out[todo] = self._place(x[todo], search, info)
+            out[todo] = self._place(self.reduction_(x[todo]), search, info, epochs)
         return out
+
+    def place_reduced(self, reduced, search: str = "auto", info: dict | None = None,
+                      epochs: int | None = None) -> np.ndarray:
+        """Positions (M, 2) float32 of points given by their reduced coordinates (M, d) (``reduction_``
+        applied already, e.g. by ``edited.EditCoordinates`` without reading the latents). search, info and
+        epochs as for :meth:`reproject`."""
+        check_search(search)
+        self._check_fitted()
+        epochs = self._check_epochs(epochs)
+        r = as_latents(reduced, "reduced coordinates", dim=self.reduced_.shape[1])
+        if info is not None:
+            info.update(search="exact", rows=int(r.shape[0]), epochs=epochs)
+        return self._place(r, search, info, epochs)
+
+    def refine_epochs(self) -> int:
+        """Layout epochs a placement runs by default (``refine``; "auto" = n_epochs // 3, as transform)."""
+        return self.n_epochs // 3 if self.refine == "auto" else int(self.refine)
+
+    def _check_epochs(self, epochs) -> int:
+        if epochs is None:
+            return self.refine_epochs()
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+            raise InvalidInputError(f"epochs must be None or an integer >= 0, got {epochs!r}")
+        return int(epochs)
 
     def _check_index(self, index, m: int) -> np.ndarray:
         index = index.cpu().numpy() if isinstance(index, torch.Tensor) else np.asarray(index)
@@ -201,14 +228,13 @@ class LatentMap:
                 self._ivf = IVFIndex(self.reduced_, seed=self.random_state or 0)
             return self._ivf
 
-    def _place(self, x: np.ndarray, search: str = "auto", info: dict | None = None) -> np.ndarray:
-        """(M, D) -> (M, 2): membership-weighted mean of the k nearest fitted positions, then (refine > 0)
-        that many of transform's layout epochs against the fixed map. The exact neighbour search skips
+    def _place(self, reduced: np.ndarray, search: str, info: dict | None, epochs: int) -> np.ndarray:
+        """reduced (M, d) -> (M, 2): membership-weighted mean of the k nearest fitted positions, then
+        ``epochs`` of transform's layout epochs against the fixed map. The exact neighbour search skips
         the clusters that cannot hold a neighbour (see ``index``); the approximate one (``ann``, for many
         points at once) measures its recall."""
-        approx = search == "approximate" or (search == "auto" and x.shape[0] >= APPROX_MIN_ROWS
+        approx = search == "approximate" or (search == "auto" and reduced.shape[0] >= APPROX_MIN_ROWS
                                              and self.reduced_.shape[0] >= MIN_POINTS and ann_available())
-        reduced = self.reduction_(x)
         if approx:
             idx, dist, done = self._approx_index().search(reduced, self.n_neighbors, self.metric,
                                                           seed=self.random_state or 0)
@@ -218,7 +244,6 @@ class LatentMap:
             idx, dist = indexed_knn(reduced, self.reduced_, self.n_neighbors, self.metric, self._search_index())
         raw, weights = membership_weight_pair(dist)
         pos = np.einsum("mk,mkj->mj", weights, self.embedding_[idx])
-        epochs = self.n_epochs // 3 if self.refine == "auto" else int(self.refine)
         pos = refine_layout(pos, self.embedding_, idx, raw, self.min_dist, epochs, self.random_state)
         exact = dist[:, 0] <= 1e-6  # numerically identical to a fitted latent: take its position
         pos[exact] = self.embedding_[idx[exact, 0]]
@@ -228,3 +253,35 @@ class LatentMap:
 def _emit(progress: ProgressFn, step: int, message: str) -> None:
     if progress is not None:
         progress(Progress(STAGE, step, 3, message))
+
+
+#: Row-epochs (rows placed x layout epochs) a release may spend. Measured on this project's 2-core VM, one
+#: thread: 100,000 rows take 1.9 s for 20 epochs, 0.82 s for 10, 0.15 s for 4; 10,000 rows 0.18 s for 20.
+RELEASE_ROW_EPOCHS = 400_000
+
+
+def release_epochs(rows: int, refine: int, budget: int = RELEASE_ROW_EPOCHS) -> int:
+    """Layout epochs for placing ``rows`` edited points at once after a slider release: the map's
+    ``refine`` epochs while rows x refine fits ``budget`` (20,000 rows at 20 epochs), fewer above it
+    (100,000 rows: 4), none from ``budget`` rows. Without epochs a point sits at the membership-weighted
+    mean of its nearest fitted positions: in the same latent cluster as with them (docs/benchmarks.md,
+    "Which one is right?"), spread less like umap's ``transform``."""
+    if rows < 0 or refine < 0 or budget < 0:
+        raise InvalidInputError(f"rows, refine and budget must be >= 0, got {rows}, {refine}, {budget}")
+    return refine if rows == 0 else min(refine, budget // rows)
+
+
+def placement_text(info: dict, refine: int) -> str:
+    """One sentence on how a placement's points were placed, from the ``info`` dict that
+    :meth:`LatentMap.reproject` / :meth:`LatentMap.place_reduced` filled; refine: the map's full epochs.
+    Empty when nothing was placed or the placement was the ordinary one (exact search, all epochs)."""
+    parts = []
+    if info.get("approx") is not None:
+        parts.append(info["approx"].describe())
+    epochs = info.get("epochs")
+    if info.get("rows") and epochs is not None and epochs < refine:
+        parts.append(f"{epochs} of {refine} layout epochs (a release moving {info['rows']:,} points gets "
+                     f"{RELEASE_ROW_EPOCHS:,} row-epochs; fewer epochs leave points nearer the weighted mean "
+                     "of their neighbours' positions)")
+    return "; ".join(parts)
+
