@@ -18,7 +18,10 @@ For each (N, C) (D = 512), in a fresh process (so that its peak RSS is its own):
   approximate placement (``place_check_exact_s`` / ``place_check_approx_s``, the recall, and the median
   distance between the two placements against the map's span);
 * **release -> map, server share** (``release_server_ms``, C = 10): the forget edit scored and its moved
-  points re-placed on that map (``LiveEditor.positions``, one torch thread), as a slider release does;
+  points re-placed on that map (``LiveEditor.positions``, one torch thread), as a slider release does in the
+  app: from the map's per-row coordinate table (``cv_core.projection.edited``, built once per map:
+  ``coords_s``, ``coords_mb``) with the release epoch budget (``release_epochs``, ``release_placement``);
+  side by side, the same release reading the moved latents from the store (``release_from_latents_server_ms``);
 * ``peak_rss_mb``: the process's peak resident memory (ru_maxrss), store pages read through the memory
   map included.
 
@@ -49,7 +52,8 @@ NOT_MEASURED = {  # null unless the browser bench / part 3 measured them (browse
     "slider_to_charts_ms": "headless Chromium: bench_browser.py --n N (with the map; no map: slider_to_charts_no_map_ms)",
     "release_to_map_ms": "headless Chromium: bench_browser.py --n N (release_server_ms is the server's share alone)",
     "frame_ms_panning": "headless Chromium (software WebGL): bench_browser.py --n N, median frame interval while "
-                        "dragging the map (frame_ms_panning_p95: its 95th percentile)",
+                        "dragging the map (frame_ms_panning_p95: its 95th percentile; pan_settle_ms: the full "
+                        "draw of the points once the drag ends)",
     "first_map_cold_s": "bench/bench_first_map.py (part 3, 10k x 512), copied from first_map.json",
     "first_map_warm_s": "bench/bench_first_map.py (part 3, 10k x 512), copied from first_map.json",
 }
@@ -117,17 +121,29 @@ def one(n: int, c: int, with_map: bool, cache_dir: str) -> dict:
                    place_check_shift_median=float(np.median(np.linalg.norm(exact_xy - approx_xy, axis=1))),
                    map_span=float(np.ptp(lm.embedding_, axis=0).max()))
         # release -> map, the server's share: the edit scored and its moved points re-placed, as the app does
+        # as the app does (app/services/maps.py): the map's per-row coordinate table, then placement from it
+        from app.services.maps import MapPoints
+        from cv_core.projection import EditCoordinates, placement_text
+
+        t = time.perf_counter()
+        coords = EditCoordinates.build(lm.reduction_, run.class_vectors.kappa, store.iter_blocks("test", "ft"), n)
+        row.update(coords_s=time.perf_counter() - t, coords_mb=None if coords is None else coords.nbytes / 1e6)
+        points = MapPoints(scaled.embedding[:n], scaled.embedding[n:], None, None, lm, "", True, coords)
         torch.set_num_threads(1)
-        mapped = editor.with_map(scaled.embedding[n:], lambda lat, idx, info=None: lm.reproject(lat, info=info))
-        release = []
-        for _ in range(3):
-            info = {}
-            t = time.perf_counter()
-            res = mapped.evaluate(coefs, gamma)
-            mapped.positions(res, info)
-            release.append((time.perf_counter() - t) * 1e3)
-        row.update(release_server_ms=statistics.median(release), release_server_runs_ms=release,
-                   release_moved=int(res.moved.sum()), release_search=info.get("search"),
+        for name, place in (("release", None if coords is None else points.place_edit),
+                            ("release_from_latents", None)):
+            mapped = editor.with_map(points.ft_xy, points.reproject, place)
+            runs_ms = []
+            for _ in range(3):
+                info = {}
+                t = time.perf_counter()
+                res = mapped.evaluate(coefs, gamma)
+                mapped.positions(res, info)
+                runs_ms.append((time.perf_counter() - t) * 1e3)
+            row.update({f"{name}_server_ms": statistics.median(runs_ms), f"{name}_server_runs_ms": runs_ms,
+                        f"{name}_epochs": info.get("epochs"),
+                        f"{name}_placement": placement_text(info, lm.refine_epochs())})
+        row.update(release_moved=int(res.moved.sum()), release_search=info.get("search"),
                    release_recall=info["approx"].recall if "approx" in info else None)
     row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return row
@@ -152,6 +168,7 @@ def browser_figures(results: dict) -> None:
                 elif w.startswith("frame interval"):
                     entry["frame_ms_panning"] = r["median_ms"]
                     entry["frame_ms_panning_p95"] = r["p95_ms"]
+                    entry["pan_settle_ms"] = r.get("settle_ms")  # the one full draw after the drag
                 elif w.startswith("fit the map"):
                     entry["map_in_app_s"] = r["s"]
             entry["browser_source"] = (f"bench_browser.py --n {doc.get('N')} ({doc['machine'].get('date')}, load "

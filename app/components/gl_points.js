@@ -94,6 +94,10 @@ function compile(gl, type, src) {
 
 // Points per grid cell of the picking index (about).
 const PER_CELL = 8;
+// A map whose points took longer than this to draw previews pans and zooms with the compositor (L.preview).
+const SLOW_DRAW_MS = 40;
+// After the last wheel event of a zoom on such a map, its points are drawn again after this pause.
+const SETTLE_MS = 180;
 
 export function createPointLayer(box, opts) {
   const height = opts.height || 480;
@@ -209,14 +213,33 @@ export function createPointLayer(box, opts) {
     const t0 = performance.now();
     size();
     if (L.mode === "webgl" && L.gl) drawGl(); else drawCanvas();
+    L.drawnView = { ...L.view };
+    glCanvas.style.transform = "";
+    drawOverlay();
+    L.drawMs = performance.now() - t0;
+    L.pointsMs = L.drawMs;
+    L.frames++;
+    box.dataset.mode = L.mode;
+    box.dataset.frames = String(L.frames);
+  };
+  function drawOverlay() {
     const ctx = overlay.getContext("2d");
     ctx.setTransform(L.dpr, 0, 0, L.dpr, 0, 0);
     ctx.clearRect(0, 0, L.width, L.height);
     if (L.overlayFn) L.overlayFn(ctx, L.sx, L.sy);
-    L.drawMs = performance.now() - t0;
-    L.frames++;
-    box.dataset.mode = L.mode;
-    box.dataset.frames = String(L.frames);
+  }
+  // While a pan or zoom is under way on a map whose last full draw was slow (a million points drawn by
+  // a software WebGL take 0.4-1.1 s a frame on a 2-core VM), the last drawn picture is moved and scaled
+  // by the browser's compositor (a CSS transform: the same affine map as the view change) and only the
+  // overlay is drawn; the points are drawn again, once, when the gesture ends. Fast maps redraw on every
+  // frame as before.
+  L.slowDraw = () => L.mode === "webgl" && L.pointsMs > SLOW_DRAW_MS && L.drawnView;
+  L.preview = () => {
+    const a = L.drawnView, b = L.view, f = b.k / a.k;
+    glCanvas.style.transform = `translate(${b.tx - f * a.tx}px, ${b.ty - f * a.ty}px) scale(${f})`;
+    drawOverlay();
+    L.previews = (L.previews || 0) + 1;
+    box.dataset.previews = String(L.previews);
   };
 
   function drawGl() {
@@ -308,24 +331,37 @@ export function createPointLayer(box, opts) {
   };
 
   // ---- pan (drag), zoom (wheel, around the mouse), reset (double click), hover
-  let drag = null, pending = false;
+  let drag = null, pending = false, pendingPreview = false, settle = null;
   const redraw = () => { if (!pending) { pending = true; requestAnimationFrame(() => { pending = false; L.draw(); }); } };
   L.redraw = redraw;
+  // a view change during a gesture: the compositor's preview on a slow map, a full draw otherwise
+  const moved = () => {
+    if (!L.slowDraw()) { redraw(); return; }
+    if (!pendingPreview) {
+      pendingPreview = true;
+      requestAnimationFrame(() => { pendingPreview = false; if (!pending) L.preview(); });
+    }
+  };
   overlay.addEventListener("wheel", (e) => {
     e.preventDefault();
     const r = overlay.getBoundingClientRect(), mx = e.clientX - r.left, my = e.clientY - r.top;
     const f = Math.exp(-e.deltaY * 0.0015), k = Math.min(512, Math.max(0.5, L.view.k * f)), ff = k / L.view.k;
     L.view = { k, tx: mx - (mx - L.view.tx) * ff, ty: my - (my - L.view.ty) * ff };
-    redraw();
+    moved();
+    clearTimeout(settle);
+    if (L.slowDraw()) settle = setTimeout(redraw, SETTLE_MS); // the wheel has no "end": draw once it rests
   }, { passive: false });
   overlay.addEventListener("mousedown", (e) => { drag = { x: e.clientX, y: e.clientY, tx: L.view.tx, ty: L.view.ty }; });
-  window.addEventListener("mouseup", () => { drag = null; });
+  window.addEventListener("mouseup", () => {
+    if (drag && glCanvas.style.transform) redraw(); // the gesture ended: draw the points where they now are
+    drag = null;
+  });
   overlay.addEventListener("dblclick", () => { L.view = { k: 1, tx: 0, ty: 0 }; redraw(); });
   overlay.addEventListener("mousemove", (e) => {
     const r = overlay.getBoundingClientRect(), mx = e.clientX - r.left, my = e.clientY - r.top;
     if (drag) {
       L.view = { ...L.view, tx: drag.tx + e.clientX - drag.x, ty: drag.ty + e.clientY - drag.y };
-      redraw();
+      moved();
       return;
     }
     if (opts.onHover) opts.onHover(L.pick(mx, my), mx, my);

@@ -157,3 +157,39 @@ def test_more_points_than_a_browser_holds_get_a_named_sample():
     assert h["n"] == 1000 and h["total"] == 3000 and a["ft_xy"].shape == (1000, 2) and a["rows"].shape == (1000,)
     assert "stratified sample of 1,000 of the 3,000 test images" in h["note"]
     assert a["ft_xy"].dtype == np.dtype("<f2") and a["labels"].dtype == np.dtype("<u2")
+
+
+def test_a_slow_map_pans_by_moving_its_last_picture_and_draws_once_at_the_end(page):
+    """A map whose points draw slowly (a million points in software WebGL: ~1 s a frame) follows a drag
+    with the compositor (CSS transform of the last picture, the overlay redrawn) and draws its points
+    once when the mouse is released; a fast map draws on every move."""
+    data, *_ = _map(seed=3)
+    page.evaluate(MOUNT, __import__("base64").b64encode(pack(data["header"], data["arrays"])).decode())
+    drag = """async ([slow, dx, dy]) => {
+      const plot = document.querySelector('.cvs-latent .plot'), layer = plot.__layer;
+      const gl = plot.querySelector('canvas.gl'), o = plot.querySelector('canvas.overlay');
+      const frame = () => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+      await frame(); await frame();                // the mount's own redraws (its ResizeObserver) are done
+      layer.view = {k: 1, tx: 0, ty: 0}; layer.draw();
+      if (slow) layer.pointsMs = 500;              // as measured after a slow draw
+      const r = o.getBoundingClientRect(), x = r.left + 100, y = r.top + 100;
+      const f0 = layer.frames, p0 = layer.previews || 0;
+      o.dispatchEvent(new MouseEvent('mousedown', {clientX: x, clientY: y, bubbles: true}));
+      for (let i = 1; i <= 4; i++) {
+        o.dispatchEvent(new MouseEvent('mousemove', {clientX: x + dx * i / 4, clientY: y + dy * i / 4, bubbles: true}));
+        await frame();
+      }
+      const during = {frames: layer.frames - f0, previews: (layer.previews || 0) - p0, transform: gl.style.transform,
+                      view: {...layer.view}};
+      window.dispatchEvent(new MouseEvent('mouseup', {bubbles: true}));
+      await frame();
+      return {during, after: {frames: layer.frames - f0, transform: gl.style.transform, view: {...layer.view}}};
+    }"""
+    slow = page.evaluate(drag, [True, 40, -24])
+    assert slow["during"]["frames"] == 0 and slow["during"]["previews"] >= 1      # no full draw while dragging
+    assert slow["during"]["transform"] == "translate(40px, -24px) scale(1)"        # the last picture, moved
+    assert slow["during"]["view"] == {"k": 1, "tx": 40, "ty": -24}
+    assert slow["after"]["frames"] == 1 and slow["after"]["transform"] == ""       # one draw at the end
+    fast = page.evaluate(drag, [False, 40, -24])
+    assert fast["during"]["frames"] >= 1 and fast["during"]["previews"] == 0 and fast["during"]["transform"] == ""
+    assert fast["after"]["view"] == {"k": 1, "tx": 40, "ty": -24}

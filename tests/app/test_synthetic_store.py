@@ -99,5 +99,10 @@ def test_store_run_map_and_live_loop_never_load_the_test_split(tmp_path, monkeyp
     editor = services.live_editor(config, True)
     res = editor.evaluate([0.0, 0, 0, -1, 0, 0, 0, 0, 0, 0], None)
     assert res.moved.all() and editor.positions(res).shape == (400, 2)
+    # the moved rows are placed from the map's coordinate table, where the edited latents would put them
+    assert editor.place_edit is not None and points.edit_coords.table.shape[0] == 400
+    plain = editor.with_map(points.ft_xy, points.reproject)  # the same editor, reading the moved latents
+    shift = np.linalg.norm(editor.positions(res) - plain.positions(res), axis=1)  # layout epochs amplify rounding
+    assert np.median(shift) < 0.02 * np.ptp(points.ft_xy)
     assert (services.eval_labels(run) == run.store.labels("test")).all()
     assert "test" not in run.ft._loaded and "test" not in run.pre._loaded
