@@ -11,9 +11,11 @@ table P = r @ Q (N, d + e) and |r|^2:
     |r + delta|^2   = |r|^2 + 2 P . (b @ kappa @ Q) + |b @ kappa @ Q|^2
 
 so an edit of M rows costs O(M (d + e + C)) instead of reading M x D latents, adding the edit and
-reducing them (measured on this project's 2-core VM, 100,000 moved rows of a 1M x 512 store: 1.0-2.4 s
--> see docs/benchmarks.md). The table is built once per map, one block of latents at a time; it is
-(d + e) / D of the latents' size (74 / 512 at d = 64, C = 10). Above :data:`MAX_CLASSES` classes E would
+reducing them (measured on this project's 2-core VM, one thread, the 100,000 rows a one-class forget moves
+in a 1M x 512 store: 33-50 ms from the table against 0.3 s to read the rows from the memory-mapped store,
+0.05 s to edit them in float32 (1.7-4.8 s in float64) and 0.33 s to reduce them). The table is built once
+per map, one block of latents at a time (11-13 s for 1M x 512 from the store, 300 MB); it is (d + e) / D
+of the latents' size (74 / 512 at d = 64, C = 10). Above :data:`MAX_CLASSES` classes E would
 be as wide as the latents, and :meth:`EditCoordinates.build` returns None: the caller reads the moved
 latents (an edit of one class among many moves few rows).
 """

@@ -171,7 +171,8 @@ def test_a_slow_map_pans_by_moving_its_last_picture_and_draws_once_at_the_end(pa
       const frame = () => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
       await frame(); await frame();                // the mount's own redraws (its ResizeObserver) are done
       layer.view = {k: 1, tx: 0, ty: 0}; layer.draw();
-      if (slow) layer.pointsMs = 500;              // as measured after a slow draw
+      layer.slowMs = slow ? -1 : Infinity;         // as if the last draw had been slow / fast to reach the screen
+      await frame();
       const r = o.getBoundingClientRect(), x = r.left + 100, y = r.top + 100;
       const f0 = layer.frames, p0 = layer.previews || 0;
       o.dispatchEvent(new MouseEvent('mousedown', {clientX: x, clientY: y, bubbles: true}));
@@ -193,3 +194,5 @@ def test_a_slow_map_pans_by_moving_its_last_picture_and_draws_once_at_the_end(pa
     fast = page.evaluate(drag, [False, 40, -24])
     assert fast["during"]["frames"] >= 1 and fast["during"]["previews"] == 0 and fast["during"]["transform"] == ""
     assert fast["after"]["view"] == {"k": 1, "tx": 40, "ty": -24}
+    # what decides it: the time from a draw to the next frame, measured on every draw
+    assert page.evaluate("() => document.querySelector('.cvs-latent .plot').__layer.frameMs") > 0
