@@ -244,7 +244,8 @@ def main(argv: list[str]) -> int:
         if c == 10:
             entry.update({k: row.get(k) for k in ("server_edit_ms", "fit_s", "place_s", "fidelity",
                                                   "fidelity_fitted", "peak_rss_mb", "setup_s", "release_server_ms",
-                                                  "place_recall")})
+                                                  "release_from_latents_server_ms", "release_epochs", "coords_s",
+                                                  "coords_mb", "place_recall")})
             entry.update({k: None for k in NOT_MEASURED})
     print("exact vs approximate placement on overlapping classes ...", flush=True)
     out = subprocess.run([sys.executable, __file__, "--overlap"], capture_output=True, text=True, cwd=ROOT)

@@ -177,3 +177,23 @@ def test_collapse_metrics_on_perfect_simplex():
     noisy = FeatureSet(fs.features + torch.randn(20, 4, generator=torch.Generator().manual_seed(0)),
                        labels, tuple("abcd"))
     assert collapse_metrics(noisy, etf).nc1 > 0.01
+
+
+def test_collapse_from_blocks_equals_the_whole_split_and_checks_its_rows():
+    from cv_core.errors import DatasetError, InvalidInputError
+    from cv_core.math.collapse import collapse_from_blocks
+
+    g = torch.Generator().manual_seed(1)
+    labels = torch.randint(0, 5, (1000,), generator=g)
+    x = torch.randn(5, 16, generator=g)[labels] * 3 + torch.randn(1000, 16, generator=g)
+    head = torch.randn(5, 16, generator=g)
+    whole = collapse_metrics(FeatureSet(x, labels, tuple("abcde")), head).as_dict()
+    pieces = collapse_from_blocks(lambda: ((s, x[s:s + 128].numpy()) for s in range(0, 1000, 128)), labels, 5,
+                                  head).as_dict()
+    assert pieces.keys() == whole.keys()
+    for k in whole:
+        assert pieces[k] == pytest.approx(whole[k], rel=1e-9, abs=1e-12), k
+    with pytest.raises(InvalidInputError, match="999 rows but there are 1000 labels"):
+        collapse_from_blocks(lambda: [(0, x[:999])], labels, 5, head)
+    with pytest.raises(DatasetError, match="no samples"):
+        collapse_from_blocks(lambda: [(0, x)], labels, 6, torch.randn(6, 16))

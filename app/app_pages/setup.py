@@ -44,7 +44,8 @@ def dataset_ui() -> tuple[str | None, int | None]:
     """(dataset name or 'imagefolder:PATH', images per class or None)."""
     kind = st.radio("Dataset", ["registry", "image folder"], horizontal=True, key="setup_dataset_kind")
     if kind == "registry":
-        name = st.selectbox("Dataset", services.dataset_choices(), key="setup_dataset")
+        name = st.selectbox("Dataset", services.dataset_choices(), key="setup_dataset",
+                            format_func=services.dataset_label)  # the synthetic run's real size beside its id
         st.caption(services.dataset_description(name))
     else:
         folder = st.text_input("Folder with one sub-folder of images per class", key="setup_folder")

@@ -42,6 +42,19 @@ def dataset_choices() -> list[str]:
     return names
 
 
+def dataset_label(name: str) -> str:
+    """The name shown in the dataset choice: the synthetic run's id with the sizes it will have (its id
+    stays ``synthetic-10k`` whatever ``CVS_SYNTHETIC_N`` says, so say the real size beside it)."""
+    if name != synthetic.NAME:
+        return name
+    try:
+        size = _env_int(SYNTHETIC_SIZE_ENV, synthetic.SPLIT_SIZES["test"])
+        classes = _env_int(SYNTHETIC_CLASSES_ENV, 10)
+    except Exception:  # noqa: BLE001 - a bad setting is reported when the run is computed
+        return name
+    return f"{name} ({size:,} test points, {classes:,} classes)"
+
+
 def dataset_description(name: str) -> str:
     if name == synthetic.NAME:
         return synthetic.__doc__.strip().splitlines()[0]

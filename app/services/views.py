@@ -80,11 +80,16 @@ def thumbnail_uri(config: AppRunConfig, row: int, size: int = 64) -> str | None:
 @st.cache_data(show_spinner=False)
 def collapse_table(config: AppRunConfig) -> list[dict]:
     """NC1-NC4 of the pretrained and fine-tuned test latents, with one-line explanations."""
-    from cv_core.math.collapse import EXPLANATIONS, collapse_metrics
+    from cv_core.math.collapse import EXPLANATIONS, collapse_from_blocks, collapse_metrics
 
     run = cached_run(config)
-    pre = collapse_metrics(run.pre[EVAL_SPLIT], run.head.weights).as_dict()
-    ft = collapse_metrics(run.ft[EVAL_SPLIT], run.head.weights).as_dict()
+    if run.store is not None:  # a large run: two passes over the memory-mapped blocks, the split never loaded
+        labels, c = run.store.labels(EVAL_SPLIT), run.class_vectors.num_classes
+        pre, ft = (collapse_from_blocks(lambda enc=enc: run.store.iter_blocks(EVAL_SPLIT, enc), labels, c,
+                                        run.head.weights).as_dict() for enc in ("pre", "ft"))
+    else:
+        pre = collapse_metrics(run.pre[EVAL_SPLIT], run.head.weights).as_dict()
+        ft = collapse_metrics(run.ft[EVAL_SPLIT], run.head.weights).as_dict()
     return [{"metric": k, "pretrained": pre[k], "fine-tuned": ft[k], "meaning": EXPLANATIONS[k]} for k in pre]
 
 

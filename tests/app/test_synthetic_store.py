@@ -105,4 +105,26 @@ def test_store_run_map_and_live_loop_never_load_the_test_split(tmp_path, monkeyp
     shift = np.linalg.norm(editor.positions(res) - plain.positions(res), axis=1)  # layout epochs amplify rounding
     assert np.median(shift) < 0.02 * np.ptp(points.ft_xy)
     assert (services.eval_labels(run) == run.store.labels("test")).all()
+    table = services.collapse_table(config)  # NC1-NC4 from the store's blocks, as from the whole split
+    from cv_core.math.collapse import collapse_metrics
+    from cv_core.results import FeatureSet
+
+    whole = FeatureSet(torch.from_numpy(run.store.features("test", "ft")), torch.from_numpy(run.store.labels("test")),
+                       run.class_vectors.class_names)
+    want = collapse_metrics(whole, run.head.weights).as_dict()
+    assert {r["metric"]: pytest.approx(r["fine-tuned"], rel=1e-9) for r in table} == want
     assert "test" not in run.ft._loaded and "test" not in run.pre._loaded
+
+
+def test_the_dataset_choice_says_the_synthetic_runs_real_size(monkeypatch):
+    from app.services import dataset_label
+
+    monkeypatch.setenv("CVS_SYNTHETIC_N", "1000000")
+    monkeypatch.setenv("CVS_SYNTHETIC_C", "1000")
+    assert dataset_label(synthetic.NAME) == "synthetic-10k (1,000,000 test points, 1,000 classes)"
+    monkeypatch.delenv("CVS_SYNTHETIC_N")
+    monkeypatch.delenv("CVS_SYNTHETIC_C")
+    assert dataset_label(synthetic.NAME) == "synthetic-10k (10,000 test points, 10 classes)"
+    assert dataset_label("digits") == "digits"
+    monkeypatch.setenv("CVS_SYNTHETIC_N", "many")  # reported when the run is computed, not in the list
+    assert dataset_label(synthetic.NAME) == "synthetic-10k"
