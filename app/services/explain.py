@@ -20,9 +20,15 @@ def forget_strengths(config: AppRunConfig, gate="auto") -> tuple:
 @st.cache_resource(show_spinner=False)
 def findings(config: AppRunConfig) -> dict:
     """topic -> Finding (cv_core.edits.explain.run_findings) for the run with the automatic gate."""
-    from cv_core.edits.explain import run_findings
+    from cv_core.edits.explain import run_findings, store_findings
 
     run = cached_run(config)
+    if run.store is not None:  # a large run: from the live loop's tables and the store's blocks, never loaded whole
+        from .views import live_editor
+
+        return store_findings(run.head, run.store, EVAL_SPLIT, run.class_vectors, gate_thresholds(config, "auto"),
+                              forget_strengths(config, "auto"), run.zero_shot.per_class,
+                              factored=live_editor(config, False).factored)
     return run_findings(run.head, run.pre[EVAL_SPLIT], run.ft[EVAL_SPLIT], run.class_vectors,
                         gate_thresholds(config, "auto"), forget_strengths(config, "auto"))
 
@@ -39,10 +45,15 @@ def minus_one(config: AppRunConfig, cls: int, gate="auto"):
 @st.cache_data(show_spinner=False)
 def switch_alpha(config: AppRunConfig, source: int, target: int) -> float | None:
     """The alpha where ``source`` test images switch to ``target`` (automatic gate), None if never within 1."""
-    from cv_core.edits.properties import interpolation
+    from cv_core.edits.properties import interpolation, interpolation_from
 
     if source == target:
         return None
     run = cached_run(config)
-    return interpolation(run.head, run.ft[EVAL_SPLIT], run.class_vectors, source, target,
-                         gate_thresholds(config, "auto"))["switch_alpha"]
+    gamma = gate_thresholds(config, "auto")
+    if run.store is not None:  # a large run: the live loop's tables instead of the latents
+        from .views import live_editor
+
+        return interpolation_from(live_editor(config, False).factored, run.store.labels(EVAL_SPLIT),
+                                  run.class_vectors, source, target, gamma)["switch_alpha"]
+    return interpolation(run.head, run.ft[EVAL_SPLIT], run.class_vectors, source, target, gamma)["switch_alpha"]

@@ -67,10 +67,17 @@ def interference_table(head: ZeroShotHead, fs: FeatureSet, cv: ClassVectors, gam
                        strengths: Sequence[float]) -> np.ndarray:
     """(C, C) float: change of class j's accuracy (after - before, in [-1, 1]) when class i alone is forgotten
     with the gated edit -strengths[i] * kappa_i on ``fs`` (row i, column j). gamma: (C,) thresholds or None."""
-    c = cv.num_classes
-    fac = FactoredScores.from_latents(fs.features, head.weights, cv)
+    return interference_from(FactoredScores.from_latents(fs.features, head.weights, cv), fs.labels, gamma, strengths)
+
+
+def interference_from(fac: FactoredScores, labels: torch.Tensor, gamma: torch.Tensor | None,
+                      strengths: Sequence[float]) -> np.ndarray:
+    """:func:`interference_table` from the factored tables of the latents (``FactoredScores``, built from a
+    feature store's blocks for a split too large to hold) and their (N,) labels."""
+    c = fac.num_classes
+    labels = torch.as_tensor(labels).long()
     base = fac.predict()
-    before = score(base, fs.labels, c).per_class.double()
+    before = score(base, labels, c).per_class.double()
     table = np.zeros((c, c))
     for i in range(c):
         coefs = [0.0] * c
@@ -79,7 +86,7 @@ def interference_table(head: ZeroShotHead, fs: FeatureSet, cv: ClassVectors, gam
         preds = base.clone()
         if rows.numel():
             preds[rows] = fac.predict_rows(rows, w)
-        table[i] = (score(preds, fs.labels, c).per_class.double() - before).nan_to_num(0.0).numpy()
+        table[i] = (score(preds, labels, c).per_class.double() - before).nan_to_num(0.0).numpy()
     return table
 
 
@@ -217,16 +224,43 @@ def run_findings(head: ZeroShotHead, pre_test: FeatureSet, ft_test: FeatureSet, 
 
     lams = [s.lam for s in strengths]
     inter = interference_table(head, ft_test, cv, gamma, lams)
-    cos = cosine_matrix(cv.kappa, cv.mu_ft).numpy()
     if interpolation_pairs is None:
         c = cv.num_classes
         interpolation_pairs = [properties.interpolation(head, ft_test, cv, i, (i + 1) % c, gamma) for i in range(c)]
     zs = score(head.predict(pre_test.features), pre_test.labels, cv.num_classes).per_class
+    return _findings(cv, inter, lams, collapse_metrics(pre_test, head.weights).as_dict(),
+                     collapse_metrics(ft_test, head.weights).as_dict(), interpolation_pairs, zs, strengths, focus)
+
+
+def store_findings(head: ZeroShotHead, store, split: str, cv: ClassVectors, gamma: torch.Tensor | None,
+                   strengths: Sequence, zero_shot_per_class: torch.Tensor, focus: int = 0,
+                   factored: FactoredScores | None = None) -> dict[str, Finding]:
+    """:func:`run_findings` for a split kept in a feature store (``cv_core.features.store``), never loaded
+    whole: the interference table and the interpolation switch points from the factored tables of its
+    fine-tuned latents (``factored``, or built from the store's blocks; equal to steering the latents,
+    ``math.factored``), NC1-NC4 from two passes over each encoder's blocks. zero_shot_per_class: (C,) test
+    accuracy of the zero-shot model (the run's ``zero_shot.per_class``)."""
+    from ..math.collapse import collapse_from_blocks
+    from . import properties
+
+    fac = factored if factored is not None else FactoredScores.from_store(store, split, "ft", head.weights, cv)
+    labels = torch.from_numpy(np.asarray(store.labels(split))).long()
+    lams = [s.lam for s in strengths]
+    inter = interference_from(fac, labels, gamma, lams)
+    c = cv.num_classes
+    pairs = [properties.interpolation_from(fac, labels, cv, i, (i + 1) % c, gamma) for i in range(c)]
+    nc = {enc: collapse_from_blocks(lambda enc=enc: store.iter_blocks(split, enc), labels, c, head.weights).as_dict()
+          for enc in ("pre", "ft")}
+    return _findings(cv, inter, lams, nc["pre"], nc["ft"], pairs, zero_shot_per_class, strengths, focus)
+
+
+def _findings(cv: ClassVectors, inter: np.ndarray, lams: Sequence[float], collapse_pre: dict, collapse_ft: dict,
+              pairs: Sequence[Mapping], zs: torch.Tensor, strengths: Sequence, focus: int) -> dict[str, Finding]:
     s = strengths[focus]
     return {
-        "independence": independence_finding(cos, inter, cv.class_names, lams),
-        "collapse": collapse_finding(collapse_metrics(pre_test, head.weights).as_dict(),
-                                     collapse_metrics(ft_test, head.weights).as_dict()),
-        "interpolation": interpolation_finding(interpolation_pairs),
+        "independence": independence_finding(cosine_matrix(cv.kappa, cv.mu_ft).numpy(), inter, cv.class_names,
+                                              lams),
+        "collapse": collapse_finding(collapse_pre, collapse_ft),
+        "interpolation": interpolation_finding(pairs),
         "minus_one": minus_one_finding(cv.class_names[focus], s.at_one, float(zs[focus]), s),
     }

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import torch
 
 from ..math.class_vectors import cosine_matrix
+from ..math.factored import FactoredScores
 from ..math.metrics import Scores, forget_retain, score
 from ..math.steering import SteeringEdit, steer, steer_with
 from ..results import ClassVectors, FeatureSet, ZeroShotHead
@@ -71,6 +72,27 @@ def interpolation(head: ZeroShotHead, fs: FeatureSet, cv: ClassVectors, source: 
     rows = []
     for a in alphas:
         pred = head.predict(steer(x, recipes.interpolate(cv, source, target, a, gamma), before))
+        rows.append({"alpha": float(a), "p_source": float((pred == source).float().mean()),
+                     "p_target": float((pred == target).float().mean())})
+    return {"source": cv.class_names[source], "target": cv.class_names[target], "curve": rows,
+            "switch_alpha": _crossing(rows)}
+
+
+def interpolation_from(fac: FactoredScores, labels: torch.Tensor, cv: ClassVectors, source: int, target: int,
+                       gamma=None, alphas: Sequence[float] = ALPHAS) -> dict:
+    """:func:`interpolation` from the factored tables of the latents (``math.factored``: the same gated move
+    source -> target, scored without the latents; for a split kept in a feature store) and their labels."""
+    labels = torch.as_tensor(labels).long()
+    mask = labels == source
+    base = fac.predict()
+    coefs = [0.0] * fac.num_classes
+    rows = []
+    for a in alphas:
+        moved, w = fac.edit_rows(coefs, gamma, [(source, target, float(a))])
+        pred = base.clone()
+        if moved.numel():
+            pred[moved] = fac.predict_rows(moved, w)
+        pred = pred[mask]
         rows.append({"alpha": float(a), "p_source": float((pred == source).float().mean()),
                      "p_target": float((pred == target).float().mean())})
     return {"source": cv.class_names[source], "target": cv.class_names[target], "curve": rows,

@@ -7,6 +7,7 @@ import torch
 from app import synthetic
 from cv_core.errors import InvalidInputError
 from cv_core.features.store import FeatureStore
+from cv_core.math.factored import FactoredScores
 
 PARAMS = dict(num_classes=7, dim=32, test_size=700, seed=3)
 
@@ -113,6 +114,10 @@ def test_store_run_map_and_live_loop_never_load_the_test_split(tmp_path, monkeyp
                        run.class_vectors.class_names)
     want = collapse_metrics(whole, run.head.weights).as_dict()
     assert {r["metric"]: pytest.approx(r["fine-tuned"], rel=1e-9) for r in table} == want
+    found = services.findings(config)  # the sentences, from the live loop's tables and the store's blocks
+    assert set(found) == {"independence", "collapse", "interpolation", "minus_one"}
+    alpha = services.switch_alpha(config, 1, 2)
+    assert alpha is None or 0.0 <= alpha <= 1.0
     assert "test" not in run.ft._loaded and "test" not in run.pre._loaded
 
 
@@ -128,3 +133,29 @@ def test_the_dataset_choice_says_the_synthetic_runs_real_size(monkeypatch):
     assert dataset_label("digits") == "digits"
     monkeypatch.setenv("CVS_SYNTHETIC_N", "many")  # reported when the run is computed, not in the list
     assert dataset_label(synthetic.NAME) == "synthetic-10k"
+
+
+def test_findings_of_a_store_run_equal_those_from_memory(tmp_path):
+    """The sentences about a store run (interference, collapse, interpolation, minus one) come from its
+    tables and blocks and say exactly what the steering path says on the same latents in memory."""
+    from cv_core.editspec import resolve_gate
+    from cv_core.edits.explain import run_findings, store_findings
+    from cv_core.edits.properties import interpolation, interpolation_from
+    from cv_core.edits.strength import run_forget_strengths
+
+    mem = synthetic.make_run(**PARAMS)
+    run = synthetic.open_run(tmp_path, **PARAMS)
+    gamma = resolve_gate(mem, "auto")
+    strengths = run_forget_strengths(mem, "auto")
+    want = run_findings(mem.head, mem.pre["test"], mem.ft["test"], mem.class_vectors, gamma, strengths)
+    got = store_findings(run.head, run.store, "test", run.class_vectors, gamma, strengths, mem.zero_shot.per_class)
+    assert got.keys() == want.keys()
+    for topic in want:
+        assert got[topic].text == want[topic].text and got[topic].verdict == want[topic].verdict, topic
+    for a, b in ((2, 4), (6, 0)):
+        steered = interpolation(mem.head, mem.ft["test"], mem.class_vectors, a, b, gamma)
+        tabled = interpolation_from(FactoredScores.from_store(run.store, "test", "ft", run.head.weights,
+                                                              run.class_vectors), run.store.labels("test"),
+                                    run.class_vectors, a, b, gamma)
+        assert tabled == steered
+    assert "test" not in run.ft._loaded and "test" not in run.pre._loaded
