@@ -127,7 +127,7 @@ export function createPointLayer(box, opts) {
     const u = (name) => gl.getUniformLocation(prog, name);
     L.glState = {
       prog, vao: gl.createVertexArray(), pos: gl.createBuffer(), cat: gl.createBuffer(), flag: gl.createBuffer(),
-      palette: gl.createTexture(),
+      high: gl.createBuffer(), highCount: 0, palette: gl.createTexture(),
       u: { extent: u("u_extent"), size: u("u_size"), view: u("u_view"), point: u("u_point"), pass: u("u_pass"),
         alpha: u("u_alpha"), palette: u("u_palette") },
     };
@@ -202,6 +202,17 @@ export function createPointLayer(box, opts) {
   function uploadFlags() {
     const gl = L.gl; if (!gl || !L.flags) return;
     gl.bindBuffer(gl.ARRAY_BUFFER, L.glState.flag); gl.bufferData(gl.ARRAY_BUFFER, L.flags, gl.DYNAMIC_DRAW);
+    // The second pass (highlighted points, on top) draws only their indices: culling a million vertices in
+    // the vertex shader cost as much as drawing them in software WebGL.
+    let m = 0;
+    for (let i = 0; i < L.flags.length; i++) if ((L.flags[i] & 3) === 1) m++;
+    const high = new Uint32Array(m);
+    for (let i = 0, k = 0; i < L.flags.length; i++) if ((L.flags[i] & 3) === 1) high[k++] = i;
+    gl.bindVertexArray(L.glState.vao);
+    gl.bindBuffer(gl.ELEMENT_ARRAY_BUFFER, L.glState.high);
+    gl.bufferData(gl.ELEMENT_ARRAY_BUFFER, high, gl.DYNAMIC_DRAW);
+    gl.bindVertexArray(null);
+    L.glState.highCount = m;
   }
   L.setOverlay = (fn) => { L.overlayFn = fn; };
 
@@ -264,7 +275,7 @@ export function createPointLayer(box, opts) {
     gl.uniform1f(s.u.alpha, L.alpha());
     gl.enable(gl.BLEND); gl.blendFuncSeparate(gl.SRC_ALPHA, gl.ONE_MINUS_SRC_ALPHA, gl.ONE, gl.ONE_MINUS_SRC_ALPHA);
     gl.uniform1i(s.u.pass, 0); gl.drawArrays(gl.POINTS, 0, L.n);
-    gl.uniform1i(s.u.pass, 1); gl.drawArrays(gl.POINTS, 0, L.n);
+    if (s.highCount) { gl.uniform1i(s.u.pass, 1); gl.drawElements(gl.POINTS, s.highCount, gl.UNSIGNED_INT, 0); }
   }
 
   function drawCanvas() {

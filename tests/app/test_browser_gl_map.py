@@ -196,3 +196,28 @@ def test_a_slow_map_pans_by_moving_its_last_picture_and_draws_once_at_the_end(pa
     assert fast["after"]["view"] == {"k": 1, "tx": 40, "ty": -24}
     # what decides it: the time from a draw to the next frame, measured on every draw
     assert page.evaluate("() => document.querySelector('.cvs-latent .plot').__layer.frameMs") > 0
+
+
+def test_highlighted_points_are_drawn_on_top_from_their_own_index_list(page):
+    """The second pass draws only the highlighted points (an index buffer, not a million culled vertices):
+    a highlighted point is opaque with a dark rim, an ordinary one is translucent."""
+    data, *_ = _map(seed=4)
+    page.evaluate(MOUNT, __import__("base64").b64encode(pack(data["header"], data["arrays"])).decode())
+    got = page.evaluate("""() => {
+      const layer = document.querySelector('.cvs-latent .plot').__layer, n = layer.n, k = 7;
+      layer.view = {k: 1, tx: 0, ty: 0};
+      const px = (i, dx) => {
+        const out = new Uint8Array(4), gl = layer.gl, d = layer.dpr;
+        gl.readPixels(Math.round((layer.sx(layer.xy[2 * i]) + dx) * d),
+                      Math.round(gl.drawingBufferHeight - layer.sy(layer.xy[2 * i + 1]) * d), 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, out);
+        return Array.from(out);
+      };
+      const flags = new Uint8Array(n); layer.setFlags(flags); layer.draw();
+      const plain = px(k, 0);
+      flags[k] = 1; layer.setFlags(flags); layer.draw();
+      const rim = (layer.pointSize() + 4) / 2 - 1;
+      return {plain, high: px(k, 0), rim: px(k, rim), count: layer.glState.highCount};
+    }""")
+    assert got["count"] == 1
+    assert got["high"][3] == 255 and got["plain"][3] < 255          # on top, opaque
+    assert max(got["rim"][:3]) < 60 and got["rim"][3] == 255         # the dark outline
