@@ -97,6 +97,9 @@ const PER_CELL = 8;
 // A map whose last draw took longer than this to reach the screen (L.frameMs; three display frames)
 // pans and zooms with the compositor (L.preview).
 const SLOW_DRAW_MS = 50;
+// ... and only from this many points: a smaller map is never slow to draw, whatever a busy machine's frame
+// interval says (a 10,000-point map redraws on every movement, as tested end to end).
+const SLOW_MIN_POINTS = 100000;
 // After the last wheel event of a zoom on such a map, its points are drawn again after this pause.
 const SETTLE_MS = 180;
 
@@ -247,8 +250,8 @@ export function createPointLayer(box, opts) {
   // by the browser's compositor (a CSS transform: the same affine map as the view change) and only the
   // overlay is drawn; the points are drawn again, once, when the gesture ends. Fast maps redraw on every
   // frame as before.
-  L.slowMs = SLOW_DRAW_MS;
-  L.slowDraw = () => L.mode === "webgl" && L.frameMs > L.slowMs && L.drawnView;
+  L.slowMs = SLOW_DRAW_MS; L.slowMinPoints = SLOW_MIN_POINTS;
+  L.slowDraw = () => L.mode === "webgl" && L.n >= L.slowMinPoints && L.frameMs > L.slowMs && !!L.drawnView;
   L.preview = () => {
     const a = L.drawnView, b = L.view, f = b.k / a.k;
     glCanvas.style.transform = `translate(${b.tx - f * a.tx}px, ${b.ty - f * a.ty}px) scale(${f})`;

@@ -369,7 +369,7 @@ function mapLayer(view) {
   MAP_COLOURS.forEach((name) => {
     const b = document.createElement("button");
     b.type = "button"; b.textContent = name; b.setAttribute("role", "radio");
-    b.addEventListener("click", () => { view.mapColour = name; drawMap(view); });
+    b.addEventListener("click", () => { view.mapColour = name; drawMap(view, true); });
     box.querySelector(".map-colour").appendChild(b);
   });
   if (window.ResizeObserver) new ResizeObserver(() => layer.redraw()).observe(box);
@@ -390,7 +390,7 @@ function atlasImage(atlas, i) {
   return thumb;
 }
 
-function drawMap(view) {
+function drawMap(view, force = false) {
   const box = view.wrap.querySelector(".map");
   const map = view.map;
   box.hidden = !map;
@@ -399,6 +399,18 @@ function drawMap(view) {
   const { coefs, preds, touchedRows, moved } = view.last;
   const answered = sameCoefs(map.coefs, coefs);
   const layer = mapLayer(view);
+  view.hover = { preds, touchedRows };
+  // A map whose drawing is slow (a million points in software WebGL take ~0.5-1 s, on the cores the server
+  // places the moved points with) is not redrawn for slider values the server has not answered: the
+  // release's answer redraws it once, with the moved points in place. A fast map redraws on every movement.
+  if (!force && !answered && layer.slowDraw()) {
+    box.querySelector(".map-status").textContent = `the map is redrawn when the server answers for these ` +
+      `values (release the slider): drawing its ${tables.n.toLocaleString()} points took ` +
+      `${(layer.frameMs / 1000).toFixed(1)} s in this browser · colour: ${view.mapColour}`;
+    box.dataset.answered = "0";
+    box.dataset.deferred = String((+box.dataset.deferred || 0) + 1);
+    return;
+  }
   const posKey = `${map.key}|${answered ? map.coefs.join(",") + "|" + map.serverMs : ""}`;
   if (layer.posKey !== posKey) { // positions change only when the server's answer does
     let pos = map.xy;
@@ -419,7 +431,6 @@ function drawMap(view) {
     }
   } : null);
   layer.draw();
-  view.hover = { preds, touchedRows };
   for (const b of box.querySelectorAll(".map-colour button")) {
     const on = b.textContent === view.mapColour;
     b.setAttribute("aria-checked", String(on)); b.classList.toggle("on", on);

@@ -341,3 +341,51 @@ def test_many_classes_get_a_painted_confusion_matrix_that_names_the_cell_under_t
     assert got["cells"] == 0  # no table of 625 cells
     assert got["shown"] == 11  # the class filter of long slider lists
     assert got["tip"] == f"true c<2>, predicted c<2>: {100 * row[2] / row.sum():.1f}% ({int(row[2])})"
+
+
+SLOW_MAP = """async ([src, first, answer]) => {
+  const m = await import(URL.createObjectURL(new Blob([src], {type: "text/javascript"})));
+  const host = document.createElement("div");
+  host.innerHTML = '<div class="cvs-live-root"></div>';
+  document.body.appendChild(host);
+  """ + U8 + """
+  const mount = (blob) => m.default({parentElement: host, data: u8(blob), setStateValue: () => {}});
+  mount(first);                                             // the map, drawn for the unedited sliders
+  const box = host.querySelector(".map"), layer = host.querySelector(".map .plot").__layer;
+  await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+  const state = () => ({drawn: +box.dataset.drawn, deferred: +(box.dataset.deferred || 0), frames: layer.frames,
+                        answered: box.dataset.answered, status: box.querySelector(".map-status").textContent});
+  layer.slowMs = -1; layer.slowMinPoints = 0;              // as if its last draw had been slow
+  const input = host.querySelector('input[data-class="1"]');
+  input.value = "-1"; input.dispatchEvent(new Event("input"));
+  const moving = state();
+  host.querySelector(".map-colour button:last-child").click();  // a colour switch is drawn at once
+  const colour = state();
+  mount(answer);                                            // the server answers the release
+  return {moving, colour, answered: state()};
+}"""
+
+
+def test_a_slow_map_waits_for_the_servers_answer_instead_of_redrawing_on_every_movement(page):
+    """Software WebGL draws a million points in ~0.5-1 s on the cores the server places with: a slow map is
+    redrawn once, with the server's positions, not for every slider value on the way."""
+    import numpy as np
+
+    from app.components.live_editor import map_data
+
+    factored, labels, names = _run(n=300)
+    tables = _tables(factored, labels, names)
+    coefs = [0, -1, 0, 0, 0, 0, 0, 0]
+    index = factored.changed_rows(factored.edit_weights(coefs, 0.1)).numpy()
+    xy = np.random.default_rng(1).normal(size=(300, 2)).astype(np.float32)
+    g = [0.1] * 8
+    first = _packet(tables, [0.0] * 8, g, map_part=map_data(xy, (-4, 4, -4, 4), [0.0] * 8, index[:0], xy[:0], 1.0))
+    answer = _packet(tables, [0.0] * 8, g, map_part=map_data(xy, (-4, 4, -4, 4), coefs, index, xy[index] + 1, 9.0))
+    got = page.evaluate(SLOW_MAP, [module_source("live_editor"), first, answer])
+    before = got["moving"]
+    assert before["deferred"] == 1 and before["answered"] == "0"
+    assert "redrawn when the server answers" in before["status"] and "300 points" in before["status"]
+    colour = got["colour"]
+    assert colour["drawn"] == before["drawn"] + 1 and colour["deferred"] == 1   # forced: drawn at once
+    done = got["answered"]
+    assert done["answered"] == "1" and done["drawn"] == colour["drawn"] + 1 and done["deferred"] == 1

@@ -172,6 +172,7 @@ def test_a_slow_map_pans_by_moving_its_last_picture_and_draws_once_at_the_end(pa
       await frame(); await frame();                // the mount's own redraws (its ResizeObserver) are done
       layer.view = {k: 1, tx: 0, ty: 0}; layer.draw();
       layer.slowMs = slow ? -1 : Infinity;         // as if the last draw had been slow / fast to reach the screen
+      layer.slowMinPoints = 0;                     // (a map this small is never slow otherwise)
       await frame();
       const r = o.getBoundingClientRect(), x = r.left + 100, y = r.top + 100;
       const f0 = layer.frames, p0 = layer.previews || 0;
@@ -221,3 +222,18 @@ def test_highlighted_points_are_drawn_on_top_from_their_own_index_list(page):
     assert got["count"] == 1
     assert got["high"][3] == 255 and got["plain"][3] < 255          # on top, opaque
     assert max(got["rim"][:3]) < 60 and got["rim"][3] == 255         # the dark outline
+
+
+def test_a_small_map_is_never_treated_as_slow(page):
+    """Below 100,000 points the map redraws on every movement even when the frame interval is long (a busy
+    machine), so the 10,000-point runs behave as before."""
+    data, *_ = _map(seed=5)
+    page.evaluate(MOUNT, __import__("base64").b64encode(pack(data["header"], data["arrays"])).decode())
+    got = page.evaluate("""() => {
+      const layer = document.querySelector('.cvs-latent .plot').__layer;
+      layer.frameMs = 5000; layer.drawnView = {...layer.view};
+      const small = layer.slowDraw();
+      layer.slowMinPoints = 0;
+      return {small, forced: layer.slowDraw()};
+    }""")
+    assert got == {"small": False, "forced": True}
