@@ -80,13 +80,14 @@ def thumbnail_uri(config: AppRunConfig, row: int, size: int = 64) -> str | None:
 @st.cache_data(show_spinner=False)
 def collapse_table(config: AppRunConfig) -> list[dict]:
     """NC1-NC4 of the pretrained and fine-tuned test latents, with one-line explanations."""
-    from cv_core.math.collapse import EXPLANATIONS, collapse_from_blocks, collapse_metrics
+    from cv_core.math.collapse import EXPLANATIONS, collapse_metrics
 
     run = cached_run(config)
-    if run.store is not None:  # a large run: two passes over the memory-mapped blocks, the split never loaded
-        labels, c = run.store.labels(EVAL_SPLIT), run.class_vectors.num_classes
-        pre, ft = (collapse_from_blocks(lambda enc=enc: run.store.iter_blocks(EVAL_SPLIT, enc), labels, c,
-                                        run.head.weights).as_dict() for enc in ("pre", "ft"))
+    if run.store is not None:  # a large run: the findings' own numbers (two passes over the store's blocks per
+        from .explain import findings  # encoder, ~30 s each at 1M x 512: computed once, not twice)
+
+        numbers = findings(config)["collapse"].numbers
+        pre, ft = numbers["pretrained"], numbers["finetuned"]
     else:
         pre = collapse_metrics(run.pre[EVAL_SPLIT], run.head.weights).as_dict()
         ft = collapse_metrics(run.ft[EVAL_SPLIT], run.head.weights).as_dict()
