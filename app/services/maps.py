@@ -73,7 +73,7 @@ class MapPoints:
         """Map positions (M, 2) of edited fine-tuned latents (M, D) of test rows ``rows`` (M,). info: a dict
         that receives what the search did (``LatentMap.reproject``: exact, or approximate with its recall,
         and the layout epochs: ``release_epochs``, fewer for a release that moves many points)."""
-        epochs = release_epochs(len(rows), self.projector.refine_epochs())
+        epochs = self._epochs(rows)
         if self.sampled:  # the projector was fitted on a sample: rows are not its fitted rows
             return self.projector.reproject(latents, info=info, epochs=epochs)
         return self.projector.reproject(latents, index=rows + len(self.ft_xy), info=info, epochs=epochs)
@@ -82,8 +82,12 @@ class MapPoints:
         """Map positions (M, 2) of test rows ``rows`` (M,) edited by ``weights`` (M, C) @ kappa, from the
         map's per-row coordinate table (``cv_core.projection.edited``) instead of the latents; as
         :meth:`reproject` otherwise."""
-        epochs = release_epochs(len(rows), self.projector.refine_epochs())
-        return self.projector.place_reduced(self.edit_coords.reduce(rows, weights), info=info, epochs=epochs)
+        return self.projector.place_reduced(self.edit_coords.reduce(rows, weights), info=info,
+                                            epochs=self._epochs(rows))
+
+    def _epochs(self, rows: np.ndarray) -> int:
+        """Layout epochs for placing these moved rows after a release (fewer for many: ``release_epochs``)."""
+        return release_epochs(len(rows), self.projector.refine_epochs())
 
 
 @st.cache_resource(show_spinner=False)

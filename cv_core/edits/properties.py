@@ -69,30 +69,33 @@ def interpolation(head: ZeroShotHead, fs: FeatureSet, cv: ClassVectors, source: 
     point (alpha where the target share first reaches the source share, linearly interpolated)."""
     x = fs.features[fs.labels == source]
     before = head.predict(x)
-    rows = []
-    for a in alphas:
-        pred = head.predict(steer(x, recipes.interpolate(cv, source, target, a, gamma), before))
-        rows.append({"alpha": float(a), "p_source": float((pred == source).float().mean()),
-                     "p_target": float((pred == target).float().mean())})
-    return {"source": cv.class_names[source], "target": cv.class_names[target], "curve": rows,
-            "switch_alpha": _crossing(rows)}
+    return _interpolation_curve(cv, source, target, alphas, lambda a: head.predict(
+        steer(x, recipes.interpolate(cv, source, target, a, gamma), before)))
 
 
 def interpolation_from(fac: FactoredScores, labels: torch.Tensor, cv: ClassVectors, source: int, target: int,
                        gamma=None, alphas: Sequence[float] = ALPHAS) -> dict:
     """:func:`interpolation` from the factored tables of the latents (``math.factored``: the same gated move
     source -> target, scored without the latents; for a split kept in a feature store) and their labels."""
-    labels = torch.as_tensor(labels).long()
-    mask = labels == source
+    mask = torch.as_tensor(labels).long() == source
     base = fac.predict()
     coefs = [0.0] * fac.num_classes
-    rows = []
-    for a in alphas:
+
+    def predict(a: float) -> torch.Tensor:  # the source-class rows' predictions after the move by a
         moved, w = fac.edit_rows(coefs, gamma, [(source, target, float(a))])
         pred = base.clone()
         if moved.numel():
             pred[moved] = fac.predict_rows(moved, w)
-        pred = pred[mask]
+        return pred[mask]
+
+    return _interpolation_curve(cv, source, target, alphas, predict)
+
+
+def _interpolation_curve(cv: ClassVectors, source: int, target: int, alphas: Sequence[float], predict) -> dict:
+    """The interpolation result from predict(alpha) -> (M,) predictions of the source-class images."""
+    rows = []
+    for a in alphas:
+        pred = predict(a)
         rows.append({"alpha": float(a), "p_source": float((pred == source).float().mean()),
                      "p_target": float((pred == target).float().mean())})
     return {"source": cv.class_names[source], "target": cv.class_names[target], "curve": rows,

@@ -7,13 +7,19 @@ from ..errors import DatasetError, InvalidInputError
 from ..results import ClassVectors, FeatureSet
 
 
-def class_means(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """features (N, D), labels (N,) -> class means (C, D). Raises if a class has no sample."""
+def class_counts(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(C,) samples per class of labels (N,). Raises if a class has no sample (its mean is undefined)."""
     counts = torch.bincount(labels, minlength=num_classes)
     if (counts == 0).any():
         empty = torch.nonzero(counts == 0).flatten().tolist()
         raise DatasetError(f"classes {empty} have no samples, so their mean latent is undefined; "
                            "use more images per class")
+    return counts
+
+
+def class_means(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """features (N, D), labels (N,) -> class means (C, D). Raises if a class has no sample."""
+    counts = class_counts(labels, num_classes)
     sums = torch.zeros(num_classes, features.shape[1], dtype=features.dtype, device=features.device)
     sums.index_add_(0, labels.to(features.device), features)
     return sums / counts.to(features.device, features.dtype).unsqueeze(1)

@@ -9,8 +9,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..errors import DatasetError, InvalidInputError
+from ..errors import InvalidInputError
 from ..results import FeatureSet
+from .class_vectors import class_counts
 
 EXPLANATIONS = {
     "nc1": "Within-class spread relative to between-class spread, tr(Σ_W Σ_B⁺)/C: 0 means every image "
@@ -53,11 +54,7 @@ def collapse_from_blocks(blocks: Callable[[], Iterable[tuple[int, object]]], lab
     if c < 2:  # nothing to separate: only NC4 has a meaning (it is 1); the others would divide by zero
         nan = float("nan")
         return CollapseMetrics(nan, nan, nan, nan, 1.0)
-    counts = torch.bincount(y, minlength=c)
-    if (counts == 0).any():
-        empty = torch.nonzero(counts == 0).flatten().tolist()
-        raise DatasetError(f"classes {empty} have no samples, so their mean latent is undefined; "
-                           "use more images per class")
+    counts = class_counts(y, c)
     sums, n = None, 0
     for start, block in blocks():
         x = torch.as_tensor(block).double()
