@@ -51,3 +51,16 @@ def test_unknown_names_are_rejected():
         shifted_digits_arrays("hail", "val")
     with pytest.raises(InvalidInputError):
         typographic_digits_arrays("val", style="emoji")
+
+
+def test_written_class_follows_the_loaded_images():
+    """``datasets.written_targets`` gives the text's class for each loaded image, also through a capped view."""
+    from cv_core.data.datasets import load_split, written_targets
+
+    full = typographic_digits_arrays("test", "word")
+    ds = load_split("digits-typo-word", "test", max_per_class=5, seed=3)
+    written = written_targets(ds)
+    assert written == [int(full[2][i]) for i in ds.indices] and len(written) == 50
+    assert all(w != t for w, t in zip(written, ds.targets))
+    assert written_targets(load_split("digits-fog", "test")) is None
+    assert written_targets(load_split("digits", "test")) is None

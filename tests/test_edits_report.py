@@ -50,6 +50,17 @@ def test_report_writes_json_and_markdown(result, tmp_path):
     assert "mean |cos|" in md and "Reference — paper" in md
     strengths = data["properties"]["forget_strengths"]
     assert len(strengths) == 10 and all(0.0 <= s["lam"] <= 3.0 for s in strengths)
+    # issue 12 part 4: each variant against the clean fine-tuned accuracy, lambda chosen on val; typography read
+    shifts, typo = data["properties"]["shift_removal"], data["properties"]["typography"]
+    for name, s in shifts.items():
+        curve = {r["lambda"]: r["accuracy"] for r in s["rows"]}
+        assert s["acc_clean"] == data["finetuned_accuracy"] and s["acc_unedited"] == curve[0.0]
+        assert s["accuracy_at_val_lambda"] == curve[s["val_lambda"]]
+    assert set(typo) == {"digits-typo", "digits-typo-word"}
+    for name, t in typo.items():
+        assert 0.0 <= t["read_share"] <= 1.0 and t["chance"] == 0.1 and t["removal"]["rows"] == shifts[name]["rows"]
+        assert shifts[name]["kind"] == "typography" and shifts[name]["read"]["read_share"] == t["read_share"]
+    assert "chosen on val" in md and "reads the written class" in md
 
 
 def test_report_summary_is_short(result, tmp_path):
@@ -106,6 +117,59 @@ def test_shift_removal_undoes_a_known_shift():
     assert rows[0.0] <= 0.5
     assert max(acc for lam, acc in rows.items() if lam < 0) >= rows[0.0] + 0.3
     assert max(acc for lam, acc in rows.items() if lam > 0) <= rows[0.0]
+
+
+def test_removal_lambda_is_chosen_on_val_and_compared_with_clean_accuracy():
+    from cv_core.edits.shifted import removal_summary
+    from cv_core.results import FeatureSet
+
+    ctx = make_context()
+    cv, head = ctx.class_vectors, ctx.head
+    shift = torch.zeros(64)
+    shift[0] = 3.0
+    pre = ctx.pre["test"]
+    env_pre = FeatureSet(pre.features + shift, pre.labels, pre.class_names)
+    env_ft = FeatureSet(pre.features + shift + 0.2 * cv.kappa[pre.labels], pre.labels, pre.class_names)
+    s = removal_summary(head, cv, env_pre, env_ft, env_ft, env_ft, acc_clean=0.95)
+    curve = {r["lambda"]: r["accuracy"] for r in s["rows"]}
+    assert s["val_lambda"] < 0 and s["accuracy_at_val_lambda"] == curve[s["val_lambda"]]
+    assert s["recovered_share"] == pytest.approx((curve[s["val_lambda"]] - curve[0.0]) / (0.95 - curve[0.0]))
+    assert s["recovered_share"] > 0.5
+    # a val split that prefers no edit (the clean latents): lambda 0 is chosen, nothing recovered
+    clean = removal_summary(head, cv, env_pre, env_ft, env_ft, ctx.ft["test"], acc_clean=0.95)
+    assert clean["val_lambda"] == 0.0 and clean["recovered_share"] == 0.0
+    none = removal_summary(head, cv, env_pre, env_ft, env_ft, None, acc_clean=0.95)
+    assert none["val_lambda"] is None and none["recovered_share"] is None and none["best_lambda"] == s["best_lambda"]
+    nothing_lost = removal_summary(head, cv, env_pre, env_ft, env_ft, env_ft, acc_clean=0.0)
+    assert nothing_lost["recovered_share"] is None
+
+
+def test_read_share_counts_predictions_of_the_written_class():
+    import numpy as np
+
+    from cv_core.data.datasets import ArrayImageDataset, cap_per_class
+    from cv_core.edits.shifted import read_shares
+    from cv_core.results import FeatureSet
+
+    head = make_context().head
+    c = len(head.class_names)
+    labels = torch.arange(40) % c
+    written = (labels + 1) % c
+    ds = ArrayImageDataset(np.zeros((40, 4, 4), np.uint8), labels.tolist(), head.class_names)
+    ds.written_targets = written.tolist()
+    # zero-shot reads the text on the first 10 images; the fine-tuned encoder never
+    pre = FeatureSet(head.weights[torch.where(torch.arange(40) < 10, written, labels)], labels, head.class_names)
+    ft = FeatureSet(head.weights[labels], labels, head.class_names)
+    r = read_shares(head, ds, pre, ft)
+    assert r == {"read_share": 0.25, "read_share_finetuned": 0.0, "zero_shot_accuracy": 0.75, "chance": 1 / c}
+    # through a capped view the written classes follow the kept images
+    view = cap_per_class(ds, 2, seed=1)
+    idx = torch.as_tensor(view.indices)
+    r = read_shares(head, view, FeatureSet(pre.features[idx], labels[idx], head.class_names),
+                    FeatureSet(ft.features[idx], labels[idx], head.class_names))
+    assert r["read_share"] == float((idx < 10).float().mean())
+    plain = ArrayImageDataset(np.zeros((40, 4, 4), np.uint8), labels.tolist(), head.class_names)
+    assert read_shares(head, plain, pre, ft) is None
 
 
 def test_weak_or_surprising_rows_get_one_sentence():

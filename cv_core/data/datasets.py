@@ -196,14 +196,26 @@ def fingerprint(ds: ImageDataset) -> str:
 def file_stats(ds: ImageDataset) -> list[tuple[str, int, int]] | None:
     """(relative path, size, mtime_ns) of each image of ``ds`` in its order, through SubsetDataset views;
     None when the dataset is not read from files."""
+    return per_image(ds, "file_stats")
+
+
+def written_targets(ds: ImageDataset) -> list[int] | None:
+    """The class written on each image of a typographic-attack dataset (``digits-typo``, ...), in ``ds``'s
+    order through SubsetDataset views; None when the dataset carries no written text."""
+    return per_image(ds, "written_targets")
+
+
+def per_image(ds: ImageDataset, name: str) -> list | None:
+    """A per-image column ``name`` of the dataset under ``ds``'s SubsetDataset views, in ``ds``'s order
+    (None when the underlying dataset has no such column)."""
     rows = None
     while hasattr(ds, "base") and hasattr(ds, "indices"):
         rows = list(ds.indices) if rows is None else [ds.indices[i] for i in rows]
         ds = ds.base
-    stats = getattr(ds, "file_stats", None)
-    if stats is None:
+    column = getattr(ds, name, None)
+    if column is None:
         return None
-    return list(stats) if rows is None else [stats[i] for i in rows]
+    return list(column) if rows is None else [column[i] for i in rows]
 
 
 _REGISTERED = False

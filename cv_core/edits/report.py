@@ -26,7 +26,7 @@ from .explain import run_findings
 from .strength import forget_strengths
 from .report_audits import AUDITS, EncoderAudits, job_order, run_other_audits
 from .report_md import render_markdown
-from .shifted import shifted_sweeps
+from .shifted import shifted_sweeps, typography_summary
 
 DEFAULT_METHODS = ("pretrained", "finetuned", "cv_steer", "random_vector", "cmf", "classifier_ft",
                    "cv_weight_map", "neggrad", "retain_ft", "random_labels", "task_vector", "forget_vector",
@@ -171,6 +171,7 @@ def build_report(run_result, methods: list[str] | None, out_dir: Path, progress:
     props = property_studies(ctx)
     _emit(progress, 0, 1, "shifted datasets (environment / typography)")
     props["shift_removal"] = shifted_sweeps(run_result, ctx)
+    props["typography"] = typography_summary(props["shift_removal"])
     props["trigger"] = trigger_study(ctx, config)
     if config.save_checkpoint and "cv_weight_map" in methods:
         from .weight_map import export_weight_map

@@ -136,15 +136,30 @@ def _trigger_lines(trig: dict) -> list[str]:
 def _shift_lines(sweeps: dict) -> list[str]:
     if "skipped" in sweeps:
         return [f"Skipped: {sweeps['skipped']}."]
-    lines = []
+    lines = ["λ is chosen on each variant's val split and scored on its test split; \"recovered\" is the share of "
+             "the points the shift took from the clean fine-tuned accuracy that the edit gives back.", ""]
     for name, s in sweeps.items():
         if "skipped" in s:
             lines.append(f"- {name}: skipped ({s['skipped']})")
             continue
         curve = ", ".join(f"{r['lambda']:+.2f}: {100 * r['accuracy']:.1f}" for r in s["rows"])
-        lines.append(f"- `{name}` ({s['kind']}): unedited {100 * s['acc_unedited']:.1f}%; best λ on this test "
-                     f"curve {s['best_lambda']:+.2f} → {100 * s['best_accuracy']:.1f}% (optimistic: read off the "
-                     f"curve itself). Curve λ: acc% — {curve}")
+        if s.get("val_lambda") is None:
+            chosen = "no val split to choose λ on"
+        else:
+            share = s["recovered_share"]
+            chosen = (f"λ {s['val_lambda']:+.2f} (chosen on val) → {100 * s['accuracy_at_val_lambda']:.1f}%, "
+                      + (f"recovered {100 * share:.0f}% of the lost points" if share is not None
+                         else "the shift cost nothing to recover"))
+        read = ""
+        if "read" in s:
+            r = s["read"]
+            read = (f" Zero-shot reads the written class on {100 * r['read_share']:.1f}% of the test images "
+                    f"(chance {100 * r['chance']:.0f}%; fine-tuned {100 * r['read_share_finetuned']:.1f}%); zero-shot "
+                    f"accuracy with the text {100 * r['zero_shot_accuracy']:.1f}%.")
+        lines.append(f"- `{name}` ({s['kind']}): clean fine-tuned {100 * s['acc_clean']:.1f}%, on this variant "
+                     f"unedited {100 * s['acc_unedited']:.1f}%; {chosen}. Best λ read off the test curve itself "
+                     f"{s['best_lambda']:+.2f} → {100 * s['best_accuracy']:.1f}% (optimistic).{read} "
+                     f"Curve λ: acc% — {curve}")
     return lines
 
 

@@ -26,21 +26,33 @@ _TYPO = {"typo": "numeral", "typo-word": "word"}
 VARIANTS = tuple(SHIFTS.list()) + tuple(_TYPO)
 DATASET_NAMES = tuple(f"digits-{v}" for v in VARIANTS)
 
-__all__ = ["VARIANTS", "DATASET_NAMES", "variant_arrays", "shifted_digits_arrays", "typographic_digits_arrays"]
+__all__ = ["VARIANTS", "DATASET_NAMES", "variant_arrays", "written_labels", "shifted_digits_arrays", "typographic_digits_arrays"]
 
 
 @lru_cache(maxsize=16)
-def _cached(variant: str, split: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _cached(variant: str, split: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    written = None
     if variant in _TYPO:
-        images, labels, _ = typographic_digits_arrays(split, _TYPO[variant], seed)
+        images, labels, written = typographic_digits_arrays(split, _TYPO[variant], seed)
+        written.flags.writeable = False
     else:
         images, labels = shifted_digits_arrays(variant, split, seed)
     images.flags.writeable = False
-    return images, labels
+    return images, labels, written
 
 
 def variant_arrays(variant: str, split: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Images (N, 32, 32, 3) uint8 (read-only, cached) and labels (N,) of one variant's split."""
+    return _variant(variant, split, seed)[:2]
+
+
+def written_labels(variant: str, split: str, seed: int = 0) -> np.ndarray | None:
+    """The class written on each image of a typographic variant's split (never the true one), aligned with
+    ``variant_arrays``; None for the environment variants."""
+    return _variant(variant, split, seed)[2]
+
+
+def _variant(variant: str, split: str, seed: int):
     if variant not in VARIANTS:
         raise UnknownNameError("digits variant", variant, VARIANTS)
     return _cached(variant, split, seed)
@@ -60,7 +72,11 @@ def _register() -> None:
     def make_loader(variant: str):
         def load(root: Path, split: str, download: bool) -> ArrayImageDataset:
             images, labels = variant_arrays(variant, split)
-            return ArrayImageDataset(images, labels, T.DIGIT_NAMES)
+            ds = ArrayImageDataset(images, labels, T.DIGIT_NAMES)
+            written = written_labels(variant, split)
+            if written is not None:
+                ds.written_targets = [int(w) for w in written]  # datasets.written_targets reads it
+            return ds
         return load
 
     for v in VARIANTS:

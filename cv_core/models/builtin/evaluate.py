@@ -115,16 +115,14 @@ def forget_each_class(pre_tr, ft_tr, y_tr, ft_te, y_te, head, coef=-1.0):
 def variant_report(models: dict, head: torch.Tensor, preprocess) -> dict:
     """Accuracy of each model on each digits variant's test split; for the typographic ones, also
     the share of images classified as the written (wrong) numeral: ``{variant: {model: {...}}}``."""
-    from ...data.builtin import VARIANTS, typographic_digits_arrays, variant_arrays
+    from ...data.builtin import VARIANTS, variant_arrays, written_labels
 
     out: dict = {}
     for variant in VARIANTS:
         images, labels = variant_arrays(variant, "test")
         x, y = images_tensor(images, preprocess), torch.as_tensor(labels)
-        written = None
-        if variant.startswith("typo"):
-            written = torch.as_tensor(typographic_digits_arrays("test", "word" if variant.endswith("word")
-                                                                else "numeral")[2])
+        written = written_labels(variant, "test")
+        written = None if written is None else torch.as_tensor(written)
         out[variant] = {}
         for name, model in models.items():
             pred = (F.normalize(encode(model, x), dim=-1) @ head.T).argmax(1)
