@@ -58,6 +58,7 @@ class SyntheticRun:
     dataset: str = NAME
     store: FeatureStore | None = None
     finetune_config: None = None
+    finetune_run: dict = field(default_factory=dict)  # nothing was fine-tuned
     cache_dir: bool = False
 
     @property

@@ -51,14 +51,23 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-per-class", type=int, default=None, help="cap images per class and split")
     p.add_argument("--references", type=int, default=None, help="reference images per class for the class "
                    "vectors (default: all train images)")
+    p.add_argument("--recipe", default="auto", metavar="NAME", help="fine-tuning recipe: auto (the built-in "
+                   "model: 10 epochs with early stopping on the val split; an open_clip model: the paper's 2000 "
+                   "steps on a GPU, 100 steps on a CPU), paper (2000 steps, batch 128, lr 1e-5 on any device), "
+                   "fixed-150 (the built-in model's fixed 150 steps before issue 12); --steps, --epochs and "
+                   "--early-stop change it")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default depends on the device)")
-    length.add_argument("--epochs", type=_positive(float), default=None, metavar="X", help="opt-in: fine-tune for "
-                        "X passes over the train split (steps = ceil(X * batches per epoch)) instead of a fixed "
-                        "step count; the default recipe (fixed steps) is unchanged")
-    p.add_argument("--early-stop", type=_positive(int), default=None, metavar="PATIENCE", help="opt-in: score the "
-                   "val split once per epoch, keep the best encoder and stop after PATIENCE evaluations without "
-                   "a gain (the step count or --epochs is then the budget); off by default")
+    length.add_argument("--steps", type=int, default=None, help="a fixed number of fine-tuning steps (turns off "
+                        "the recipe's epochs and early stopping unless --early-stop is given)")
+    length.add_argument("--epochs", type=_positive(float), default=None, metavar="X", help="fine-tune for X passes "
+                        "over the train split (steps = ceil(X * batches per epoch))")
+    stopping = p.add_mutually_exclusive_group()
+    stopping.add_argument("--early-stop", type=_positive(int), default=None, metavar="PATIENCE", help="score the "
+                          "val split once per epoch, keep the best encoder and stop after PATIENCE evaluations "
+                          "without a gain (the step count or --epochs is then the budget); the built-in model's "
+                          "default uses 3")
+    stopping.add_argument("--no-early-stop", action="store_true", help="train the whole budget and keep the "
+                          "last encoder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-download", action="store_true", help="never download datasets")
     p.add_argument("--out", default="out", help="output folder (default: ./out)")
@@ -169,22 +178,27 @@ def cmd_list(args) -> int:
 
 
 def config_from_args(args, splits: tuple[str, ...] = ("train", "test")):
+    from dataclasses import replace
+
     from .models.backbones import is_builtin
     from .models.finetune import FinetuneConfig
     from .pipeline import RunConfig
     from .device import resolve_device
     finetune = None
     epochs, patience = getattr(args, "epochs", None), getattr(args, "early_stop", None)
-    if args.steps is not None or epochs is not None or patience is not None:
-        base = FinetuneConfig.default_for(resolve_device(args.device), small_model=is_builtin(args.backbone))
-        settings = base.as_dict()
-        if args.steps is not None:
-            settings.update(steps=args.steps, warmup=min(base.warmup, max(0, args.steps // 10)))
+    recipe, no_stop = getattr(args, "recipe", "auto"), getattr(args, "no_early_stop", False)
+    if recipe != "auto" or args.steps is not None or epochs is not None or patience is not None or no_stop:
+        base = FinetuneConfig.recipe(recipe, resolve_device(args.device), small_model=is_builtin(args.backbone))
+        if args.steps is not None:  # a fixed step count
+            base = replace(base.without_early_stopping(), epochs=None, steps=args.steps,
+                           warmup=min(base.warmup, max(0, args.steps // 10)))
         if epochs is not None:
-            settings["epochs"] = epochs
+            base = replace(base, epochs=epochs)
         if patience is not None:
-            settings["early_stop_patience"] = patience
-        finetune = FinetuneConfig.from_dict(settings)
+            base = replace(base, early_stop_patience=patience)
+        if no_stop:
+            base = base.without_early_stopping()
+        finetune = base
     return RunConfig(backbone=args.backbone, dataset=args.dataset, device=args.device, data_root=args.data_root,
                      cache_dir=args.cache_dir, finetune=finetune, max_per_class=args.max_per_class,
                      references_per_class=args.references, seed=args.seed, download=not args.no_download,
@@ -221,7 +235,9 @@ def cmd_run(args) -> int:
     print(f"{result.backbone_name} on {result.dataset} ({len(result.class_names)} classes, "
           f"{result.num_images('test')} test images, {summary['device']})")
     print(f"  zero-shot accuracy  {result.zero_shot_accuracy:.3f}")
-    print(f"  fine-tuned accuracy {result.finetuned_accuracy:.3f}")
+    from .models.finetune import describe_run
+    run_text = describe_run(result.finetune_run)
+    print(f"  fine-tuned accuracy {result.finetuned_accuracy:.3f}" + (f" ({run_text})" if run_text else ""))
     cached = "all from cache" if all(result.cache_hits.values()) else "computed"
     print(f"  time {result.timings['total']:.1f} s ({cached}); wrote {out / 'summary.json'} and "
           f"{out / 'class_vectors.safetensors'}")

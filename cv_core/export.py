@@ -114,6 +114,7 @@ def summary_dict(result) -> dict:
         "finetuned_accuracy": result.finetuned_accuracy,
         "per_class": {n: {"zero_shot": zs[i], "finetuned": ft[i]} for i, n in enumerate(names)},
         "finetune": result.finetune_config.as_dict(),
+        "finetune_run": result.finetune_run,
         "timings": {k: round(v, 4) for k, v in result.timings.items()},
         "cache_hits": result.cache_hits,
         "versions": {"cv_core": __version__, "torch": torch.__version__},

@@ -88,6 +88,9 @@ class RunResult:
     cache_hits: dict[str, bool] = field(default_factory=dict)
     store: FeatureStore | None = None  # the sharded feature store of a large or Ray run, else None
     _backbone: LazyBackbone | None = field(default=None, repr=False, compare=False)
+    #: what the fine-tuning did (``models.finetune.finetune``'s record: steps run of the budget, early stop, best
+    #: val step and accuracy, seconds), kept with the cached encoder; {} for an encoder cached before it was
+    finetune_run: dict = field(default_factory=dict)
 
     @property
     def zero_shot_accuracy(self) -> float:
@@ -130,7 +133,7 @@ def run(config: RunConfig = RunConfig(), progress: ProgressFn = None, cancel: Ca
         preflight(config.ray_address)
     inp = prepare(config, progress, timings, hits)
     t = time.perf_counter()
-    state, hits["finetune"] = finetune_stage(inp, progress, cancel)
+    state, hits["finetune"], finetune_run = finetune_stage(inp, progress, cancel)
     timings["finetune"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -155,7 +158,7 @@ def run(config: RunConfig = RunConfig(), progress: ProgressFn = None, cancel: Ca
     timings["total"] = sum(timings.values())
     return RunResult(config, inp.spec.name, inp.weights_id, inp.info.name, inp.class_names, head, pre, ft, cv, zs, fts,
                      inp.cache.paths("encoders", inp.enc_key)[0], inp.ft_cfg, inp.device, timings, hits, store,
-                     inp.lazy)
+                     inp.lazy, finetune_run)
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,7 @@ def finetune_encoder(config: RunConfig = RunConfig(), progress: ProgressFn = Non
         main = world is None or world.is_main
         inp = prepare(config, progress if main else None, timings, {}, world, world.device if world else device)
         t = time.perf_counter()
-        _, hit = finetune_stage(inp, progress if main else None, cancel, world)
+        _, hit, _ = finetune_stage(inp, progress if main else None, cancel, world)
         timings["finetune"] = time.perf_counter() - t
         done = True
     finally:

@@ -139,7 +139,8 @@ class Run(Protocol):
     and the app's synthetic run (``app.synthetic.SyntheticRun``) both satisfy it, so callers never probe.
 
     pre / ft: split -> FeatureSet; store: the sharded feature store of a large run, else None;
-    finetune_config: None when no encoder was fine-tuned (synthetic latents); cache_dir: where derived
+    finetune_config: None when no encoder was fine-tuned (synthetic latents); finetune_run: what the
+    fine-tuning did (``models.finetune.describe_run``; {} when nothing is known); cache_dir: where derived
     artifacts (forget-strength curves) are cached: a folder, None (the default folder) or False (memory only).
     """
 
@@ -171,5 +172,7 @@ class Run(Protocol):
     def store(self) -> FeatureStore | None: ...
     @property
     def finetune_config(self) -> FinetuneConfig | None: ...
+    @property
+    def finetune_run(self) -> dict: ...
     @property
     def cache_dir(self) -> str | None | Literal[False]: ...

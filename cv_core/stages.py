@@ -99,7 +99,17 @@ def prepare(config, progress: ProgressFn, timings: dict, hits: dict, world: Worl
     class_names = tuple(data["train"].class_names)
     _check_classes(info.name, data, class_names)
     ft_cfg = config.finetune or FinetuneConfig.default_for(device, small_model=spec.source == "builtin")
-    val = _early_stop_val(config, info.name, data, class_names) if ft_cfg.early_stopping else None
+    val = None
+    if ft_cfg.early_stopping:
+        try:
+            val = _early_stop_val(config, info.name, data, class_names)
+        except InvalidInputError as err:
+            if config.finetune is not None:  # asked for: say what to do
+                raise
+            # the default recipe's early stopping needs a val split this dataset lacks: train the whole budget
+            ft_cfg = ft_cfg.without_early_stopping()
+            _emit(progress, "finetune", f"no early stopping: {err}; fine-tuning for the whole budget of "
+                            f"{ft_cfg.total_steps(len(data['train']))} steps")
     timings["data"] = time.perf_counter() - t
     if world is not None and not world.is_main:
         barrier(world)  # rank 0 builds and caches the head first
@@ -121,7 +131,7 @@ def _early_stop_val(config, name: str, data: dict, class_names: tuple[str, ...])
                              config.download)
         except DatasetError as err:
             raise InvalidInputError(f"early stopping scores the val split, but {err}. Fine-tune without it (drop "
-                                    "--early-stop) or give the dataset a val split (an image folder: enough "
+                                    "--early-stop, or pass --no-early-stop) or give the dataset a val split (an image folder: enough "
                                     "images per class)") from None
     if tuple(val.class_names) != class_names:
         raise DatasetError(f"{name}: split 'val' has different classes than train")
@@ -141,23 +151,26 @@ def encoder_key(base_key: dict, train, ft_cfg: FinetuneConfig, head: ZeroShotHea
 
 def finetune_stage(inp: RunInputs, progress, cancel, world: World | None = None):
     """The fine-tuned image encoder's state from the cache, or trained (on every rank of ``world``) and
-    saved by rank 0 -> (state dict | None on other ranks when cached, cache hit)."""
+    saved by rank 0 -> (state dict | None on other ranks when cached, cache hit, what the training did: the
+    ``finetune`` record kept in the entry's sidecar, {} for entries written before it was)."""
     found = inp.cache.load("encoders", inp.enc_key)
     if broadcast_flag(world, found is not None):
-        return (found[0] if found is not None else None), True
+        return (found[0] if found is not None else None), True, dict((found or ({}, {}))[1].get("run", {}))
     train, transform = inp.prepared.get("train")
     val, val_transform = inp.prepared.get("val") if inp.ft_val is not None else (None, None)
     t = time.perf_counter()
+    record: dict = {}
     state = finetune(inp.lazy.get().model, transform, inp.head, train, inp.ft_cfg, inp.device, progress, cancel,
-                     world, val, val_transform)
+                     world, val, val_transform, record)
+    record["seconds"] = round(time.perf_counter() - t, 2)
     if world is None or world.is_main:
         try:
-            inp.cache.save("encoders", inp.enc_key, state, ENCODER_META)
+            inp.cache.save("encoders", inp.enc_key, state, {**ENCODER_META, "run": record})
         except CacheError as err:  # a full disk: the run cannot go on without the cache, so say what is lost
             raise CacheError(f"{err}. The fine-tuned image encoder ({time.perf_counter() - t:.0f} s of training) "
                              "could not be kept: the next run trains it again") from None
     barrier(world)  # the other ranks return once the entry exists
-    return state, False
+    return state, False, record
 
 
 def uses_store(config, data: dict) -> bool:

@@ -58,7 +58,7 @@ def _rank_main(rank: int, size: int, port: int, cache_dir: str, out: str, die_at
 
     try:
         inp = prepare(_config(cache_dir, **(settings or {})), None, {}, {}, world)
-        state, hit = finetune_stage(inp, record, cancel, world)
+        state, hit, _ = finetune_stage(inp, record, cancel, world)
         torch.save({"losses": losses, "state": state, "hit": hit}, f"{out}/rank{rank}.pt")
         shutdown(world)
     except Exception as err:  # noqa: BLE001 - the test reads what the rank saw
@@ -100,7 +100,7 @@ def test_run_under_several_ranks_points_to_finetune(monkeypatch, tmp_path, capsy
 def test_two_gloo_ranks_follow_the_one_process_run(tmp_path, single_thread):
     from cv_core.stages import finetune_stage, prepare
     losses = []
-    one_state, _ = finetune_stage(prepare(_config(str(tmp_path / "one")), None, {}, {}), losses.append, None)
+    one_state, _, _ = finetune_stage(prepare(_config(str(tmp_path / "one")), None, {}, {}), losses.append, None)
     _spawn(2, tmp_path / "two", tmp_path)
     assert not list(tmp_path.glob("*.err")), [p.read_text() for p in tmp_path.glob("*.err")]
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))

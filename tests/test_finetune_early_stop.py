@@ -37,7 +37,7 @@ def test_early_stopping_stops_when_val_accuracy_plateaus(tiny_spec, tmp_path, si
     inp = _inputs(tiny_spec, tmp_path, lr=1e-9, early_stop_patience=2, eval_every=3)
     events, steps = [], _Steps()
     from cv_core.stages import finetune_stage
-    state, hit = finetune_stage(inp, events.append, steps)
+    state, hit, record = finetune_stage(inp, events.append, steps)
     assert not hit
     assert steps.n == 3 * 3 < 40  # best at the 1st evaluation (step 3), then 2 without gain -> stop at step 9
     last = events[-1]
@@ -59,8 +59,12 @@ def test_the_best_val_state_is_returned_not_the_last(tiny_spec, tmp_path, single
     monkeypatch.setattr(ft, "val_accuracy", scripted)
     steps = _Steps()
     from cv_core.stages import finetune_stage
-    state, _ = finetune_stage(inp, None, steps)
+    state, _, record = finetune_stage(inp, None, steps)
     assert len(seen) == 5 and steps.n == 10  # evaluations 3, 4, 5 gave no gain -> stopped before the 0.9
+    assert {k: record[k] for k in ("steps_run", "steps_budget", "stopped_early", "best_step", "best_val_accuracy")} \
+        == {"steps_run": 10, "steps_budget": 40, "stopped_early": True, "best_step": 4, "best_val_accuracy": 0.5}
+    # a cache hit gives the same record back (it is kept in the entry's sidecar)
+    assert finetune_stage(inp, None, None)[1:] == (True, record)
     assert all(torch.equal(state[k], seen[1][k]) for k in state)
     assert not all(torch.equal(state[k], seen[-1][k]) for k in state)
 
@@ -98,13 +102,22 @@ def test_epochs_set_the_step_budget_from_the_train_size(tiny_spec, tmp_path, sin
     assert steps.n == math.ceil(1.5 * FinetuneConfig(batch_size=32).steps_per_epoch(n)) == events[-1].total
 
 
-def test_the_default_recipes_and_their_cache_keys_are_unchanged():
+def test_the_default_recipes_and_their_cache_keys():
+    """The built-in model's default follows the data (epochs + early stopping); the fixed-step recipes (the
+    open_clip defaults and 'fixed-150', the built-in model's default before issue 12) keep their cache keys."""
     old = {"steps": 150, "batch_size": 64, "lr": 0.0005, "weight_decay": 0.1, "warmup": 15, "grad_clip": 1.0,
            "seed": 0}
-    assert FinetuneConfig.default_for(torch.device("cpu"), small_model=True).as_dict() == old
-    assert FinetuneConfig.default_for(torch.device("cuda"), small_model=False).as_dict() == {
-        "steps": 2000, "batch_size": 128, "lr": 1e-05, "weight_decay": 0.1, "warmup": 200, "grad_clip": 1.0,
-        "seed": 0}
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert FinetuneConfig.recipe("fixed-150", cpu, small_model=True).as_dict() == old
+    builtin = FinetuneConfig.default_for(cpu, small_model=True)
+    assert builtin == FinetuneConfig.default_for(cuda, small_model=True) == FinetuneConfig.recipe("auto", cpu, True)
+    assert (builtin.epochs, builtin.early_stop_patience, builtin.lr, builtin.batch_size) == (10, 3, 1e-3, 64)
+    paper = {"steps": 2000, "batch_size": 128, "lr": 1e-05, "weight_decay": 0.1, "warmup": 200, "grad_clip": 1.0,
+             "seed": 0}
+    assert FinetuneConfig.default_for(cuda, small_model=False).as_dict() == paper
+    assert FinetuneConfig.recipe("paper", cpu, small_model=True).as_dict() == paper
+    with pytest.raises(InvalidInputError, match="unknown fine-tune recipe 'fast'.*auto, paper, fixed-150"):
+        FinetuneConfig.recipe("fast", cpu)
 
     class DS:
         class_names, targets = ("a", "b"), [0, 1, 1, 0]
@@ -118,7 +131,8 @@ def test_the_default_recipes_and_their_cache_keys_are_unchanged():
         (True, "cpu"): "800742e03b5e61a4e06f1fcdb177f4ef", (False, "cpu"): "9cda864490e46de62b8e71cf06b9985e",
         (False, "cuda"): "39bddc33edd3d2746ce7b4a480226c1d"}
     for (small, dev), digest in digests.items():
-        cfg = FinetuneConfig.default_for(torch.device(dev), small_model=small)
+        cfg = (FinetuneConfig.recipe("fixed-150", cpu) if small else
+               FinetuneConfig.default_for(torch.device(dev), small_model=small))
         assert key_digest(encoder_key(base, DS(), cfg, head)) == digest
     stopping = FinetuneConfig.from_dict({**old, "epochs": 20, "early_stop_patience": 3})
     assert stopping.as_dict() == {**old, "epochs": 20, "early_stop_patience": 3}
@@ -147,13 +161,25 @@ def test_early_stopping_without_a_val_split_says_what_to_do(tiny_spec, tmp_path,
 def test_cli_flags(capsys):
     from cv_core.cli import build_parser, config_from_args
     parse = build_parser().parse_args
-    cfg = config_from_args(parse(["run", "--device", "cpu", "--epochs", "20", "--early-stop", "3"])).finetune
-    assert (cfg.epochs, cfg.early_stop_patience, cfg.steps, cfg.lr) == (20.0, 3, 150, 5e-4)
+    cfg = config_from_args(parse(["run", "--device", "cpu", "--epochs", "20", "--early-stop", "5"])).finetune
+    assert (cfg.epochs, cfg.early_stop_patience, cfg.lr) == (20.0, 5, 1e-3)
+    cfg = config_from_args(parse(["run", "--device", "cpu", "--epochs", "4"])).finetune  # the default's stopping
+    assert (cfg.epochs, cfg.early_stop_patience) == (4.0, 3)
     cfg = config_from_args(parse(["finetune", "--device", "cpu", "--steps", "50", "--early-stop", "2"])).finetune
     assert (cfg.steps, cfg.warmup, cfg.epochs, cfg.early_stop_patience) == (50, 5, None, 2)
+    cfg = config_from_args(parse(["run", "--device", "cpu", "--steps", "80"])).finetune  # fixed: no epochs/stop
+    assert (cfg.steps, cfg.epochs, cfg.early_stop_patience, cfg.lr) == (80, None, None, 1e-3)
+    cfg = config_from_args(parse(["run", "--device", "cpu", "--no-early-stop"])).finetune
+    assert (cfg.epochs, cfg.early_stop_patience) == (10, None)
+    cfg = config_from_args(parse(["run", "--device", "cpu", "--recipe", "fixed-150"])).finetune
+    assert cfg == FinetuneConfig.recipe("fixed-150", torch.device("cpu"))
+    cfg = config_from_args(parse(["run", "--device", "cpu", "--recipe", "paper", "--steps", "300"])).finetune
+    assert (cfg.steps, cfg.batch_size, cfg.lr, cfg.warmup) == (300, 128, 1e-5, 30)
     assert config_from_args(parse(["run", "--device", "cpu"])).finetune is None  # the default recipe
+    with pytest.raises(InvalidInputError, match="unknown fine-tune recipe"):
+        config_from_args(parse(["run", "--device", "cpu", "--recipe", "slow"]))
     for bad in (["--steps", "5", "--epochs", "1"], ["--epochs", "0"], ["--epochs", "x"], ["--early-stop", "0"],
-                ["--early-stop", "1.5"], ["--epochs", "inf"]):
+                ["--early-stop", "1.5"], ["--epochs", "inf"], ["--early-stop", "2", "--no-early-stop"]):
         with pytest.raises(SystemExit) as exit_info:
             parse(["run", *bad])
         assert exit_info.value.code == 2, bad
@@ -183,7 +209,7 @@ def test_the_cli_prints_one_line_per_val_evaluation(capsys):
     assert lines == ["[finetune] epoch 1.0 · step 17/34 · loss 0.900 · val accuracy 0.812 (best 0.812 at step 17)"]
 
 
-def test_an_image_folder_without_val_images_cannot_early_stop(tiny_spec, tmp_path):
+def test_an_image_folder_without_val_images_cannot_early_stop(tiny_spec, tmp_path, monkeypatch):
     import numpy as np
     from PIL import Image
 
@@ -199,3 +225,23 @@ def test_an_image_folder_without_val_images_cannot_early_stop(tiny_spec, tmp_pat
                     finetune=FinetuneConfig(steps=2, batch_size=2, lr=1e-3, warmup=0, early_stop_patience=1))
     with pytest.raises(InvalidInputError, match="early stopping scores the val split.*drop --early-stop"):
         prepare(cfg, None, {}, {})
+    # the default recipe's early stopping is not an error there: it trains the whole budget and says so
+    import dataclasses
+    stopping = FinetuneConfig(steps=2, batch_size=2, lr=1e-3, warmup=0, epochs=2, early_stop_patience=1)
+    monkeypatch.setattr(FinetuneConfig, "default_for", classmethod(lambda cls, device, small_model=False: stopping))
+    events = []
+    inp = prepare(dataclasses.replace(cfg, finetune=None), events.append, {}, {})
+    assert inp.ft_cfg == stopping.without_early_stopping() and inp.ft_val is None
+    assert any("no early stopping" in e.message and "whole budget of 2 steps" in e.message for e in events)
+
+
+def test_the_recipe_and_what_it_did_read_as_words():
+    from cv_core.models.finetune import describe_run
+    default = FinetuneConfig.default_for(torch.device("cpu"), small_model=True)
+    assert default.describe(1078) == ("10 epochs (170 steps) of batch 64, lr 0.001, early stopping on the val split "
+                                      "(patience 3)")
+    assert FinetuneConfig.recipe("fixed-150", torch.device("cpu")).describe() == "150 steps of batch 64, lr 0.0005"
+    assert describe_run({}) == ""
+    assert describe_run({"steps_run": 150, "steps_budget": 150, "stopped_early": False}) == "150 of 150 steps"
+    assert describe_run({"steps_run": 153, "steps_budget": 170, "stopped_early": True, "best_step": 102,
+                         "best_val_accuracy": 0.98324}) == "153 of 170 steps; stopped early, kept step 102, val accuracy 0.983"

@@ -201,7 +201,7 @@ def test_builtin_in_any_spelling_is_the_builtin_backbone():
     args = cli.build_parser().parse_args(["run", "--backbone", "Builtin", "--steps", "20", "--device", "cpu"])
     small = cli.config_from_args(args).finetune
     args = cli.build_parser().parse_args(["run", "--backbone", "builtin", "--steps", "20", "--device", "cpu"])
-    assert small == cli.config_from_args(args).finetune and small.lr == pytest.approx(5e-4)
+    assert small == cli.config_from_args(args).finetune and small.lr == pytest.approx(1e-3)  # the built-in recipe
 
 
 NAMES = ["c", "a:b", "0", "x=y", "3 cats", "<b>q</b>"]  # "0" is the name of class 2, not class 0

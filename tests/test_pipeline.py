@@ -88,6 +88,8 @@ def test_cli_run_and_edit_write_their_files(tiny_spec, tmp_path, capsys):
     assert {"backbone", "dataset", "zero_shot_accuracy", "finetuned_accuracy", "per_class", "timings"} <= set(summary)
     assert set(summary["per_class"]) == {str(i) for i in range(10)}
     assert 0 <= summary["finetuned_accuracy"] <= 1 and summary["finetune"]["steps"] == 3
+    run_record = summary["finetune_run"]
+    assert (run_record["steps_run"], run_record["steps_budget"], run_record["stopped_early"]) == (3, 3, False)
     vectors = load_file(tmp_path / "out" / "class_vectors.safetensors")
     assert vectors["kappa"].shape == (10, 32)
     assert main(["edit", *common, "--coef", "7=-1", "--coef", "2=0.5", "--gate", "none"]) == 0

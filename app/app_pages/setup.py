@@ -7,6 +7,7 @@ import streamlit as st
 
 from app import services, state, synthetic
 from app.components.compute import run_with_progress
+from cv_core.models.finetune import describe_run
 
 st.title("Setup")
 st.caption("Pick a backbone and a dataset, then compute the zero-shot head, the fine-tune, the latents and "
@@ -100,5 +101,6 @@ if run is not None:
         st.caption("Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in run.timings.items()))
     ft_config = run.finetune_config  # None for the synthetic run (no encoder was fine-tuned)
     if ft_config is not None:
-        st.caption(f"Fine-tuning: {ft_config.steps} steps, batch {ft_config.batch_size}, lr {ft_config.lr:g}.")
+        done = describe_run(run.finetune_run)
+        st.caption(f"Fine-tuning: {ft_config.describe()}" + (f"; ran {done}." if done else "."))
     st.page_link("app_pages/arithmetic.py", label="Edit classes with sliders", icon=":material/sliders:")

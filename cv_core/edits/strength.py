@@ -15,7 +15,14 @@ class centroids than val ones. The chosen strength is therefore :data:`MARGIN` (
 (``lam_min``), rounded up to the grid and capped at 3, stepped back while val retain would leave the tolerance
 or val forget would rise. Measured on that run (auto gate with its prediction term, every class in turn):
 test forget 0.0% for all 10 classes, test retain cost <= 0.4 points. (With the cosine gate alone the same rule
-left mean 3.1%, worst 9.4%: the reason for the gate's prediction term, cv_core.math.steering.)
+left mean 3.1%, worst 9.4%: the reason for the gate's prediction term, cv_core.math.steering.) That run used
+the built-in model's fixed 150-step fine-tune (``--recipe fixed-150``), which still gives 10 of 10 (test retain
+cost <= 0.41 points, re-measured 2026-12-03). With the default since then (10 epochs, early stopping): fine-tune
+seeds 1 and 2 give 10 of 10 (cost <= 0.21 points); seed 0, the default, gives 9 of 10: class 9 reaches 0% on
+val only at lambda 2.0, where 3 of the 161 retained val images (1.9 points) are lost, beyond the tolerance, so
+its strength stays at 0.85 with ``reached=False`` (test forget 87%; at lambda 2.0 the test split loses no
+retained image). The rule's 1-point tolerance is finer than a 161-image val split can measure; it is kept,
+and the product says "not reached" where it applies.
 
 The CLI (``edit --forget``), the app's Forget preset, the Presenter and the report's ``cv_steer`` call
 :func:`choose_forget_strength` (directly or through :func:`run_forget_strengths`, which caches the curves

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 from torch.utils.data.distributed import DistributedSampler
@@ -20,12 +20,14 @@ from .distributed import World, broadcast_flag, collective, mean_across
 class FinetuneConfig:
     """AdamW + cosine schedule with linear warm-up, gradient clipping; only the image encoder trains.
 
-    Opt-in, length from the data (issue 12; all None = the fixed-step recipe, unchanged, same cache keys):
-    epochs: the step budget is ``ceil(epochs * steps_per_epoch(len(train)))`` instead of ``steps`` (about
-    ``epochs * len(train) / batch_size``);
+    Length (issue 12): ``steps`` fixed, or with ``epochs`` set the budget ``ceil(epochs *
+    steps_per_epoch(len(train)))`` (about ``epochs * len(train) / batch_size``; ``steps`` is then unused);
     early_stop_patience: evaluate zero-shot accuracy on the val split through the frozen head, keep the
     best state (ties: the earlier one) and stop after this many evaluations without improvement;
     eval_every: steps between val evaluations (default: once per epoch, ``steps_per_epoch(len(train))``).
+    The built-in model's default sets both (``default_for``); the open_clip recipes are fixed steps.
+    ``as_dict`` leaves the three out while unset, so a fixed-step recipe's cache keys are what they were
+    before they existed.
     """
 
     steps: int = 2000
@@ -60,13 +62,47 @@ class FinetuneConfig:
 
     @classmethod
     def default_for(cls, device: torch.device, small_model: bool = False) -> FinetuneConfig:
-        """GPU: the paper's recipe (2000 steps, batch 128, lr 1e-5, warm-up 200).
-        CPU / the built-in model: a short run that fits in well under a minute on 2 cores."""
-        if device.type == "cuda" and not small_model:
-            return cls()
+        """The default recipe (docs/finetuning.md has the measurements behind each).
+
+        The built-in model (any device): a length that follows the data, ``BUILTIN_EPOCHS`` epochs of batch
+        64 at lr 1e-3 with early stopping on the val split (patience ``BUILTIN_PATIENCE``).
+        GPU, an open_clip model: the paper's recipe (2000 steps, batch 128, lr 1e-5, warm-up 200).
+        CPU, an open_clip model: 100 steps of batch 32 (CLIP trains at a few images a second on a CPU)."""
         if small_model:
-            return cls(steps=150, batch_size=64, lr=5e-4, weight_decay=0.1, warmup=15)
+            return cls(steps=150, batch_size=64, lr=1e-3, weight_decay=0.1, warmup=15, epochs=BUILTIN_EPOCHS,
+                       early_stop_patience=BUILTIN_PATIENCE)
+        if device.type == "cuda":
+            return cls()
         return cls(steps=100, batch_size=32, lr=1e-5, weight_decay=0.1, warmup=10)
+
+    @classmethod
+    def recipe(cls, name: str, device: torch.device, small_model: bool = False) -> FinetuneConfig:
+        """A named recipe (``RECIPES``): 'auto' is ``default_for``; 'paper' the task-arithmetic paper's
+        (2000 steps, batch 128, lr 1e-5, warm-up 200) on any device; 'fixed-150' the built-in model's fixed
+        recipe before issue 12 (150 steps, batch 64, lr 5e-4, warm-up 15), which every figure measured
+        before 2026-12-03 used."""
+        if name == "auto":
+            return cls.default_for(device, small_model)
+        if name == "paper":
+            return cls()
+        if name == "fixed-150":
+            return cls(steps=150, batch_size=64, lr=5e-4, weight_decay=0.1, warmup=15)
+        raise InvalidInputError(f"unknown fine-tune recipe {name!r}; choose one of {', '.join(RECIPES)}")
+
+    def describe(self, n_train: int | None = None) -> str:
+        """The recipe in words, e.g. '10 epochs (170 steps) of batch 64, lr 0.001, early stopping on the val
+        split (patience 3)'; with ``n_train`` the epoch budget is also given in steps."""
+        if self.epochs is None:
+            length = f"{self.steps} steps"
+        else:
+            length = f"{self.epochs:g} epochs" + (f" ({self.total_steps(n_train)} steps)" if n_train else "")
+        text = f"{length} of batch {self.batch_size}, lr {self.lr:g}"
+        if self.early_stopping:
+            text += f", early stopping on the val split (patience {self.early_stop_patience})"
+        return text
+
+    def without_early_stopping(self) -> FinetuneConfig:
+        return replace(self, early_stop_patience=None, eval_every=None)
 
     @classmethod
     def from_dict(cls, d: dict) -> FinetuneConfig:
@@ -105,6 +141,25 @@ class FinetuneConfig:
 
 #: Fields left out of ``FinetuneConfig.as_dict`` while None (added after cache keys were first made).
 OPT_IN_FIELDS = ("epochs", "early_stop_patience", "eval_every")
+#: The built-in model's default length: epochs of its train split, and val evaluations without a gain
+#: before stopping (measured in docs/finetuning.md).
+BUILTIN_EPOCHS = 10
+#: Named recipes (``FinetuneConfig.recipe``; CLI ``--recipe``).
+RECIPES = ("auto", "paper", "fixed-150")
+BUILTIN_PATIENCE = 3
+
+
+def describe_run(record: dict) -> str:
+    """What a fine-tuning did, from its record (``finetune(..., record=)``, summary.json's ``finetune_run``):
+    e.g. '153 of 170 steps; stopped early, kept step 102, val accuracy 0.983'; '' for an empty record (an
+    encoder cached before records were kept)."""
+    if not record:
+        return ""
+    text = f"{record['steps_run']} of {record['steps_budget']} steps"
+    if "best_step" in record:
+        text += (f"; {'stopped early, ' if record['stopped_early'] else ''}kept step {record['best_step']}, val "
+                 f"accuracy {record['best_val_accuracy']:.3f}")
+    return text
 
 
 class ImageEncoder(torch.nn.Module):
@@ -129,7 +184,8 @@ def cosine_with_warmup(step: int, warmup: int, total: int) -> float:
 
 def finetune(model: torch.nn.Module, preprocess, head: ZeroShotHead, dataset, config: FinetuneConfig,
              device: torch.device, progress: ProgressFn = None, cancel: CancelFn = None,
-             world: World | None = None, val_dataset=None, val_preprocess=None) -> dict[str, torch.Tensor]:
+             world: World | None = None, val_dataset=None, val_preprocess=None,
+             record: dict | None = None) -> dict[str, torch.Tensor]:
     """Train a copy of ``model.visual`` with cross-entropy through the frozen head.
 
     world: the data-parallel group (``models.distributed.init_world``) or None. Under DDP each rank
@@ -143,6 +199,9 @@ def finetune(model: torch.nn.Module, preprocess, head: ZeroShotHead, dataset, co
     the best val accuracy (ties: the earlier) is returned, and training stops after ``patience``
     evaluations without improvement. Under DDP every rank evaluates the whole val split and rank 0's
     decision is broadcast, so all ranks stop at the same step.
+
+    record: a dict filled with what happened (``steps_run``, ``steps_budget``, ``stopped_early``, and with early
+    stopping ``best_step`` and ``best_val_accuracy``): summary.json's ``finetune_run``.
     """
     size = world.world_size if world is not None else 1
     if config.batch_size % size:
@@ -150,7 +209,7 @@ def finetune(model: torch.nn.Module, preprocess, head: ZeroShotHead, dataset, co
                                 f"choose --nproc_per_node among its divisors")
     if config.early_stopping and (val_dataset is None or len(val_dataset) == 0):
         raise InvalidInputError("early stopping needs a val split to score; this dataset gave none. Fine-tune "
-                                "without it (drop --early-stop / early_stop_patience) or use a dataset with a "
+                                "without it (drop --early-stop or pass --no-early-stop; early_stop_patience=None) or use a dataset with a "
                                 "val split (an image folder needs enough images per class for one)")
     total = config.total_steps(len(dataset))
     every = config.eval_interval(len(dataset))
@@ -207,6 +266,10 @@ def finetune(model: torch.nn.Module, preprocess, head: ZeroShotHead, dataset, co
                                                                if stop else ""), shown.item())
         if stop:
             break
+    if record is not None:
+        record.update(steps_run=step + 1, steps_budget=total, stopped_early=best is not None and step + 1 < total)
+        if best is not None:
+            record.update(best_step=best.step, best_val_accuracy=best.accuracy)
     if best is not None:
         return best.state
     return {k: v.detach().cpu().clone() for k, v in encoder.visual.state_dict().items()}
