@@ -31,6 +31,13 @@ def _num(x) -> float | None:
     return None if math.isnan(x) else round(x, 6)
 
 
+def _finetune(run) -> dict | None:
+    """The fine-tuning settings and what it did (None: nothing was fine-tuned, the synthetic run)."""
+    if run.finetune_config is None:
+        return None
+    return {"settings": run.finetune_config.as_dict(), "run": run.finetune_run}
+
+
 def metrics(config: AppRunConfig, run, edit: dict, after_per_class: Sequence[float] | None,
             collapse: list[dict], unlearning: list[dict] | None) -> dict:
     """Everything measured in the session, JSON-ready (accuracies in [0, 1])."""
@@ -44,7 +51,8 @@ def metrics(config: AppRunConfig, run, edit: dict, after_per_class: Sequence[flo
         per_class.append(row)
     return {
         "run": {"backbone": config.backbone, "dataset": config.dataset, "device": config.device,
-                "max_per_class": config.max_per_class, "seed": config.seed},
+                "max_per_class": config.max_per_class, "seed": config.seed,
+                "finetune_recipe": config.finetune_recipe, "finetune": _finetune(run)},
         "accuracy": {"zero_shot": _num(run.zero_shot_accuracy), "finetuned": _num(run.finetuned_accuracy)},
         "per_class": per_class,
         "edit": edit,
@@ -76,6 +84,8 @@ def recipe(config: AppRunConfig, class_names: Sequence[str], spec: EditSpec) -> 
         common += ["--data-root", config.data_root]
     if config.max_per_class:
         common += ["--max-per-class", str(config.max_per_class)]
+    if config.finetune_recipe != "auto":
+        common += ["--recipe", config.finetune_recipe]
     lines = ["#!/bin/sh", "# Reproduces a Class Vector Studio session with the CLI (python -m cv_core, or cvstudio "
              "once the package is installed).", "set -e", "python -m cv_core run " + shlex.join(common)]
     if any(spec.coefficients) or spec.moves:

@@ -37,9 +37,11 @@ class AppRunConfig:
     data_root: str | None = None
     max_per_class: int | None = None
     seed: int = 0
+    finetune_recipe: str = "auto"  # cv_core.models.finetune.RECIPES
 
     def label(self) -> str:
-        return f"{self.backbone} on {self.dataset}"
+        recipe = "" if self.finetune_recipe == "auto" else f" ({self.finetune_recipe} fine-tune)"
+        return f"{self.backbone} on {self.dataset}{recipe}"
 
 
 def run_config() -> AppRunConfig | None:

@@ -2,7 +2,8 @@
 a shared link reopens the same screen.
 
 Parameters (only what differs from the defaults is written):
-``backbone``, ``dataset``, ``device``, ``root``, ``cap``, ``seed`` (the run); ``coefs`` ("3:-1.6,5:0.5", class
+``backbone``, ``dataset``, ``device``, ``root``, ``cap``, ``seed``, ``recipe`` (the run; ``recipe`` the
+fine-tuning recipe when not 'auto'); ``coefs`` ("3:-1.6,5:0.5", class
 index: coefficient); ``moves`` ("3>5:0.6"); ``gate`` ("auto", "off" or a cosine); ``class`` (the class the
 pages focus on). :func:`restore` reads them into the session once, before the page is drawn; :func:`sync`
 writes the session back after each run (page navigation clears the URL's parameters).
@@ -12,6 +13,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import state
+from cv_core.models.finetune import RECIPES
 
 _RESTORED = "url_restored"  # session flag: the URL was read once in this session
 
@@ -29,6 +31,8 @@ def encode(config: state.AppRunConfig | None, coefs: list[float], moves: list, g
         out["cap"] = str(config.max_per_class)
     if config.seed:
         out["seed"] = str(config.seed)
+    if config.finetune_recipe != "auto":
+        out["recipe"] = config.finetune_recipe
     terms = [f"{c}:{a:g}" for c, a in enumerate(coefs) if a]
     if terms:
         out["coefs"] = ",".join(terms)
@@ -50,8 +54,11 @@ def decode_config(params) -> state.AppRunConfig | None:
         seed = int(params.get("seed", 0))
     except ValueError:
         return None
+    recipe = params.get("recipe", "auto")
+    if recipe not in RECIPES:
+        return None
     return state.AppRunConfig(params["backbone"], params["dataset"], params.get("device", "auto"),
-                              params.get("root") or None, cap, seed)
+                              params.get("root") or None, cap, seed, recipe)
 
 
 def decode_edit(params, num_classes: int) -> tuple[list[float], list[tuple[int, int, float]], object, int]:

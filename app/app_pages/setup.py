@@ -7,7 +7,7 @@ import streamlit as st
 
 from app import services, state, synthetic
 from app.components.compute import run_with_progress
-from cv_core.models.finetune import describe_run
+from cv_core.models.finetune import RECIPE_LABELS, RECIPES, describe_run
 
 st.title("Setup")
 st.caption("Pick a backbone and a dataset, then compute the zero-shot head, the fine-tune, the latents and "
@@ -67,11 +67,16 @@ backbone = backbone_ui()
 dataset, cap = dataset_ui()
 devices = services.device_choices()
 device = st.selectbox("Device", list(devices), format_func=devices.get, key="setup_device")
+recipe = "auto"
+if dataset != synthetic.NAME and backbone is not None:
+    recipe = st.selectbox("Fine-tuning", list(RECIPES), format_func=RECIPE_LABELS.get, key="setup_recipe")
+    st.caption(services.recipe_text(backbone, device, recipe))
 
 ready = backbone is not None and dataset is not None
 if dataset == synthetic.NAME:
     backbone = "synthetic"  # the synthetic run has no model
-config = state.AppRunConfig(backbone or "", dataset or "", device, max_per_class=cap) if ready else None
+config = (state.AppRunConfig(backbone or "", dataset or "", device, max_per_class=cap, finetune_recipe=recipe)
+          if ready else None)
 already = config is not None and services.cached_run(config) is not None
 
 c1, c2, _ = st.columns([1, 1, 4])

@@ -101,6 +101,21 @@ def device_choices() -> dict[str, str]:
     return out
 
 
+def recipe_text(backbone: str, device: str, recipe: str) -> str:
+    """What a fine-tuning recipe will do for this backbone on this device, in words (Setup's caption)."""
+    from cv_core.device import resolve_device
+    from cv_core.models.backbones import is_builtin
+    from cv_core.models.finetune import FinetuneConfig
+
+    dev = resolve_device(device)
+    cfg = FinetuneConfig.recipe(recipe, dev, small_model=is_builtin(backbone))
+    text = f"Fine-tunes the image encoder for {cfg.describe()}."
+    if dev.type == "cpu" and not is_builtin(backbone) and cfg.steps * cfg.batch_size > 5_000:
+        text += (f" On a CPU an open_clip model trains at a few images a second: {cfg.steps} steps of "
+                 f"{cfg.batch_size} images take hours.")
+    return text
+
+
 # ---------------------------------------------------------------- computing and keeping runs
 @st.cache_resource(show_spinner=False)
 def _runs() -> dict:
@@ -181,7 +196,9 @@ def _run_pipeline(config: AppRunConfig, progress, cancel, max_halvings: int = 3)
     from cv_core.models.finetune import FinetuneConfig
     from cv_core.progress import Progress
 
-    finetune = None
+    recipe = FinetuneConfig.recipe(config.finetune_recipe, resolve_device(config.device),
+                                   small_model=is_builtin(config.backbone))
+    finetune = None if config.finetune_recipe == "auto" else recipe  # None: the pipeline's default, same keys
     for attempt in range(max_halvings + 1):
         run_config = pipeline.RunConfig(backbone=config.backbone, dataset=config.dataset, device=config.device,
                                         data_root=config.data_root, max_per_class=config.max_per_class,
@@ -191,8 +208,7 @@ def _run_pipeline(config: AppRunConfig, progress, cancel, max_halvings: int = 3)
         except torch.cuda.OutOfMemoryError:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            base = finetune or FinetuneConfig.default_for(resolve_device(config.device),
-                                                          small_model=is_builtin(config.backbone))
+            base = finetune or recipe
             if attempt == max_halvings or base.batch_size == 1:
                 raise
             finetune = replace(base, batch_size=max(1, base.batch_size // 2))

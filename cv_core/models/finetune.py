@@ -144,8 +144,13 @@ OPT_IN_FIELDS = ("epochs", "early_stop_patience", "eval_every")
 #: The built-in model's default length: epochs of its train split, and val evaluations without a gain
 #: before stopping (measured in docs/finetuning.md).
 BUILTIN_EPOCHS = 10
-#: Named recipes (``FinetuneConfig.recipe``; CLI ``--recipe``).
+#: Named recipes (``FinetuneConfig.recipe``; CLI ``--recipe``) and what each is, in words (the app's choice).
 RECIPES = ("auto", "paper", "fixed-150")
+RECIPE_LABELS = {
+    "auto": "default for this backbone (built-in: epochs with early stopping; open_clip: the paper's on a GPU)",
+    "paper": "the task-arithmetic paper's (2000 steps, batch 128, lr 1e-5)",
+    "fixed-150": "fixed 150 steps (the built-in model's default before 2026-12-03)",
+}
 BUILTIN_PATIENCE = 3
 
 

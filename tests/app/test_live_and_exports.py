@@ -91,6 +91,37 @@ def test_recipe_names_the_run_and_the_edit():
     assert "--coef one=-1 --move zero:one=0.5 --gate auto" in text
 
 
+def test_a_chosen_fine_tuning_recipe_travels_to_the_pipeline_the_url_and_the_script(monkeypatch):
+    import shlex
+
+    from app import services, url_state
+    from cv_core import cli, pipeline
+    from cv_core.models.finetune import RECIPES, FinetuneConfig
+
+    config = AppRunConfig(device="cpu", finetune_recipe="fixed-150")
+    seen = []
+    monkeypatch.setattr(pipeline, "run", lambda c, progress=None, cancel=None: seen.append(c.finetune) or "run")
+    assert services._run_pipeline(config, None, None) == "run"
+    assert services._run_pipeline(AppRunConfig(device="cpu"), None, None) == "run"
+    assert seen == [FinetuneConfig.recipe("fixed-150", torch.device("cpu"), small_model=True), None]
+    # the URL keeps it (only when not the default) and refuses a name that is none
+    params = url_state.encode(config, [0.0] * 10, [], "auto", None)
+    assert params["recipe"] == "fixed-150" and "recipe" not in url_state.encode(AppRunConfig(), [], [], "auto", None)
+    assert url_state.decode_config(params) == config
+    assert url_state.decode_config({**params, "recipe": "fastest"}) is None
+    # the reproduction script runs the same recipe
+    from cv_core.editspec import EditSpec
+    script = exports.recipe(config, [str(i) for i in range(10)], EditSpec.build([str(i) for i in range(10)],
+                                                                                [0.0] * 10, [], "auto"))
+    run_line = next(line for line in script.splitlines() if line.startswith("python -m cv_core run"))
+    args = cli.build_parser().parse_args(shlex.split(run_line)[3:])
+    assert cli.config_from_args(args).finetune == seen[0]
+    assert set(RECIPES) == {"auto", "paper", "fixed-150"}
+    assert "10 epochs of batch 64" in services.recipe_text("builtin", "cpu", "auto")
+    assert "take hours" in services.recipe_text("ViT-B-32:openai", "cpu", "paper")
+    assert "hours" not in services.recipe_text("ViT-B-32:openai", "cpu", "auto")  # 100 steps of 32
+
+
 def test_the_live_loop_gives_the_numbers_of_the_cli_edit(run, editor):
     """The slider screen and `python -m cv_core edit` must agree: same steering, same scores."""
     from cv_core.pipeline import apply_edit
