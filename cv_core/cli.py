@@ -41,7 +41,7 @@ def _progress_printer():
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backbone", default="builtin", help="builtin | MODEL:TAG | MODEL:/path/to/checkpoint "
+    p.add_argument("--backbone", default="builtin", help="builtin | builtin:v2 | MODEL:TAG | MODEL:/path/to/checkpoint "
                    "(default: builtin, the offline model)")
     p.add_argument("--dataset", default="digits", help="a registered dataset or imagefolder:PATH (default: digits)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
@@ -166,7 +166,7 @@ def cmd_list(args) -> int:
         return 0
     from .models.backbones import check_backbone, list_backbones
     names = list_backbones()
-    shown = names if args.all else [n for n in names if n == "builtin" or n.startswith(("ViT-B-32:", "ViT-B-16:",
+    shown = names if args.all else [n for n in names if n.startswith(("builtin", "ViT-B-32:", "ViT-B-16:",
                                                                                      "ViT-L-14:", "RN50:"))]
     for name in shown:
         a = check_backbone(name)
@@ -180,7 +180,7 @@ def cmd_list(args) -> int:
 def config_from_args(args, splits: tuple[str, ...] = ("train", "test")):
     from dataclasses import replace
 
-    from .models.backbones import is_builtin
+    from .models.backbones import builtin_version
     from .models.finetune import FinetuneConfig
     from .pipeline import RunConfig
     from .device import resolve_device
@@ -188,7 +188,9 @@ def config_from_args(args, splits: tuple[str, ...] = ("train", "test")):
     epochs, patience = getattr(args, "epochs", None), getattr(args, "early_stop", None)
     recipe, no_stop = getattr(args, "recipe", "auto"), getattr(args, "no_early_stop", False)
     if recipe != "auto" or args.steps is not None or epochs is not None or patience is not None or no_stop:
-        base = FinetuneConfig.recipe(recipe, resolve_device(args.device), small_model=is_builtin(args.backbone))
+        version = builtin_version(args.backbone)
+        base = FinetuneConfig.recipe(recipe, resolve_device(args.device), small_model=version is not None,
+                                     builtin_version=version or "v1")
         if args.steps is not None:  # a fixed step count
             base = replace(base.without_early_stopping(), epochs=None, steps=args.steps,
                            warmup=min(base.warmup, max(0, args.steps // 10)))

@@ -44,10 +44,10 @@ def test_corrupt_or_missing_weights_are_refused(tmp_path, monkeypatch):
         byte = f.read(1)
         f.seek(-10, 2)
         f.write(bytes([byte[0] ^ 0xFF]))
-    monkeypatch.setattr(builtin, "weights_path", lambda: bad)
+    monkeypatch.setattr(builtin, "weights_path", lambda version="v1": bad)
     with pytest.raises(WeightsUnavailableError, match="sha256"):
         builtin.verify_weights()
-    monkeypatch.setattr(builtin, "weights_path", lambda: tmp_path / "gone.safetensors")
+    monkeypatch.setattr(builtin, "weights_path", lambda version="v1": tmp_path / "gone.safetensors")
     with pytest.raises(WeightsUnavailableError, match="missing"):
         builtin.verify_weights()
 

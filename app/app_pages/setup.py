@@ -19,9 +19,18 @@ def backbone_ui() -> str | None:
     kind = st.radio("Backbone", ["built-in (offline)", "open_clip MODEL:TAG", "local checkpoint"],
                     horizontal=True, key="setup_backbone_kind")
     if kind.startswith("built-in"):
-        return "builtin"
+        versions = [b for b in services.backbone_choices() if b.startswith("builtin")]
+        if len(versions) == 1:
+            return versions[0]
+        spec = st.selectbox("Version", versions, key="setup_builtin_version",
+                            format_func=lambda b: services.builtin_label(b))
+        ok, message = services.backbone_availability(spec)
+        if ok is None or not ok:
+            st.error(f"{spec}: {message} — Compute is disabled until this is fixed.")
+            return None
+        return spec
     if kind.startswith("open_clip"):
-        choices = [b for b in services.backbone_choices() if b != "builtin"]
+        choices = [b for b in services.backbone_choices() if not b.startswith("builtin")]
         spec = st.selectbox("open_clip model and pretrained tag", choices, key="setup_openclip",
                             index=choices.index("ViT-B-32:openai") if "ViT-B-32:openai" in choices else 0)
     else:

@@ -1,7 +1,8 @@
 """CLIP backbones: the only module that creates open_clip models.
 
 Spec forms (one string, as typed in the CLI and the app):
-- ``builtin``                      the project's own small CLIP (offline, CPU friendly)
+- ``builtin`` (= ``builtin:v1``)   the project's own small CLIP (offline, CPU friendly)
+- ``builtin:v2``                   its second version (a wider image tower, pretrained on the v2 corpus)
 - ``MODEL:TAG``                    open_clip pretrained weights, e.g. ``ViT-B-32:openai``
 - ``MODEL:/path/to/file``          a local checkpoint (.safetensors, or .pt/.bin loaded weights_only)
 - ``MODEL:random``                 random initialisation (tests, speed benchmarks) — labelled as such
@@ -21,7 +22,7 @@ import torch
 from ..errors import CVError, InvalidInputError, UnknownNameError, WeightsUnavailableError
 
 BUILTIN = "builtin"
-BUILTIN_VERSION = "v1"  # 'builtin:v1' names the same model
+BUILTIN_VERSION = "v1"  # 'builtin:v1' names the same model as 'builtin'; 'builtin:v2' the second version
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".bin", ".pth")
 # open_clip tags whose weights come from OpenAI and need QuickGELU.
 _HF_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -35,7 +36,14 @@ class BackboneSpec:
 
     @property
     def name(self) -> str:
-        return BUILTIN if self.source == "builtin" else f"{self.model}:{self.tag}"
+        if self.source == "builtin":
+            return BUILTIN if self.version == BUILTIN_VERSION else f"{BUILTIN}:{self.version}"
+        return f"{self.model}:{self.tag}"
+
+    @property
+    def version(self) -> str:
+        """The built-in model's version ('v1' for 'builtin'); '' for other backbones."""
+        return (self.tag or BUILTIN_VERSION) if self.source == "builtin" else ""
 
 
 @dataclass(frozen=True)
@@ -66,13 +74,21 @@ def _looks_like_path(tag: str) -> bool:
 def parse_spec(spec: str) -> BackboneSpec:
     """Parse and validate a backbone spec string (no loading): the one parser (docs/DEFINITIONS.md item 6).
 
-    'builtin' in any case, or 'builtin:v1' -> the built-in model; 'MODEL:TAG' (open_clip pretrained),
-    'MODEL:random', 'MODEL:/path/to/checkpoint'. ``is_builtin`` answers from it."""
+    'builtin' in any case, or 'builtin:v1' -> the built-in model; 'builtin:v2' its second version;
+    'MODEL:TAG' (open_clip pretrained), 'MODEL:random', 'MODEL:/path/to/checkpoint'. ``is_builtin`` answers
+    from it."""
     spec = (spec or "").strip()
     if spec.lower() in (BUILTIN, f"{BUILTIN}:{BUILTIN_VERSION}"):
         from .builtin import BUILTIN_MODEL_NAME, register_config
         register_config()
         return BackboneSpec(BUILTIN_MODEL_NAME, "builtin")
+    if spec.lower().startswith(f"{BUILTIN}:"):
+        from .builtin import VERSIONS, model_name, register_config
+        version = spec.partition(":")[2].lower()
+        if version not in VERSIONS:
+            raise UnknownNameError("built-in model version", version, list(VERSIONS))
+        register_config()
+        return BackboneSpec(model_name(version), "builtin", version)
     model, sep, tag = spec.partition(":")
     if not sep or not model or not tag:
         raise InvalidInputError(f"backbone {spec!r} must be 'builtin', MODEL:TAG (e.g. ViT-B-32:openai) or "
@@ -98,6 +114,15 @@ def is_builtin(spec: str) -> bool:
         return parse_spec(spec).source == "builtin"
     except CVError:
         return False
+
+
+def builtin_version(spec: str) -> str | None:
+    """The built-in version a spec names ('v1' for 'builtin'), or None for any other (or invalid) spec."""
+    try:
+        s = parse_spec(spec)
+    except CVError:
+        return None
+    return s.version if s.source == "builtin" else None
 
 
 def _needs_quick_gelu(spec: BackboneSpec) -> bool:
@@ -137,9 +162,10 @@ def check_backbone(spec: str) -> Availability:
     A local checkpoint that cannot be used raises WeightsUnavailableError with the reason."""
     s = parse_spec(spec)
     if s.source == "builtin":
-        from .builtin import weights_path
-        ok = weights_path().exists()
-        return Availability(s.name, ok, None, "ships with the project" if ok else f"missing {weights_path()}")
+        from .builtin import describe, weights_path
+        path = weights_path(s.version)
+        return Availability(s.name, path.exists(), None,
+                            f"ships with the project — {describe(s.version)}" if path.exists() else f"missing {path}")
     if s.source == "random":
         return Availability(s.name, True, None, "random weights (for tests and speed benchmarks only)")
     if s.source == "file":  # checked like an image folder: exists, readable, weights that fit the model
@@ -188,8 +214,8 @@ def _weights_file(s: BackboneSpec, progress=None) -> str:
     """Path of the weights file to load (downloading open_clip weights when needed and possible)."""
     if s.source == "builtin":
         from .builtin import verify_weights, weights_path
-        verify_weights()
-        return str(weights_path())
+        verify_weights(s.version)
+        return str(weights_path(s.version))
     if s.source == "file":
         if not Path(s.tag).is_file():
             raise WeightsUnavailableError(f"checkpoint {s.tag} does not exist; check the path")
@@ -321,5 +347,7 @@ def _embed_dim(model: torch.nn.Module) -> int:
 
 
 def list_backbones() -> list[str]:
-    """The built-in model first, then every open_clip MODEL:TAG pair."""
-    return [BUILTIN] + [f"{m}:{t}" for m, t in open_clip.list_pretrained()]
+    """The built-in model's versions first, then every open_clip MODEL:TAG pair."""
+    from .builtin import VERSIONS
+    builtins = [BUILTIN] + [f"{BUILTIN}:{v}" for v in VERSIONS if v != BUILTIN_VERSION]
+    return builtins + [f"{m}:{t}" for m, t in open_clip.list_pretrained()]

@@ -20,6 +20,9 @@ from pathlib import Path
 from ...errors import WeightsUnavailableError
 
 BUILTIN_MODEL_NAME = "cvs-tiny-clip"
+#: Version -> open_clip model name. v1 stays selectable (``builtin:v1``) so old results reproduce.
+VERSIONS = {"v1": BUILTIN_MODEL_NAME, "v2": "cvs-tiny-clip-v2"}
+DEFAULT_VERSION = "v1"
 CONFIG_PATH = Path(__file__).resolve().with_name(f"{BUILTIN_MODEL_NAME}.json")
 # Installed (a wheel): the package data cv_core/models/builtin/assets (mapped from assets/builtin, see
 # pyproject.toml); in a checkout: assets/builtin at the repository root.
@@ -28,30 +31,53 @@ ASSET_DIR = _INSTALLED if _INSTALLED.is_dir() else Path(__file__).resolve().pare
 WEIGHTS_FILE = f"{BUILTIN_MODEL_NAME}.safetensors"
 MANIFEST_FILE = f"{BUILTIN_MODEL_NAME}.manifest.json"
 
-__all__ = ["BUILTIN_MODEL_NAME", "register_config", "weights_path", "manifest_path", "manifest",
-           "verify_weights", "sha256_file", "compare_weights"]
+__all__ = ["BUILTIN_MODEL_NAME", "VERSIONS", "DEFAULT_VERSION", "model_name", "version_of", "config_path",
+           "register_config", "weights_path", "manifest_path", "manifest", "describe", "verify_weights", "sha256_file",
+           "compare_weights"]
+
+
+def _check_version(version: str) -> str:
+    if version not in VERSIONS:
+        from ...errors import UnknownNameError
+        raise UnknownNameError("built-in model version", version, list(VERSIONS))
+    return version
+
+
+def model_name(version: str = DEFAULT_VERSION) -> str:
+    """The open_clip model name of a built-in version ('v1' -> 'cvs-tiny-clip')."""
+    return VERSIONS[_check_version(version)]
+
+
+def version_of(name: str) -> str | None:
+    """The version of an open_clip model name that is a built-in one, else None."""
+    return next((v for v, n in VERSIONS.items() if n == name), None)
+
+
+def config_path(version: str = DEFAULT_VERSION) -> Path:
+    return Path(__file__).resolve().with_name(f"{model_name(version)}.json")
 
 
 def register_config() -> None:
-    """Make ``BUILTIN_MODEL_NAME`` known to open_clip (idempotent)."""
+    """Make every built-in version known to open_clip (idempotent)."""
     import open_clip
 
-    if BUILTIN_MODEL_NAME not in open_clip.list_models():
-        open_clip.add_model_config(CONFIG_PATH)
+    for version, name in VERSIONS.items():
+        if name not in open_clip.list_models():
+            open_clip.add_model_config(config_path(version))
 
 
-def weights_path() -> Path:
+def weights_path(version: str = DEFAULT_VERSION) -> Path:
     """Path of the shipped safetensors weights (it may be missing in a broken checkout)."""
-    return ASSET_DIR / WEIGHTS_FILE
+    return ASSET_DIR / f"{model_name(version)}.safetensors"
 
 
-def manifest_path() -> Path:
-    return ASSET_DIR / MANIFEST_FILE
+def manifest_path(version: str = DEFAULT_VERSION) -> Path:
+    return ASSET_DIR / f"{model_name(version)}.manifest.json"
 
 
-def manifest() -> dict:
+def manifest(version: str = DEFAULT_VERSION) -> dict:
     """The JSON manifest next to the weights: config, ``sha256`` of the weights, recipe, metrics."""
-    path = manifest_path()
+    path = manifest_path(version)
     if not path.is_file():
         raise WeightsUnavailableError(
             f"the built-in model's manifest {path} is missing; restore assets/builtin/ from the repository "
@@ -60,6 +86,22 @@ def manifest() -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise WeightsUnavailableError(f"the built-in model's manifest {path} is not valid JSON: {err}") from None
+
+
+def describe(version: str = DEFAULT_VERSION) -> str:
+    """One line about a built-in version from its manifest (size and this model's own digits figures), or why
+    it cannot be used."""
+    try:
+        m = manifest(version)
+    except WeightsUnavailableError:
+        return f"{version}: missing its manifest {manifest_path(version)}"
+    metrics = m.get("metrics", {})
+    figures = ", ".join(f"{label} {metrics[key]:.1%}" for key, label in
+                        (("zero_shot_test", "zero-shot"), ("finetuned_test", "150-step fine-tune"))
+                        if isinstance(metrics.get(key), (int, float)))
+    extra = f"; on digits test: {figures}" if figures else ""
+    default = " (the default)" if version == DEFAULT_VERSION else ""
+    return f"{version}{default}: {m.get('bytes', 0) / 2**20:.1f} MB{extra}"
 
 
 def sha256_file(path: Path) -> str:
@@ -75,16 +117,16 @@ def _verified(path: str, mtime_ns: int, size: int, expected: str) -> str:
     return sha256_file(Path(path))
 
 
-def verify_weights() -> None:
+def verify_weights(version: str = DEFAULT_VERSION) -> None:
     """Raise :class:`WeightsUnavailableError` unless the weights exist and match the manifest's sha256."""
-    path = weights_path()
+    path = weights_path(version)
     if not path.is_file():
         raise WeightsUnavailableError(
             f"the built-in model's weights {path} are missing; restore assets/builtin/ from the repository "
             "(git checkout -- assets/builtin) or retrain with `python -m cv_core.models.builtin.pretrain`")
-    expected = manifest().get("sha256")
+    expected = manifest(version).get("sha256")
     if not expected:
-        raise WeightsUnavailableError(f"the manifest {manifest_path()} has no 'sha256' entry; regenerate it")
+        raise WeightsUnavailableError(f"the manifest {manifest_path(version)} has no 'sha256' entry; regenerate it")
     stat = path.stat()
     actual = _verified(str(path), stat.st_mtime_ns, stat.st_size, expected)
     if actual != expected:

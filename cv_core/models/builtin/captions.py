@@ -63,3 +63,21 @@ TEXT_TEMPLATES = (
     'the word "{t}".', 'a sign that says "{t}".', 'the text "{t}" in {fg}', 'the letters "{t}"',
     'a photo of the text: "{t}".', '"{t}" written on a {bg} background',
 )
+
+#: v2: captions of a scene with a numeral written on it, naming what is written. Fields: d, w.
+LABEL_TEMPLATES = (
+    'a sign that says "{d}".', 'a label with the number {d}', 'the number {d} written on a picture',
+    'a picture labelled "{d}".', 'a photo with the text "{d}".', "something marked with the number {w}",
+)
+#: v2: the same for a number word written on a scene. Fields: w.
+LABEL_WORD_TEMPLATES = ('a sign that says "{w}".', 'a picture labelled "{w}".', 'the word "{w}" written on it')
+
+#: v2: environments (names of cv_core.data.builtin.shifts.SHIFTS) and two caption words for each.
+ENVIRONMENTS = ("snow", "fog", "noise", "contrast")
+ENVIRONMENT_WORDS = {"snow": ("snowy", "snow-covered"), "fog": ("foggy", "hazy"), "noise": ("noisy", "grainy"),
+                     "contrast": ("faded", "low contrast")}
+#: Fields: d, w, env (an ENVIRONMENT_WORDS word).
+ENVIRONMENT_TEMPLATES = (
+    'a {env} photo of the number: "{d}".', "the digit {d}, {env}", "a {env} picture of the number {w}.",
+    "the number {d} in a {env} image", 'a photo of the number: "{d}".', "the digit {w}",
+)

@@ -22,8 +22,14 @@ from .shapes import shape_mask, texture_image
 
 Sample = tuple[np.ndarray, str]  # (size, size, 3) uint8 image, caption
 RENDERERS: Registry[Callable[[np.random.Generator, int], Sample]] = Registry("corpus renderer")
-#: Share of each kind of sample in the corpus.
+#: Share of each kind of sample in the corpus of v1 (kept as it is: v1's weights reproduce from it).
 MIX = {"numeral": 0.65, "number_word": 0.08, "shape": 0.11, "texture": 0.07, "text": 0.09}
+#: v2 adds what CLIP learns from web captions and v1 never saw: pictures that carry written text captioned by
+#: that text ("labelled": a scene, often another numeral, with a numeral or number word written on it) and
+#: numerals seen through weather and poor sensors with captions that say so ("environment").
+MIX_V2 = {"numeral": 0.48, "number_word": 0.07, "shape": 0.07, "texture": 0.05, "text": 0.07, "labelled": 0.16,
+          "environment": 0.10}
+MIXES = {"v1": MIX, "v2": MIX_V2}
 _COLOUR_NAMES = tuple(C.COLOURS)
 _LUM = {n: 0.299 * r + 0.587 * g + 0.114 * b for n, (r, g, b) in C.COLOURS.items()}
 
@@ -151,38 +157,99 @@ def text(rng: np.random.Generator, size: int) -> Sample:
     return img, C.TEXT_TEMPLATES[rng.integers(len(C.TEXT_TEMPLATES))].format(t=word, fg=fg, bg=bg)
 
 
-def sample(seed: int, index: int, size: int = 32) -> Sample:
-    """Sample ``index`` of the corpus with ``seed``: ((size, size, 3) uint8, caption)."""
+_INKS = ("red", "yellow", "cyan", "white", "orange", "pink", "green", "blue")
+
+
+def _uci_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, int]:
+    """A light-on-dark numeral rendered like a UCI scan (glyph filling the frame, 8x8 blocks): image, digit."""
+    d = int(rng.integers(10))
+    mask, _ = _glyph(rng, str(d), warp=0.7)
+    placed, low = _uci_like(rng, mask, size)
+    ink, paper = rng.uniform(170, 255), rng.uniform(0, 40)
+    return R.degrade(R.composite(placed, np.full(3, ink), np.full(3, paper)), low, size).astype(np.float32), d
+
+
+@RENDERERS.decorator("labelled")
+def labelled(rng: np.random.Generator, size: int) -> Sample:
+    """A scene with a numeral or number word written on it, captioned by what is written (as web captions of
+    signs and labels are). The scene is another numeral half of the time, else a shape or a texture."""
+    pick, scene_digit = rng.random(), None
+    if pick < 0.5:
+        scene, scene_digit = _uci_scene(rng, size)
+    else:
+        fg, fgc, bg, bgc = _colours(rng)
+        art = (shape_mask(rng, C.SHAPES[rng.integers(len(C.SHAPES))], size, float(rng.uniform(0.5, 0.95)))
+               if pick < 0.75 else texture_image(rng, C.TEXTURES[rng.integers(len(C.TEXTURES))], size))
+        scene = R.composite(art, fgc, bgc)
+    w = int(rng.integers(10)) if scene_digit is None else (scene_digit + int(rng.integers(1, 10))) % 10
+    as_word = rng.random() < 0.4
+    font = R.FONT_NAMES[rng.integers(len(R.FONT_NAMES))]
+    mask = R.text_mask(C.NUMBER_WORDS[w] if as_word else str(w), font, 40, stroke=int(rng.integers(0, 3)))
+    if as_word:
+        mask = R.fit_mask(mask, int(rng.integers(8, 14)), size)
+    else:
+        box = int(rng.integers(10, 19))
+        mask = R.fit_mask(mask, box, box)
+    corner = rng.random() < 0.6
+    top = (0 if rng.random() < 0.5 else size - mask.shape[0]) if corner else int(rng.integers(0, size - mask.shape[0] + 1))
+    left = (0 if rng.random() < 0.5 else size - mask.shape[1]) if corner else int(rng.integers(0, size - mask.shape[1] + 1))
+    ink = np.array(C.COLOURS[_INKS[rng.integers(len(_INKS))]], np.float32) + rng.normal(0, 12, 3)
+    img = _finish(rng, R.composite(R.place(mask, size, top, left), ink, scene), size, size)
+    if as_word and rng.random() < 0.5:
+        caption = C.LABEL_WORD_TEMPLATES[rng.integers(len(C.LABEL_WORD_TEMPLATES))].format(w=C.NUMBER_WORDS[w])
+    else:
+        templates = C.LABEL_TEMPLATES if rng.random() < 0.5 else C.NUMERAL_GENERIC
+        caption = templates[rng.integers(len(templates))].format(d=w, w=C.NUMBER_WORDS[w])
+    return img, caption
+
+
+@RENDERERS.decorator("environment")
+def environment(rng: np.random.Generator, size: int) -> Sample:
+    """A numeral (like a UCI scan) in snow, fog, sensor noise or low contrast, with a caption that names both."""
+    from ...data.builtin.shifts import SHIFTS
+
+    scene, d = _uci_scene(rng, size)
+    env = C.ENVIRONMENTS[rng.integers(len(C.ENVIRONMENTS))]
+    img = R.to_uint8(SHIFTS.get(env)(scene, rng))
+    template = C.ENVIRONMENT_TEMPLATES[rng.integers(len(C.ENVIRONMENT_TEMPLATES))]
+    return img, template.format(d=d, w=C.NUMBER_WORDS[d], env=C.ENVIRONMENT_WORDS[env][rng.integers(2)])
+
+
+def sample(seed: int, index: int, size: int = 32, version: str = "v1") -> Sample:
+    """Sample ``index`` of the ``version`` corpus with ``seed``: ((size, size, 3) uint8, caption)."""
+    mix = MIXES[version]
     rng = np.random.default_rng([seed, index])
-    kinds = list(MIX)
-    kind = kinds[rng.choice(len(kinds), p=np.array([MIX[k] for k in kinds]))]
+    kinds = list(mix)
+    kind = kinds[rng.choice(len(kinds), p=np.array([mix[k] for k in kinds]))]
     return RENDERERS.get(kind)(rng, size)
 
 
-def _chunk(args: tuple[int, int, int, int]) -> tuple[np.ndarray, list[str]]:
+def _chunk(args: tuple[int, int, int, int, str]) -> tuple[np.ndarray, list[str]]:
     return generate(*args)
 
 
-def generate(n: int, seed: int = 0, size: int = 32, start: int = 0, workers: int = 1
+def generate(n: int, seed: int = 0, size: int = 32, start: int = 0, version: str = "v1", workers: int = 1
              ) -> tuple[np.ndarray, list[str]]:
-    """Samples ``start .. start+n-1``: images (n, size, size, 3) uint8 and n captions.
+    """Samples ``start .. start+n-1`` of the ``version`` corpus: images (n, size, size, 3) uint8 and n captions.
 
     workers > 1 renders chunks in processes; the result is identical (samples depend on (seed, i) only).
     """
     if n < 0 or start < 0 or size < 8 or workers < 1:
         raise InvalidInputError(f"need n >= 0, start >= 0, size >= 8, workers >= 1; got n={n}, "
                                 f"start={start}, size={size}, workers={workers}")
+    if version not in MIXES:
+        raise InvalidInputError(f"unknown corpus version {version!r}; choose one of {', '.join(MIXES)}")
     if workers > 1 and n >= 1000:
         from multiprocessing import get_context
 
         bounds = np.linspace(0, n, 8 * workers + 1).astype(int)
-        jobs = [(int(b - a), seed, size, start + int(a)) for a, b in zip(bounds[:-1], bounds[1:])]
+        jobs = [(int(b - a), seed, size, start + int(a), version) for a, b in zip(bounds[:-1], bounds[1:])]
         with get_context("spawn").Pool(workers) as pool:
             parts = pool.map(_chunk, jobs)
         return np.concatenate([p[0] for p in parts]), [c for p in parts for c in p[1]]
     images = np.zeros((n, size, size, 3), dtype=np.uint8)
     texts: list[str] = []
     for i in range(n):
-        images[i], caption = sample(seed, start + i, size)
+        images[i], caption = sample(seed, start + i, size, version)
         texts.append(caption)
     return images, texts

@@ -1,12 +1,19 @@
 """Pretrain the built-in CLIP on the procedural corpus with open_clip's contrastive loss.
 
-    python -m cv_core.models.builtin.pretrain [--seed S] [--out DIR] [--minutes M] [--steps N]
+    python -m cv_core.models.builtin.pretrain [--version v1|v2] [--seed S] [--out DIR] [--minutes M] [--steps N]
 
 Reproducible: the corpus, the initialisation, the batch order and the augmentation all
 follow ``--seed``; the schedule is fixed in steps (``--minutes`` is only a safety cap and
-the run says so when it hits it). Writes ``cvs-tiny-clip.safetensors`` (fp16), its
-manifest (config, sha256, recipe, timings, hardware, metrics) and ``metrics.json``
-(the training curve) to ``--out``. Uses CUDA when present.
+the run says so when it hits it). Writes ``<model>.safetensors`` (fp16), its manifest
+(config, sha256, recipe, timings, hardware, metrics) and ``metrics.json`` (the training
+curve) to ``--out``. Uses CUDA when present.
+
+Resumable: every ``--checkpoint-every`` steps the model, the optimizer, the batch generator
+and the curve go to ``--out/pretrain-checkpoint.pt`` (written to a temporary, then renamed),
+and the corpus is kept in ``--out/corpus-*.npz``; started again with the same recipe, the
+run continues from the last checkpoint and ends with the same weights as an unbroken run
+on the same hardware. ``v1`` is the recipe of the shipped ``cvs-tiny-clip``; ``v2`` is
+``cvs-tiny-clip-v2`` (a wider, deeper image tower and the v2 corpus mix).
 """
 from __future__ import annotations
 
@@ -20,15 +27,15 @@ import json
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from . import (BUILTIN_MODEL_NAME, CONFIG_PATH, MANIFEST_FILE, WEIGHTS_FILE, compare_weights, register_config,
-               sha256_file)
+from . import compare_weights, config_path, model_name, register_config, sha256_file
 from . import corpus as corpus_mod
+from ...errors import InvalidInputError
 from .evaluate import digits_tensors, encode, evaluate, preprocess_for, accuracy, text_head
 
 
@@ -43,6 +50,21 @@ class PretrainConfig:
     warmup: int = 100
     eval_every: int = 100
     threads: int = 2
+    version: str = "v1"
+
+    def as_recipe(self) -> dict:
+        """The recipe as the manifest records it (v1's manifest predates ``version``: left out for v1)."""
+        out = asdict(self)
+        if self.version == "v1":
+            out.pop("version")
+        return out
+
+
+#: The v2 recipe (the v1 recipe is ``PretrainConfig()``): two thirds of an hour on the 2-core CPU.
+V2_RECIPE = PretrainConfig(steps=3000, batch_size=256, corpus_size=100_000, warmup=150, eval_every=250,
+                           version="v2")
+RECIPES = {"v1": PretrainConfig(), "v2": V2_RECIPE}
+CHECKPOINT_FILE = "pretrain-checkpoint.pt"
 
 
 def _lr_factor(step: int, cfg: PretrainConfig) -> float:
@@ -88,20 +110,56 @@ class CompactEmbedding(torch.nn.Module):
         return full
 
 
-def build_corpus(cfg: PretrainConfig, tokenizer, log) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (N, 32, 32, 3) uint8 and tokens (N, L) int64 of the corpus for ``cfg.seed``."""
+def build_corpus(cfg: PretrainConfig, tokenizer, log, keep: Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N, 32, 32, 3) uint8 and tokens (N, L) int64 of the corpus for ``cfg.seed``.
+
+    keep: a folder where the corpus is saved once generated and read back by a resumed run."""
+    import numpy as np
+
     t0 = time.perf_counter()
-    images, captions = corpus_mod.generate(cfg.corpus_size, seed=cfg.seed, workers=cfg.threads)
+    path = None if keep is None else keep / f"corpus-{cfg.version}-seed{cfg.seed}-{cfg.corpus_size}.npz"
+    if path is not None and path.is_file():
+        with np.load(path) as z:
+            images, tokens = torch.from_numpy(z["images"]), torch.from_numpy(z["tokens"])
+        log(f"corpus: {len(images)} samples read from {path} ({time.perf_counter() - t0:.1f}s)")
+        return images, tokens
+    images, captions = corpus_mod.generate(cfg.corpus_size, seed=cfg.seed, version=cfg.version,
+                                           workers=cfg.threads)
     unique = sorted(set(captions))
     table = tokenizer(unique)
     index = {c: i for i, c in enumerate(unique)}
     tokens = table[torch.as_tensor([index[c] for c in captions])]
     log(f"corpus: {len(captions)} samples, {len(unique)} distinct captions, {time.perf_counter() - t0:.1f}s")
+    if path is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp.npz")
+        np.savez(tmp, images=images, tokens=tokens.numpy())
+        os.replace(tmp, path)
     return torch.from_numpy(images), tokens
 
 
-def train(model, images, tokens, cfg: PretrainConfig, device, deadline: float, log) -> dict:
-    """Contrastive pretraining loop; returns the training curve and how it ended."""
+def _typo_val(preprocess) -> tuple[torch.Tensor, torch.Tensor]:
+    """The val split of ``digits-typo``: images and the class written on each."""
+    from ...data.builtin import variant_arrays, written_labels
+    from .evaluate import images_tensor
+
+    images, _ = variant_arrays("typo", "val")
+    return images_tensor(images, preprocess), torch.as_tensor(written_labels("typo", "val").copy())
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train(model, images, tokens, cfg: PretrainConfig, device, deadline: float, log,
+          checkpoint: Path | None = None, checkpoint_every: int = 0, stop_at: int | None = None) -> dict:
+    """Contrastive pretraining loop; returns the training curve and how it ended.
+
+    checkpoint: file to resume from (when it exists and holds this recipe) and to write every
+    ``checkpoint_every`` steps and when the run stops early: at the time cap (``deadline``) or at step
+    ``stop_at`` (a run split across sittings)."""
     from open_clip.loss import ClipLoss
 
     compact = CompactEmbedding(model.token_embedding, torch.unique(tokens)).to(device)
@@ -109,15 +167,38 @@ def train(model, images, tokens, cfg: PretrainConfig, device, deadline: float, l
     mean = torch.tensor(model.visual.preprocess_cfg["mean"], device=device).view(1, 3, 1, 1)
     std = torch.tensor(model.visual.preprocess_cfg["std"], device=device).view(1, 3, 1, 1)
     val_x, val_y = digits_tensors("val", preprocess_for(model))
+    typo_x, typo_written = _typo_val(preprocess_for(model))
     loss_fn, g = ClipLoss(), torch.Generator().manual_seed(cfg.seed)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": rest, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
-    curve, step, t0 = [], 0, time.perf_counter()
-    for step in range(cfg.steps):
-        if time.perf_counter() > deadline:
-            log(f"time cap reached at step {step}/{cfg.steps}: the run is NOT the full recipe")
+    curve, first, before = [], 0, 0.0
+    if checkpoint is not None and checkpoint.is_file():
+        ck = torch.load(checkpoint, map_location=device, weights_only=True)
+        if ck.get("recipe") != cfg.as_recipe():
+            raise InvalidInputError(f"{checkpoint} holds another recipe ({ck.get('recipe')}); remove it or pass "
+                                    "the same options to resume")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        g.set_state(ck["generator"])
+        curve, first, before = list(ck["curve"]), int(ck["step"]), float(ck["seconds"])
+        log(f"resumed from {checkpoint} at step {first}/{cfg.steps} ({before:.0f}s of training before)")
+    t0 = time.perf_counter() - before
+
+    def save(done: int) -> None:
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, {"recipe": cfg.as_recipe(), "step": done, "model": model.state_dict(),
+                                          "optimizer": opt.state_dict(), "generator": g.get_state(),
+                                          "curve": curve, "seconds": time.perf_counter() - t0})
+
+    step, done = first, first
+    for step in range(first, cfg.steps):
+        if time.perf_counter() > deadline or (stop_at is not None and step >= stop_at):
+            why = "time cap reached" if time.perf_counter() > deadline else "stopped as asked"
+            log(f"{why} at step {step}/{cfg.steps}: the run is NOT the full recipe"
+                + ("; run again with the same options to resume" if checkpoint is not None else ""))
+            save(step)
             break
         model.train()
         for group in opt.param_groups:
@@ -132,29 +213,34 @@ def train(model, images, tokens, cfg: PretrainConfig, device, deadline: float, l
         opt.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+        done = step + 1
+        if done % cfg.eval_every == 0 or done == cfg.steps:
             model.eval()
-            val = accuracy(encode(model, val_x.to(device)), text_head(model, _tok()), val_y.to(device))
-            curve.append({"step": step + 1, "loss": loss.item(), "zero_shot_val": val,
+            head = text_head(model, _tok(cfg.version))
+            val = accuracy(encode(model, val_x.to(device)), head, val_y.to(device))
+            read = accuracy(encode(model, typo_x.to(device)), head, typo_written.to(device))
+            curve.append({"step": done, "loss": loss.item(), "zero_shot_val": val, "typo_read_val": read,
                           "seconds": time.perf_counter() - t0})
-            log(f"step {step + 1}: loss {loss.item():.3f} zero-shot val {val:.3f} "
+            log(f"step {done}: loss {loss.item():.3f} zero-shot val {val:.3f} typo read val {read:.3f} "
                 f"({time.perf_counter() - t0:.0f}s)")
+        if checkpoint_every and done % checkpoint_every == 0 and done < cfg.steps:
+            save(done)
     model.token_embedding = compact.write_back()
-    return {"curve": curve, "steps_done": step + 1 if curve else step, "train_seconds": time.perf_counter() - t0}
+    return {"curve": curve, "steps_done": done, "train_seconds": time.perf_counter() - t0}
 
 
-def _tok():
+def _tok(version: str = "v1"):
     import open_clip
 
-    return open_clip.get_tokenizer(BUILTIN_MODEL_NAME)
+    return open_clip.get_tokenizer(model_name(version))
 
 
-def save_weights(model, path: Path) -> None:
+def save_weights(model, path: Path, name: str = "cvs-tiny-clip") -> None:
     """fp16 safetensors of the full CLIP state dict (integer buffers kept as they are)."""
     from safetensors.torch import save_file
 
     state = {k: (v.half() if v.is_floating_point() else v).contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={"format": "pt", "model": BUILTIN_MODEL_NAME})
+    save_file(state, str(path), metadata={"format": "pt", "model": name})
 
 
 def _hardware(device: torch.device, threads: int) -> dict:
@@ -168,37 +254,48 @@ def _hardware(device: torch.device, threads: int) -> dict:
     return {"device": str(device), "cpu": cpu, "torch_threads": threads, "gpu": gpu}
 
 
-def run(cfg: PretrainConfig, out: Path, minutes: float, device: torch.device, log=print) -> dict:
+def run(cfg: PretrainConfig, out: Path, minutes: float, device: torch.device, log=print,
+        checkpoint_every: int = 0, stop_at: int | None = None, evaluate_weights: bool = True) -> dict | None:
+    """Pretrain, save, evaluate; returns the manifest, or None when the time cap or ``stop_at`` stopped a
+    resumable run (its checkpoint is in ``out``). evaluate_weights=False leaves the metrics out (tests)."""
     import open_clip
 
     t_start = time.perf_counter()
+    name = model_name(cfg.version)
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     register_config()
-    model = open_clip.create_model(BUILTIN_MODEL_NAME).to(device)
-    images, tokens = build_corpus(cfg, _tok(), log)
-    t_corpus = time.perf_counter() - t_start
-    result = train(model, images, tokens, cfg, device, t_start + 60 * minutes, log)
+    model = open_clip.create_model(name).to(device)
     out.mkdir(parents=True, exist_ok=True)
-    weights = out / WEIGHTS_FILE
-    save_weights(model, weights)
+    keep = out if checkpoint_every else None
+    images, tokens = build_corpus(cfg, _tok(cfg.version), log, keep=keep)
+    t_corpus = time.perf_counter() - t_start
+    checkpoint = out / CHECKPOINT_FILE if checkpoint_every else None
+    result = train(model, images, tokens, cfg, device, t_start + 60 * minutes, log, checkpoint=checkpoint,
+                   checkpoint_every=checkpoint_every, stop_at=stop_at)
+    if checkpoint is not None:
+        if result["steps_done"] < cfg.steps:
+            return None
+        checkpoint.unlink(missing_ok=True)  # the run is complete: a new run with these options starts afresh
+    weights = out / f"{name}.safetensors"
+    save_weights(model, weights, name)
     total = time.perf_counter() - t_start
     log(f"pretraining done in {total:.0f}s; evaluating the saved weights")
-    loaded = open_clip.create_model(BUILTIN_MODEL_NAME, pretrained=str(weights))  # the shipped path, on CPU
-    metrics = evaluate(loaded, _tok(), seed=cfg.seed)
+    loaded = open_clip.create_model(name, pretrained=str(weights))  # the shipped path, on CPU
+    metrics = evaluate(loaded, _tok(cfg.version), seed=cfg.seed) if evaluate_weights else {}
     manifest = {
-        "model": BUILTIN_MODEL_NAME, "weights": WEIGHTS_FILE, "sha256": sha256_file(weights),
+        "model": name, "weights": weights.name, "sha256": sha256_file(weights),
         "bytes": weights.stat().st_size, "dtype": "float16",
-        "config": json.loads(CONFIG_PATH.read_text()), "preprocess": dict(model.visual.preprocess_cfg),
+        "config": json.loads(config_path(cfg.version).read_text()), "preprocess": dict(model.visual.preprocess_cfg),
         "tokenizer": "open_clip SimpleTokenizer (CLIP BPE), context_length 16",
-        "recipe": asdict(cfg), "corpus_mix": corpus_mod.MIX, "steps_done": result["steps_done"],
+        "recipe": cfg.as_recipe(), "corpus_mix": corpus_mod.MIXES[cfg.version], "steps_done": result["steps_done"],
         "timings_s": {"corpus": round(t_corpus, 1), "train": round(result["train_seconds"], 1),
                       "pretrain_total": round(total, 1)},
         "hardware": _hardware(device, cfg.threads),
         "versions": {"torch": torch.__version__, "open_clip": open_clip.__version__},
         "metrics": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()},
     }
-    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    (out / f"{name}.manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     (out / "metrics.json").write_text(json.dumps({"curve": result["curve"], **manifest["metrics"]}, indent=2) + "\n")
     log(json.dumps(manifest["metrics"], indent=2))
     return manifest
@@ -206,15 +303,20 @@ def run(cfg: PretrainConfig, out: Path, minutes: float, device: torch.device, lo
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    d = PretrainConfig()
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--version", default="v1", choices=tuple(RECIPES),
+                   help="which built-in model's recipe (defaults below are v1's; v2's are in V2_RECIPE)")
+    p.add_argument("--seed", type=int, default=None)
     p.add_argument("--out", type=Path, default=Path("out/builtin"), help="output folder (assets/builtin to ship)")
     p.add_argument("--minutes", type=float, default=20.0, help="safety cap on the wall time of pretraining")
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--corpus-size", type=int, default=d.corpus_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--threads", type=int, default=d.threads)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--corpus-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--checkpoint-every", type=int, default=0,
+                   help="save a resumable checkpoint (and the corpus) in --out every N steps; 0: none")
+    p.add_argument("--stop-at-step", type=int, default=None,
+                   help="with --checkpoint-every: stop after this step (resume later with the same options)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--compare-to", type=Path, default=None,
                    help="after training, compare the new weights tensor by tensor with this safetensors file "
@@ -222,15 +324,21 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     if a.compare_to is not None and not a.compare_to.is_file():
         p.error(f"--compare-to: no file at {a.compare_to}")
-    if a.steps < 1 or a.batch_size < 2 or a.corpus_size < a.batch_size or a.minutes <= 0:
-        p.error("need steps >= 1, batch-size >= 2, corpus-size >= batch-size and minutes > 0")
+    base = RECIPES[a.version]
+    given = {"seed": a.seed, "steps": a.steps, "batch_size": a.batch_size, "corpus_size": a.corpus_size,
+             "lr": a.lr, "threads": a.threads}
+    cfg = replace(base, **{k: v for k, v in given.items() if v is not None})
+    if cfg.steps < 1 or cfg.batch_size < 2 or cfg.corpus_size < cfg.batch_size or a.minutes <= 0 \
+            or a.checkpoint_every < 0:
+        p.error("need steps >= 1, batch-size >= 2, corpus-size >= batch-size, minutes > 0, checkpoint-every >= 0")
+    if a.stop_at_step is not None and (a.checkpoint_every == 0 or a.stop_at_step < 1):
+        p.error("--stop-at-step needs --checkpoint-every (or the run could not resume) and a step >= 1")
     device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
                           "cpu" if a.device == "auto" else a.device)
-    cfg = PretrainConfig(seed=a.seed, steps=a.steps, batch_size=a.batch_size, corpus_size=a.corpus_size,
-                         lr=a.lr, threads=a.threads)
-    run(cfg, a.out, a.minutes, device)
+    if run(cfg, a.out, a.minutes, device, checkpoint_every=a.checkpoint_every, stop_at=a.stop_at_step) is None:
+        raise SystemExit(3)  # stopped early; the checkpoint resumes it
     if a.compare_to is not None:
-        c = compare_weights(a.out / WEIGHTS_FILE, a.compare_to)
+        c = compare_weights(a.out / f"{model_name(cfg.version)}.safetensors", a.compare_to)
         verdict = "bit-for-bit identical" if c["identical"] else (
             f"{len(c['differing'])} differ (max |diff| {c['max_abs_diff']:.3g}), {len(c['missing'])} in one file only")
         print(f"compared with {a.compare_to}: {c['tensors']} tensors, {verdict}")
