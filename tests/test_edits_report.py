@@ -61,6 +61,10 @@ def test_report_writes_json_and_markdown(result, tmp_path):
         assert 0.0 <= t["read_share"] <= 1.0 and t["chance"] == 0.1 and t["removal"]["rows"] == shifts[name]["rows"]
         assert shifts[name]["kind"] == "typography" and shifts[name]["read"]["read_share"] == t["read_share"]
     assert "chosen on val" in md and "reads the written class" in md
+    # the patch trigger is the largest square within 8% of the image (issue 12: a patch of <= 8% of the area)
+    patch = data["properties"]["trigger"]["patch"]
+    assert patch["size_px"] == 9 and patch["area_share"] == round(81 / 1024, 4) <= 0.08
+    assert patch["trainable_params"] == 81 * 3 and "patch 9×9 px (7.9% of the image)" in md
 
 
 def test_report_summary_is_short(result, tmp_path):
@@ -76,6 +80,8 @@ def test_report_rejects_unknown_methods_before_working(result, tmp_path):
         build_report(result, ["cv_steeer"], tmp_path)
     with pytest.raises(InvalidInputError):
         ReportConfig(encoder_classes=0)
+    with pytest.raises(InvalidInputError, match="share of the image"):
+        ReportConfig(trigger_patch_area=0)
 
 
 def test_properties_on_the_synthetic_problem():

@@ -46,6 +46,7 @@ class ReportConfig:
     probe: bool = True
     max_per_class: int | None = None
     trigger_pair: tuple[int, int] | None = (0, 1)
+    trigger_patch_area: float = 0.08  # the patch trigger: the largest square within this share of the image
     method_options: dict = field(default_factory=dict)  # method name -> options, e.g. {"cv_weight_map": {...}}
     save_checkpoint: bool = False  # also write the weight-mapped model forgetting class 0 as a checkpoint
     audits: tuple[str, ...] = AUDITS  # relearning, cka (encoder-changing methods), references, quantized
@@ -53,6 +54,8 @@ class ReportConfig:
     relearn_shots: int = 5
 
     def __post_init__(self):
+        if not 0 < self.trigger_patch_area <= 1:
+            raise InvalidInputError(f"trigger_patch_area is a share of the image in (0, 1], got {self.trigger_patch_area}")
         if self.encoder_classes is not None and self.encoder_classes < 1:
             raise InvalidInputError(f"encoder_classes must be at least 1 or None, got {self.encoder_classes}")
         unknown = sorted(set(self.audits) - set(AUDITS))
@@ -137,10 +140,13 @@ def trigger_study(ctx, config: ReportConfig) -> dict:
     from .trigger import optimize_trigger
 
     s, t = config.trigger_pair
+    _, _, h, w = ctx.encoder.images["train"].shape
+    side = max(1, int((config.trigger_patch_area * h * w) ** 0.5))
     out = {}
     for kind in ("patch", "perturbation"):
-        r = optimize_trigger(ctx, s, t, kind, config.seed)
+        r = optimize_trigger(ctx, s, t, kind, config.seed, **({"size": side} if kind == "patch" else {}))
         out[kind] = {k: v for k, v in asdict(r).items() if k not in ("trigger", "mask")}
+    out["patch"].update(size_px=side, area_share=round(side * side / (h * w), 4))
     return out
 
 

@@ -127,7 +127,12 @@ def property_lines(p: dict) -> list[str]:
 def _trigger_lines(trig: dict) -> list[str]:
     if "skipped" in trig:
         return [f"Skipped: {trig['skipped']}."]
-    return [f"- {kind} {r['source']}→{r['target']}: attack success {100 * r['success_rate']:.1f}% of source test "
+    def what(kind: str, r: dict) -> str:
+        if kind == "patch" and "size_px" in r:
+            return f"patch {r['size_px']}×{r['size_px']} px ({100 * r['area_share']:.1f}% of the image)"
+        return kind
+
+    return [f"- {what(kind, r)} {r['source']}→{r['target']}: attack success {100 * r['success_rate']:.1f}% of source test "
             f"images (clean accuracy on them {100 * r['clean_source_accuracy']:.1f}%), other classes sent to the "
             f"target {100 * r['other_flip_rate']:.1f}%, latent residual |Δf − z|/|z| {r['shift_residual']:.2f}, "
             f"{r['trainable_params']:,} trainable values, {r['seconds']:.1f} s" for kind, r in trig.items()]
