@@ -348,3 +348,17 @@ def test_unlearning_audits_show_the_reference_study(computed_app):
     refs = next(d.value for d in at.dataframe if "rule" in d.value.columns)
     assert set(refs["rule"]) == {"random", "kmeans_medoids", "support_points", "all"}
     assert refs["forget acc ↓"].max() <= 100 and any("by construction" in c.value for c in at.caption)
+
+
+def test_setup_computes_a_run_with_the_builtin_v2(new_app, monkeypatch, tmp_path):
+    """The second built-in version goes through the app's real path (model, fine-tune, cache) and its own
+    learning rate; 8 images per class keep it quick."""
+    monkeypatch.setenv("CVS_CACHE_DIR", str(tmp_path))
+    at = new_app()
+    at.selectbox(key="setup_builtin_version").set_value("builtin:v2").run()
+    at.number_input(key="setup_cap").set_value(8).run()
+    at.button(key="setup_compute").click().run()
+    no_trouble(at)
+    assert any("builtin:v2" in s.value for s in at.subheader), [s.value for s in at.subheader]
+    assert float(metric(at, "Zero-shot").rstrip("%")) > 30  # chance is 10%
+    assert any(c.value.startswith("Fine-tuning: ") and "lr 0.0005" in c.value for c in at.caption)
