@@ -235,7 +235,8 @@ def test_an_image_folder_without_val_images_cannot_early_stop(tiny_spec, tmp_pat
     # the default recipe's early stopping is not an error there: it trains the whole budget and says so
     import dataclasses
     stopping = FinetuneConfig(steps=2, batch_size=2, lr=1e-3, warmup=0, epochs=2, early_stop_patience=1)
-    monkeypatch.setattr(FinetuneConfig, "default_for", classmethod(lambda cls, device, small_model=False: stopping))
+    monkeypatch.setattr(FinetuneConfig, "default_for",
+                        classmethod(lambda cls, device, small_model=False, builtin_version="v1": stopping))
     events = []
     inp = prepare(dataclasses.replace(cfg, finetune=None), events.append, {}, {})
     assert inp.ft_cfg == stopping.without_early_stopping() and inp.ft_val is None
