@@ -55,7 +55,8 @@ class ReportConfig:
 
     def __post_init__(self):
         if not 0 < self.trigger_patch_area <= 1:
-            raise InvalidInputError(f"trigger_patch_area is a share of the image in (0, 1], got {self.trigger_patch_area}")
+            raise InvalidInputError("trigger_patch_area is a share of the image in (0, 1], got "
+                                    f"{self.trigger_patch_area}")
         if self.encoder_classes is not None and self.encoder_classes < 1:
             raise InvalidInputError(f"encoder_classes must be at least 1 or None, got {self.encoder_classes}")
         unknown = sorted(set(self.audits) - set(AUDITS))

@@ -169,6 +169,11 @@ def _uci_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, int]:
     return R.degrade(R.composite(placed, np.full(3, ink), np.full(3, paper)), low, size).astype(np.float32), d
 
 
+def _offset(rng: np.random.Generator, span: int, corner: bool) -> int:
+    """Where a mark starts along one axis: at either edge (corner) or anywhere in ``0..span``."""
+    return (0 if rng.random() < 0.5 else span) if corner else int(rng.integers(0, span + 1))
+
+
 @RENDERERS.decorator("labelled")
 def labelled(rng: np.random.Generator, size: int) -> Sample:
     """A scene with a numeral or number word written on it, captioned by what is written (as web captions of
@@ -191,8 +196,7 @@ def labelled(rng: np.random.Generator, size: int) -> Sample:
         box = int(rng.integers(10, 19))
         mask = R.fit_mask(mask, box, box)
     corner = rng.random() < 0.6
-    top = (0 if rng.random() < 0.5 else size - mask.shape[0]) if corner else int(rng.integers(0, size - mask.shape[0] + 1))
-    left = (0 if rng.random() < 0.5 else size - mask.shape[1]) if corner else int(rng.integers(0, size - mask.shape[1] + 1))
+    top, left = _offset(rng, size - mask.shape[0], corner), _offset(rng, size - mask.shape[1], corner)
     ink = np.array(C.COLOURS[_INKS[rng.integers(len(_INKS))]], np.float32) + rng.normal(0, 12, 3)
     img = _finish(rng, R.composite(R.place(mask, size, top, left), ink, scene), size, size)
     if as_word and rng.random() < 0.5:
