@@ -122,7 +122,7 @@ def variant_report(models: dict, head: torch.Tensor, preprocess) -> dict:
         images, labels = variant_arrays(variant, "test")
         x, y = images_tensor(images, preprocess), torch.as_tensor(labels)
         written = written_labels(variant, "test")
-        written = None if written is None else torch.as_tensor(written)
+        written = None if written is None else torch.as_tensor(written.copy())
         out[variant] = {}
         for name, model in models.items():
             pred = (F.normalize(encode(model, x), dim=-1) @ head.T).argmax(1)
