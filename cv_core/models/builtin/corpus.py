@@ -30,6 +30,8 @@ MIX = {"numeral": 0.65, "number_word": 0.08, "shape": 0.11, "texture": 0.07, "te
 MIX_V2 = {"numeral": 0.48, "number_word": 0.07, "shape": 0.07, "texture": 0.05, "text": 0.07, "labelled": 0.16,
           "environment": 0.10}
 MIXES = {"v1": MIX, "v2": MIX_V2}
+#: Share of labelled samples whose writing is a number word (the rest: a numeral).
+LABEL_WORD_SHARE = 0.4
 _COLOUR_NAMES = tuple(C.COLOURS)
 _LUM = {n: 0.299 * r + 0.587 * g + 0.114 * b for n, (r, g, b) in C.COLOURS.items()}
 
@@ -187,7 +189,7 @@ def labelled(rng: np.random.Generator, size: int) -> Sample:
                if pick < 0.75 else texture_image(rng, C.TEXTURES[rng.integers(len(C.TEXTURES))], size))
         scene = R.composite(art, fgc, bgc)
     w = int(rng.integers(10)) if scene_digit is None else (scene_digit + int(rng.integers(1, 10))) % 10
-    as_word = rng.random() < 0.4
+    as_word = rng.random() < LABEL_WORD_SHARE
     font = R.FONT_NAMES[rng.integers(len(R.FONT_NAMES))]
     mask = R.text_mask(C.NUMBER_WORDS[w] if as_word else str(w), font, 40, stroke=int(rng.integers(0, 3)))
     if as_word:
