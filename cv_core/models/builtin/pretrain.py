@@ -254,6 +254,18 @@ def _hardware(device: torch.device, threads: int) -> dict:
     return {"device": str(device), "cpu": cpu, "torch_threads": threads, "gpu": gpu}
 
 
+def _versions() -> dict:
+    """What the corpus and the training depend on: Pillow draws the corpus (fonts, resampling), numpy and scipy
+    its random draws and warps; another Pillow gives other pixels and so other weights."""
+    import numpy
+    import open_clip
+    import PIL
+    import scipy
+
+    return {"torch": torch.__version__, "open_clip": open_clip.__version__, "pillow": PIL.__version__,
+            "numpy": numpy.__version__, "scipy": scipy.__version__}
+
+
 def run(cfg: PretrainConfig, out: Path, minutes: float, device: torch.device, log=print,
         checkpoint_every: int = 0, stop_at: int | None = None, evaluate_weights: bool = True) -> dict | None:
     """Pretrain, save, evaluate; returns the manifest, or None when the time cap or ``stop_at`` stopped a
@@ -292,7 +304,7 @@ def run(cfg: PretrainConfig, out: Path, minutes: float, device: torch.device, lo
         "timings_s": {"corpus": round(t_corpus, 1), "train": round(result["train_seconds"], 1),
                       "pretrain_total": round(total, 1)},
         "hardware": _hardware(device, cfg.threads),
-        "versions": {"torch": torch.__version__, "open_clip": open_clip.__version__},
+        "versions": _versions(),
         "metrics": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()},
     }
     (out / f"{name}.manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
