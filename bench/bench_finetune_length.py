@@ -86,10 +86,7 @@ def measure(folder: Path, recipe: str, seed: int, cache: Path, backbone: str = "
     from cv_core.models.finetune import FinetuneConfig
     from cv_core.pipeline import RunConfig, run
 
-    from cv_core.models.backbones import builtin_version
-
-    ft = dataclasses.replace(FinetuneConfig.recipe(recipe, torch.device("cpu"), small_model=True,
-                                                   builtin_version=builtin_version(backbone) or "v1"), seed=seed)
+    ft = dataclasses.replace(FinetuneConfig.recipe_for(recipe, torch.device("cpu"), backbone), seed=seed)
     start = time.perf_counter()
     result = run(RunConfig(backbone=backbone, dataset=f"imagefolder:{folder}", device="cpu", cache_dir=str(cache),
                            finetune=ft))

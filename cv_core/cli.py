@@ -180,7 +180,6 @@ def cmd_list(args) -> int:
 def config_from_args(args, splits: tuple[str, ...] = ("train", "test")):
     from dataclasses import replace
 
-    from .models.backbones import builtin_version
     from .models.finetune import FinetuneConfig
     from .pipeline import RunConfig
     from .device import resolve_device
@@ -188,9 +187,7 @@ def config_from_args(args, splits: tuple[str, ...] = ("train", "test")):
     epochs, patience = getattr(args, "epochs", None), getattr(args, "early_stop", None)
     recipe, no_stop = getattr(args, "recipe", "auto"), getattr(args, "no_early_stop", False)
     if recipe != "auto" or args.steps is not None or epochs is not None or patience is not None or no_stop:
-        version = builtin_version(args.backbone)
-        base = FinetuneConfig.recipe(recipe, resolve_device(args.device), small_model=version is not None,
-                                     builtin_version=version or "v1")
+        base = FinetuneConfig.recipe_for(recipe, resolve_device(args.device), args.backbone)
         if args.steps is not None:  # a fixed step count
             base = replace(base.without_early_stopping(), epochs=None, steps=args.steps,
                            warmup=min(base.warmup, max(0, args.steps // 10)))

@@ -98,8 +98,7 @@ def prepare(config, progress: ProgressFn, timings: dict, hits: dict, world: Worl
             for s in config.splits}
     class_names = tuple(data["train"].class_names)
     _check_classes(info.name, data, class_names)
-    ft_cfg = config.finetune or FinetuneConfig.default_for(device, small_model=spec.source == "builtin",
-                                                                builtin_version=spec.version or "v1")
+    ft_cfg = config.finetune or FinetuneConfig.recipe_for("auto", device, config.backbone)
     val = None
     if ft_cfg.early_stopping:
         try:

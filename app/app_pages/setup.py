@@ -22,10 +22,9 @@ def backbone_ui() -> str | None:
         versions = [b for b in services.backbone_choices() if b.startswith("builtin")]
         if len(versions) == 1:
             return versions[0]
-        spec = st.selectbox("Version", versions, key="setup_builtin_version",
-                            format_func=lambda b: services.builtin_label(b))
+        spec = st.selectbox("Version", versions, key="setup_builtin_version", format_func=services.builtin_label)
         ok, message = services.backbone_availability(spec)
-        if ok is None or not ok:
+        if not ok:
             st.error(f"{spec}: {message} — Compute is disabled until this is fixed.")
             return None
         return spec

@@ -112,12 +112,11 @@ def device_choices() -> dict[str, str]:
 def recipe_text(backbone: str, device: str, recipe: str) -> str:
     """What a fine-tuning recipe will do for this backbone on this device, in words (Setup's caption)."""
     from cv_core.device import resolve_device
-    from cv_core.models.backbones import builtin_version, is_builtin
+    from cv_core.models.backbones import is_builtin
     from cv_core.models.finetune import FinetuneConfig
 
     dev = resolve_device(device)
-    version = builtin_version(backbone)
-    cfg = FinetuneConfig.recipe(recipe, dev, small_model=version is not None, builtin_version=version or "v1")
+    cfg = FinetuneConfig.recipe_for(recipe, dev, backbone)
     text = f"Fine-tunes the image encoder for {cfg.describe()}."
     if dev.type == "cpu" and not is_builtin(backbone) and cfg.steps * cfg.batch_size > 5_000:
         text += (f" On a CPU an open_clip model trains at a few images a second: {cfg.steps} steps of "
@@ -201,13 +200,10 @@ def _run_pipeline(config: AppRunConfig, progress, cancel, max_halvings: int = 3)
 
     from cv_core import pipeline
     from cv_core.device import resolve_device
-    from cv_core.models.backbones import builtin_version
     from cv_core.models.finetune import FinetuneConfig
     from cv_core.progress import Progress
 
-    version = builtin_version(config.backbone)
-    recipe = FinetuneConfig.recipe(config.finetune_recipe, resolve_device(config.device),
-                                   small_model=version is not None, builtin_version=version or "v1")
+    recipe = FinetuneConfig.recipe_for(config.finetune_recipe, resolve_device(config.device), config.backbone)
     finetune = None if config.finetune_recipe == "auto" else recipe  # None: the pipeline's default, same keys
     for attempt in range(max_halvings + 1):
         run_config = pipeline.RunConfig(backbone=config.backbone, dataset=config.dataset, device=config.device,

@@ -95,6 +95,15 @@ class FinetuneConfig:
             return cls(steps=150, batch_size=64, lr=5e-4, weight_decay=0.1, warmup=15)
         raise InvalidInputError(f"unknown fine-tune recipe {name!r}; choose one of {', '.join(RECIPES)}")
 
+    @classmethod
+    def recipe_for(cls, name: str, device: torch.device, backbone: str) -> FinetuneConfig:
+        """``recipe`` for a backbone spec: the built-in versions get their own default (``BUILTIN_LR``), any
+        other backbone the open_clip defaults. The CLI, the app, the pipeline and the benches call this."""
+        from .backbones import builtin_version
+
+        version = builtin_version(backbone)
+        return cls.recipe(name, device, small_model=version is not None, builtin_version=version or "v1")
+
     def describe(self, n_train: int | None = None) -> str:
         """The recipe in words, e.g. '10 epochs (170 steps) of batch 64, lr 0.001, early stopping on the val
         split (patience 3)'; with ``n_train`` the epoch budget is also given in steps."""

@@ -22,7 +22,7 @@ from .shapes import shape_mask, texture_image
 
 Sample = tuple[np.ndarray, str]  # (size, size, 3) uint8 image, caption
 RENDERERS: Registry[Callable[[np.random.Generator, int], Sample]] = Registry("corpus renderer")
-#: Share of each kind of sample in the corpus of v1 (kept as it is: v1's weights reproduce from it).
+#: Share of each kind of sample in the corpus of v1 (kept as it is: v1's weights were trained on it).
 MIX = {"numeral": 0.65, "number_word": 0.08, "shape": 0.11, "texture": 0.07, "text": 0.09}
 #: v2 adds what CLIP learns from web captions and v1 never saw: pictures that carry written text captioned by
 #: that text ("labelled": a scene, often another numeral, with a numeral or number word written on it) and

@@ -194,8 +194,9 @@ def train(model, images, tokens, cfg: PretrainConfig, device, deadline: float, l
 
     step, done = first, first
     for step in range(first, cfg.steps):
-        if time.perf_counter() > deadline or (stop_at is not None and step >= stop_at):
-            why = "time cap reached" if time.perf_counter() > deadline else "stopped as asked"
+        late = time.perf_counter() > deadline
+        if late or (stop_at is not None and step >= stop_at):
+            why = "time cap reached" if late else "stopped as asked"
             log(f"{why} at step {step}/{cfg.steps}: the run is NOT the full recipe"
                 + ("; run again with the same options to resume" if checkpoint is not None else ""))
             save(step)
