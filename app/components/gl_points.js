@@ -100,6 +100,8 @@ const SLOW_DRAW_MS = 50;
 // ... and only from this many points: a smaller map is never slow to draw, whatever a busy machine's frame
 // interval says (a 10,000-point map redraws on every movement, as tested end to end).
 const SLOW_MIN_POINTS = 100000;
+// From this many points the picture of the points that are not highlighted is kept between draws (drawGl).
+const CACHE_MIN_POINTS = 100000;
 // After the last wheel event of a zoom on such a map, its points are drawn again after this pause.
 const SETTLE_MS = 180;
 
@@ -113,7 +115,8 @@ export function createPointLayer(box, opts) {
   const L = {
     box, note, mode: "webgl", gl: null, n: 0, xy: null, cat: null, flags: null, extent: opts.extent || [0, 1, 0, 1],
     palette: [[120, 120, 120]], view: { k: 1, tx: 0, ty: 0 }, width: 0, height, overlayFn: null, drawMs: NaN,
-    frames: 0,
+    frames: 0, posBase: null, catBase: null, flagHash: 0, paletteVersion: 0, baseSig: null, baseDraws: 0,
+    baseReuses: 0,
   };
   box.__layer = L; // for tests and benchmarks
   const say = (text) => { note.hidden = !text; note.textContent = text || ""; };
@@ -130,7 +133,7 @@ export function createPointLayer(box, opts) {
     const u = (name) => gl.getUniformLocation(prog, name);
     L.glState = {
       prog, vao: gl.createVertexArray(), pos: gl.createBuffer(), cat: gl.createBuffer(), flag: gl.createBuffer(),
-      high: gl.createBuffer(), highCount: 0, palette: gl.createTexture(),
+      high: gl.createBuffer(), highCount: 0, palette: gl.createTexture(), fbo: null, rb: null, fboSize: "",
       u: { extent: u("u_extent"), size: u("u_size"), view: u("u_view"), point: u("u_point"), pass: u("u_pass"),
         alpha: u("u_alpha"), palette: u("u_palette") },
     };
@@ -170,6 +173,7 @@ export function createPointLayer(box, opts) {
 
   L.setPalette = (colors) => {
     L.palette = colors.map(parseColor);
+    L.paletteVersion++;
     const gl = L.gl;
     if (!gl) return;
     const data = new Uint8Array(4 * L.palette.length);
@@ -180,13 +184,17 @@ export function createPointLayer(box, opts) {
     gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_MAG_FILTER, gl.NEAREST);
   };
 
-  // xy: Float32Array (2n) map positions. Builds the picking grid.
-  L.setPoints = (xy, extent) => {
+  // xy: Float32Array (2n) map positions. The picking grid is built at the next hover.
+  // baseKey (optional): names the positions of the points that are not highlighted (flag 1) - the caller
+  // vouches that they are the same whenever it passes the same key - so the picture of those points can be
+  // reused (see drawGl); null: unknown, always drawn again.
+  L.setPoints = (xy, extent, baseKey = null) => {
     L.xy = xy; L.n = xy.length / 2;
     if (extent) L.extent = extent;
     if (!L.flags || L.flags.length !== L.n) L.flags = new Uint8Array(L.n);
     if (!L.cat || L.cat.length !== L.n) L.cat = new Uint16Array(L.n);
-    buildGrid();
+    L.grid = null;
+    L.posBase = baseKey === null ? null : `${baseKey}|${L.extent.join(",")}`;
     const gl = L.gl;
     if (gl) {
       gl.bindBuffer(gl.ARRAY_BUFFER, L.glState.pos);
@@ -194,8 +202,11 @@ export function createPointLayer(box, opts) {
       uploadCat(); uploadFlags();
     }
   };
-  // cat: one palette index per point (Uint16Array / Uint8Array / Int32Array of length n)
-  L.setCategories = (cat) => { L.cat = cat instanceof Uint16Array ? cat : Uint16Array.from(cat); uploadCat(); };
+  // cat: one palette index per point (Uint16Array / Uint8Array / Int32Array of length n); baseKey: as for
+  // setPoints, names the categories of the points that are not highlighted
+  L.setCategories = (cat, baseKey = null) => {
+    L.cat = cat instanceof Uint16Array ? cat : Uint16Array.from(cat); L.catBase = baseKey; uploadCat();
+  };
   // flags per point: 1 = highlighted (drawn on top, outlined), 2 = hidden
   L.setFlags = (flags) => { L.flags = flags; uploadFlags(); };
   function uploadCat() {
@@ -207,8 +218,12 @@ export function createPointLayer(box, opts) {
     gl.bindBuffer(gl.ARRAY_BUFFER, L.glState.flag); gl.bufferData(gl.ARRAY_BUFFER, L.flags, gl.DYNAMIC_DRAW);
     // The second pass (highlighted points, on top) draws only their indices: culling a million vertices in
     // the vertex shader cost as much as drawing them in software WebGL.
-    let m = 0;
-    for (let i = 0; i < L.flags.length; i++) if ((L.flags[i] & 3) === 1) m++;
+    let m = 0, h = 0x811c9dc5;
+    for (let i = 0; i < L.flags.length; i++) {
+      const f = L.flags[i];
+      if (f) { h = Math.imul(h ^ (i * 4 + f), 16777619); if ((f & 3) === 1) m++; }
+    }
+    L.flagHash = (h >>> 0).toString(36) + ":" + m;
     const high = new Uint32Array(m);
     for (let i = 0, k = 0; i < L.flags.length; i++) if ((L.flags[i] & 3) === 1) high[k++] = i;
     gl.bindVertexArray(L.glState.vao);
@@ -250,7 +265,7 @@ export function createPointLayer(box, opts) {
   // by the browser's compositor (a CSS transform: the same affine map as the view change) and only the
   // overlay is drawn; the points are drawn again, once, when the gesture ends. Fast maps redraw on every
   // frame as before.
-  L.slowMs = SLOW_DRAW_MS; L.slowMinPoints = SLOW_MIN_POINTS;
+  L.slowMs = SLOW_DRAW_MS; L.slowMinPoints = SLOW_MIN_POINTS; L.cacheMinPoints = CACHE_MIN_POINTS;
   L.slowDraw = () => L.mode === "webgl" && L.n >= L.slowMinPoints && L.frameMs > L.slowMs && !!L.drawnView;
   L.preview = () => {
     const a = L.drawnView, b = L.view, f = b.k / a.k;
@@ -277,8 +292,51 @@ export function createPointLayer(box, opts) {
     gl.uniform1f(s.u.point, L.pointSize() * L.dpr);
     gl.uniform1f(s.u.alpha, L.alpha());
     gl.enable(gl.BLEND); gl.blendFuncSeparate(gl.SRC_ALPHA, gl.ONE_MINUS_SRC_ALPHA, gl.ONE, gl.ONE_MINUS_SRC_ALPHA);
-    gl.uniform1i(s.u.pass, 0); gl.drawArrays(gl.POINTS, 0, L.n);
+    // The first pass (every point not highlighted) is drawn into a framebuffer kept between draws and copied
+    // to the canvas: when the same points sit at the same places in the same colours under the same view
+    // (a release that moves only the highlighted points: a million-point map in software WebGL redraws
+    // its 100,000 moved points instead of all), the copy is all it costs. The copy is exact, so the picture
+    // is the one a direct draw makes.
+    const sig = L.posBase !== null && L.catBase !== null && L.n >= L.cacheMinPoints ? [L.posBase, L.catBase,
+      L.flagHash, L.view.k, L.view.tx, L.view.ty, glCanvas.width, glCanvas.height, L.alpha(), L.pointSize(),
+      L.paletteVersion, L.n].join("|") : null;
+    if (sig !== null && baseFramebuffer(gl, s)) {
+      if (sig !== L.baseSig) {
+        gl.bindFramebuffer(gl.FRAMEBUFFER, s.fbo);
+        gl.clearColor(0, 0, 0, 0); gl.clear(gl.COLOR_BUFFER_BIT);
+        gl.uniform1i(s.u.pass, 0); gl.drawArrays(gl.POINTS, 0, L.n);
+        L.baseSig = sig; L.baseDraws++;
+      } else {
+        L.baseReuses++;
+      }
+      gl.bindFramebuffer(gl.READ_FRAMEBUFFER, s.fbo); gl.bindFramebuffer(gl.DRAW_FRAMEBUFFER, null);
+      gl.blitFramebuffer(0, 0, glCanvas.width, glCanvas.height, 0, 0, glCanvas.width, glCanvas.height,
+        gl.COLOR_BUFFER_BIT, gl.NEAREST);
+      gl.bindFramebuffer(gl.FRAMEBUFFER, null);
+    } else {
+      L.baseSig = null;
+      gl.uniform1i(s.u.pass, 0); gl.drawArrays(gl.POINTS, 0, L.n);
+    }
     if (s.highCount) { gl.uniform1i(s.u.pass, 1); gl.drawElements(gl.POINTS, s.highCount, gl.UNSIGNED_INT, 0); }
+    box.dataset.baseDraws = String(L.baseDraws); box.dataset.baseReuses = String(L.baseReuses);
+  }
+
+  // The framebuffer of the first pass, the canvas's size (re-made when it changes); false if unavailable.
+  function baseFramebuffer(gl, s) {
+    const size = `${glCanvas.width}x${glCanvas.height}`;
+    if (s.fbo && s.fboSize === size) return true;
+    if (s.fbo) { gl.deleteFramebuffer(s.fbo); gl.deleteRenderbuffer(s.rb); }
+    s.fbo = gl.createFramebuffer(); s.rb = gl.createRenderbuffer();
+    gl.bindRenderbuffer(gl.RENDERBUFFER, s.rb);
+    gl.renderbufferStorage(gl.RENDERBUFFER, gl.RGBA8, glCanvas.width, glCanvas.height);
+    gl.bindFramebuffer(gl.FRAMEBUFFER, s.fbo);
+    gl.framebufferRenderbuffer(gl.FRAMEBUFFER, gl.COLOR_ATTACHMENT0, gl.RENDERBUFFER, s.rb);
+    const ok = gl.checkFramebufferStatus(gl.FRAMEBUFFER) === gl.FRAMEBUFFER_COMPLETE;
+    gl.bindFramebuffer(gl.FRAMEBUFFER, null);
+    s.fboSize = ok ? size : "";
+    if (!ok) { gl.deleteFramebuffer(s.fbo); gl.deleteRenderbuffer(s.rb); s.fbo = null; }
+    L.baseSig = null;
+    return ok;
   }
 
   function drawCanvas() {
@@ -329,7 +387,8 @@ export function createPointLayer(box, opts) {
 
   // The visible point nearest to (mx, my) CSS px within `radius` px, or -1.
   L.pick = (mx, my, radius = 6) => {
-    if (!L.grid || !L.n) return -1;
+    if (!L.n) return -1;
+    if (!L.grid) buildGrid();
     const { g, start, order } = L.grid, [x0, x1, y0, y1] = L.extent;
     const ax = L.dataX(mx - radius), bx = L.dataX(mx + radius), ay = L.dataY(my + radius), by = L.dataY(my - radius);
     const cell = (v, lo, hi) => Math.min(g - 1, Math.max(0, Math.floor(((v - lo) / (hi - lo)) * g)));

@@ -237,3 +237,45 @@ def test_a_small_map_is_never_treated_as_slow(page):
       return {small, forced: layer.slowDraw()};
     }""")
     assert got == {"small": False, "forced": True}
+
+
+def test_the_picture_of_unmoved_points_is_reused_and_equals_a_full_draw(page):
+    """A release moves only the highlighted points: with the same base key, flags, colours and view the layer
+    copies its kept picture of the other points instead of drawing them again, and the canvas is pixel for
+    pixel what a direct draw of every point gives; another view, flag set or key draws them again."""
+    data, *_ = _map(n=3000, seed=6)
+    page.evaluate(MOUNT, __import__("base64").b64encode(pack(data["header"], data["arrays"])).decode())
+    got = page.evaluate("""() => {
+      const layer = document.querySelector('.cvs-latent .plot').__layer, n = layer.n, gl = layer.gl;
+      layer.cacheMinPoints = 0; layer.view = {k: 1, tx: 0, ty: 0};
+      const pixels = () => {
+        const out = new Uint8Array(gl.drawingBufferWidth * gl.drawingBufferHeight * 4);
+        gl.readPixels(0, 0, gl.drawingBufferWidth, gl.drawingBufferHeight, gl.RGBA, gl.UNSIGNED_BYTE, out);
+        return out;
+      };
+      const base = Float32Array.from(layer.xy), cat = new Uint16Array(n).map((_, i) => i % 4);
+      const flags = new Uint8Array(n); for (let i = 0; i < n; i += 5) flags[i] = 1;
+      const counts = () => [layer.baseDraws, layer.baseReuses];
+      layer.setPoints(base, null, "k0"); layer.setCategories(cat, "c"); layer.setFlags(flags); layer.draw();
+      const first = counts();
+      const moved = Float32Array.from(base); for (let i = 0; i < n; i += 5) moved[2 * i] += 0.5;
+      layer.setPoints(moved, null, "k0"); layer.setCategories(cat, "c"); layer.setFlags(flags); layer.draw();
+      const reused = counts(), kept = pixels();
+      layer.cacheMinPoints = Infinity; layer.draw();
+      const direct = pixels(), noCache = counts();
+      let diff = 0; for (let i = 0; i < kept.length; i++) if (kept[i] !== direct[i]) diff++;
+      let inked = 0; for (let i = 3; i < kept.length; i += 4) if (kept[i]) inked++;
+      layer.cacheMinPoints = 0;
+      layer.draw(); const again = counts();                       // the direct draw forgot the kept picture
+      layer.draw(); const reuse2 = counts();
+      layer.view = {k: 2, tx: -30, ty: 10}; layer.draw(); const zoomed = counts();
+      flags[1] = 1; layer.setFlags(flags); layer.draw(); const reflagged = counts();
+      layer.setPoints(moved, null, "k1"); layer.draw(); const rekeyed = counts();
+      layer.setPoints(moved, null, null); layer.draw(); const unknown = counts();
+      return {first, reused, noCache, diff, inked, again, reuse2, zoomed, reflagged, rekeyed, unknown};
+    }""")
+    assert got["first"] == [1, 0] and got["reused"] == [1, 1]
+    assert got["inked"] > 1000 and got["diff"] == 0             # the kept picture + moved points = a full draw
+    assert got["noCache"] == [1, 1] and got["again"] == [2, 1] and got["reuse2"] == [2, 2]
+    assert got["zoomed"] == [3, 2] and got["reflagged"] == [4, 2] and got["rekeyed"] == [5, 2]
+    assert got["unknown"] == [5, 2]                              # no key: drawn directly, nothing kept
