@@ -256,16 +256,19 @@ def _emit(progress: ProgressFn, step: int, message: str) -> None:
 
 
 #: Row-epochs (rows placed x layout epochs) a release may spend. Measured on this project's 2-core VM, one
-#: thread: 100,000 rows take 1.9 s for 20 epochs, 0.82 s for 10, 0.15 s for 4; 10,000 rows 0.18 s for 20.
-RELEASE_ROW_EPOCHS = 400_000
+#: thread, 100,000 rows of a class-3 forget on the 1M synthetic run (2026-12-07): an epoch costs 0.07 s
+#: (strength 1) to 0.30 s (strength 2) - umap's negative sampling, so it depends on the placed weights -
+#: and 20 epochs 2.6-5.6 s. The earlier budget of 400,000 (4 epochs at 100,000 rows) was set from the
+#: cheaper case (0.15 s) and cost 0.78 s at strength 2. This one bounds the epochs of a release at ~0.3 s.
+RELEASE_ROW_EPOCHS = 100_000
 
 
 def release_epochs(rows: int, refine: int, budget: int = RELEASE_ROW_EPOCHS) -> int:
     """Layout epochs for placing ``rows`` edited points at once after a slider release: the map's
-    ``refine`` epochs while rows x refine fits ``budget`` (20,000 rows at 20 epochs), fewer above it
-    (100,000 rows: 4), none from ``budget`` rows. Without epochs a point sits at the membership-weighted
-    mean of its nearest fitted positions: in the same latent cluster as with them (docs/benchmarks.md,
-    "Which one is right?"), spread less like umap's ``transform``."""
+    ``refine`` epochs while rows x refine fits ``budget`` (5,000 rows at 20 epochs), fewer above it
+    (10,000 rows: 10; 100,000 rows: 1), none above ``budget`` rows. Without epochs a point sits at the
+    membership-weighted mean of its nearest fitted positions: in the same latent cluster as with them
+    (docs/benchmarks.md, "Which one is right?" and part 8), spread less like umap's ``transform``."""
     if rows < 0 or refine < 0 or budget < 0:
         raise InvalidInputError(f"rows, refine and budget must be >= 0, got {rows}, {refine}, {budget}")
     return refine if rows == 0 else min(refine, budget // rows)
