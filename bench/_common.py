@@ -88,6 +88,26 @@ def write_results(name: str, rows: list[dict], notes: dict | None = None) -> Pat
     return path
 
 
+def size_entries(name: str) -> dict:
+    """The entries of bench/results/<name>.json keyed by a point count ("100000", "1000000"): issue 14's map
+    figures, which bench_maps_scale.py files into scale.json beside part 7's rows (see merge_size_entries)."""
+    path = RESULTS / f"{name}.json"
+    if not path.is_file():
+        return {}
+    return {k: v for k, v in json.loads(path.read_text()).items() if k.isdigit()}
+
+
+def merge_size_entries(name: str, entries: dict, source: str) -> Path:
+    """Put ``entries`` ({"100000": {...}, ...}) into bench/results/<name>.json, keeping everything else in it;
+    ``source`` names the bench that measured them (key ``sizes_source``)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    doc = json.loads(path.read_text()) if path.is_file() else {"name": name}
+    doc.update({str(k): v for k, v in entries.items()}, sizes_source=source)
+    path.write_text(json.dumps(doc, indent=1, default=float))
+    return path
+
+
 def print_table(title: str, rows: list[dict]) -> None:
     print(f"\n## {title}")
     if not rows:

@@ -25,12 +25,15 @@ For each (N, C) (D = 512), in a fresh process (so that its peak RSS is its own):
 * ``peak_rss_mb``: the process's peak resident memory (ru_maxrss), store pages read through the memory
   map included.
 
-The browser figures of issue 14 (slider -> charts, release -> map at 1M points, frame time while panning)
-and the first-map cold/warm times are not measured here: they are written as null with the reason.
+The browser figures of issue 14 (slider -> charts, release -> map, frame time while panning) and the
+first-map cold/warm times are not measured here: they are copied from ``bench_browser.py --n N`` and
+``bench_first_map.py`` when those ran, else written as null with the reason.
 
 ``--quick``: N = 100k (C = 10 with the map, C = 1000 edit only). Full: N in {100k, 1M}. Results:
 ``bench/results/maps_scale.json``, keyed by N as a string (the C = 10 figures at the top, each C's row
-under ``classes``).
+under ``classes``), and the same entries keyed by N in ``bench/results/scale.json`` (issue 14's file,
+beside part 7's rows). ``--browser-only``: refile the browser figures into both without measuring again.
+Also run as ``bench/bench_scale.py --maps [--quick]``.
 """
 from __future__ import annotations
 
@@ -42,7 +45,7 @@ import subprocess
 import sys
 import time
 
-from _common import ROOT, machine
+from _common import ROOT, machine, merge_size_entries
 
 RESULT = ROOT / "bench" / "results" / "maps_scale.json"
 D = 512
@@ -50,7 +53,9 @@ REPEAT = 9
 PLACE_CHECK = 50_000  # rows placed both exactly and approximately, side by side
 NOT_MEASURED = {  # null unless the browser bench / part 3 measured them (browser_figures)
     "slider_to_charts_ms": "headless Chromium: bench_browser.py --n N (with the map; no map: slider_to_charts_no_map_ms)",
-    "release_to_map_ms": "headless Chromium: bench_browser.py --n N (release_server_ms is the server's share alone)",
+    "release_to_map_ms": "headless Chromium: bench_browser.py --n N (release_server_ms is the server's share alone; "
+                         "release_to_map_redraw_all_ms: the same releases with every point redrawn, as when the moved "
+                         "points change)",
     "frame_ms_panning": "headless Chromium (software WebGL): bench_browser.py --n N, median frame interval while "
                         "dragging the map (frame_ms_panning_p95: its 95th percentile; pan_settle_ms: the full "
                         "draw of the points once the drag ends)",
@@ -150,10 +155,9 @@ def one(n: int, c: int, with_map: bool, cache_dir: str) -> dict:
 
 
 def browser_figures(results: dict) -> None:
-    """Fill each N's browser figures from ``bench_browser.py --n N`` (bench/results/browser_scale.json, headless
-    Chromium on the app) and the first-map times from part 3 (bench/results/first_map.json, 10k x 512)."""
-    browser = RESULT.parent / "browser_scale.json"
-    if browser.is_file():
+    """Fill each N's browser figures from ``bench_browser.py --n N`` (bench/results/browser_scale.json at 1M,
+    browser_scale_<N>.json at another N; headless Chromium on the app) and the first-map times from part 3 (bench/results/first_map.json, 10k x 512)."""
+    for browser in sorted(RESULT.parent.glob("browser_scale*.json")):  # one file per N (bench_browser.py --n N)
         doc = json.loads(browser.read_text())
         entry = results.get(str(doc.get("N")))
         if entry is not None:
@@ -163,6 +167,8 @@ def browser_figures(results: dict) -> None:
                     entry["slider_to_charts_ms"] = r["median_ms"]
                 elif w.startswith("slider"):
                     entry["slider_to_charts_no_map_ms"] = r["median_ms"]
+                elif w.startswith("release") and "every point redrawn" in w:
+                    entry["release_to_map_redraw_all_ms"] = r["median_ms"]
                 elif w.startswith("release"):
                     entry["release_to_map_ms"] = r["median_ms"]
                 elif w.startswith("frame interval"):
@@ -222,6 +228,14 @@ def main(argv: list[str]) -> int:
         n, c, with_map, cache = int(argv[i + 1]), int(argv[i + 2]), argv[i + 3] == "1", argv[i + 4]
         print(json.dumps(one(n, c, with_map, cache), default=float))
         return 0
+    if "--browser-only" in argv:  # refile the browser figures (bench_browser.py --n N ran since) into the results
+        doc = json.loads(RESULT.read_text())
+        browser_figures(doc["results"])
+        RESULT.write_text(json.dumps(doc, indent=1, default=float))
+        merge_size_entries("scale", doc["results"], f"bench/bench_maps_scale.py ({doc['mode']}, "
+                           f"{doc['machine'].get('date')}); browser figures refiled; details in maps_scale.json")
+        print(f"refiled the browser figures into {RESULT} and scale.json")
+        return 0
     from cv_core.features.cache import default_cache_dir
 
     quick = "--quick" in argv
@@ -265,7 +279,10 @@ def main(argv: list[str]) -> int:
            "results": {**previous.get("results", {}), **results}, "method": __doc__}
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(json.dumps(doc, indent=1, default=float))
-    print(f"wall {wall:.1f} s; wrote {RESULT}")
+    # issue 14 names bench/results/scale.json, keyed by N: the same entries go there beside part 7's rows
+    scale = merge_size_entries("scale", doc["results"], f"bench/bench_maps_scale.py ({doc['mode']}, "
+                               f"{doc['machine'].get('date')}); details in maps_scale.json")
+    print(f"wall {wall:.1f} s; wrote {RESULT} and the N-keyed entries of {scale}")
     return 0
 
 

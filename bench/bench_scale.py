@@ -8,6 +8,11 @@ gloo processes (DDP with the same global batch).
 * Fine-tuning: ``finetune`` on the digits train split (preprocessed in memory), global batch 64, in 1
   process and in 2 gloo processes (32 images each); steps/s after ``WARMUP`` steps.
 
+``--maps [--quick]``: issue 14's part instead - maps and the live edit at N in {100k, 1M}, D = 512,
+C in {10, 1000} (``bench_maps_scale.py``; its entries keyed by N go into ``bench/results/scale.json``
+beside these rows, and in full into ``maps_scale.json``; the browser figures come from
+``bench_browser.py --n N``).
+
 A 2-core machine cannot show a speed-up from more processes on the same two cores: these figures measure
 the engines' overhead here, not their scaling (see docs/scale.md for what was and was not measured).
 """
@@ -24,7 +29,7 @@ import time
 import torch
 import torch.multiprocessing as mp
 
-from _common import machine, print_table, write_results
+from _common import machine, print_table, size_entries, write_results
 
 from cv_core.data.datasets import load_split  # noqa: E402
 from cv_core.features.extract import encode_pair_to_store, identity, preprocess_once  # noqa: E402
@@ -151,6 +156,13 @@ def _uptime() -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
+    if "--maps" in argv:  # issue 14: maps and the live edit at N in {100k, 1M} (bench_maps_scale.py, into scale.json)
+        import bench_maps_scale
+
+        code = bench_maps_scale.main([a for a in argv if a != "--maps"])
+        if code:
+            sys.exit(code)
+        return size_entries("scale")
     quick = "--quick" in argv
     load_before = os.getloadavg()[0]
     uptime_before = _uptime()
@@ -166,6 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
              "uptime_before": uptime_before, "uptime_after": _uptime(),
              "gpu_note": "no GPU lent to this work: the CUDA paths (nccl, num_gpus=1 actors, bf16) were not executed"
              if not torch.cuda.is_available() else machine()["gpu"]}
+    notes.update(size_entries("scale"))  # issue 14's N-keyed map figures (bench_maps_scale.py) stay in the file
     write_results("scale", ext + ft, notes)
     return {"extraction": ext, "finetuning": ft}
 
