@@ -78,7 +78,8 @@ def test_too_many_classes_build_no_table_and_bad_input_is_refused():
 
 def test_release_epoch_budget_and_its_sentence():
     assert release_epochs(0, 20) == 20 and release_epochs(5_000, 20) == 20 and release_epochs(10_000, 20) == 10
-    assert release_epochs(100_000, 20) == 1 and release_epochs(100_001, 20) == 0 and release_epochs(50, 5) == 5
+    assert release_epochs(50_000, 20) == 2 and release_epochs(50_001, 20) == 0 and release_epochs(100_000, 20) == 0
+    assert release_epochs(50, 5) == 5 and release_epochs(50, 1) == 0  # one epoch of umap's schedule moves nothing
     with pytest.raises(InvalidInputError):
         release_epochs(-1, 20)
     x, _, _ = _data(600)
