@@ -357,7 +357,9 @@ def main_scale(n: int, cache: Path | None, n_releases: int = 5) -> list[dict]:
                 rows.append(scale_summary(f"slider -> bars + confusion drawn, {n:,} points, no map",
                                           detail["no_map"], "charts_ms"))
                 map_s = fit_map(page, timeout_s=1800)
-                rows.append({"what": f"fit the map ({2 * n:,} latents, Geometry page)", "s": map_s})
+                cached = page.get_by_text("Loaded from the cache").count() > 0  # the map's note (ScaleMap.describe)
+                rows.append({"what": f"{'map from the disk cache' if cached else 'fit the map'} ({2 * n:,} latents, "
+                                     "Geometry page)", "s": map_s})
                 rows.append({"what": f"rest of the Geometry page after the map (findings, NC1-NC4), {n:,} points",
                              "s": geometry_rest(page)})
                 page.get_by_role("link", name="Class arithmetic").first.click()

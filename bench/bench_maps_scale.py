@@ -177,6 +177,8 @@ def browser_figures(results: dict) -> None:
                     entry["pan_settle_ms"] = r.get("settle_ms")  # the one full draw after the drag
                 elif w.startswith("fit the map"):
                     entry["map_in_app_s"] = r["s"]
+                elif w.startswith("map from the disk cache"):
+                    entry["map_from_cache_in_app_s"] = r["s"]
                 elif w.startswith("rest of the Geometry page"):
                     entry["geometry_rest_in_app_s"] = r["s"]
             entry["browser_source"] = (f"bench_browser.py --n {doc.get('N')} ({doc['machine'].get('date')}, load "

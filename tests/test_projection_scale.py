@@ -152,3 +152,35 @@ def test_a_map_fit_compiles_no_neighbour_search_code():
     # make_hub_euclidean_tree and bit_hub_split carry explicit signatures: numba would compile them at import
     assert len(rp.make_hub_euclidean_tree.overloads) == 0 and len(rp.bit_hub_split.overloads) == 0
     assert len(rp.make_dense_tree.overloads) == 0 and len(nnd.nn_descent.overloads) == 0
+
+
+def test_a_sampled_map_is_kept_on_disk_and_restored_to_place_edited_points_alike(tmp_path):
+    """fit_sampled_cached: the second call restores the map (embedding, sample, fidelity, search) from the cache
+    instead of fitting, places new points where the original map places them, and says it was restored; another
+    source or sample size misses; a corrupted entry is ignored with a warning and refitted; no cache: no files."""
+    from cv_core.features.cache import ArtifactCache
+    from cv_core.projection import fit_sampled_cached
+    from cv_core.projection.map_cache import MAP_VERSION, SAMPLED_KIND
+
+    x, y = _data(2500, seed=3)
+    new, _ = _data(40, seed=4)
+    settings = dict(n_neighbors=8, n_epochs=30, reduce_dim=8)
+    first, hit = fit_sampled_cached(x, y, {"latents": "a"}, tmp_path, 800, LatentMap(**settings))
+    assert hit is False and not first.cached
+    again, hit = fit_sampled_cached(x, y, {"latents": "a"}, tmp_path, 800, LatentMap(**settings))
+    assert hit is True and again.cached and "Loaded from the cache" in again.describe()
+    assert np.array_equal(again.embedding, first.embedding) and np.array_equal(again.sample, first.sample)
+    assert again.fidelity == first.fidelity and again.fit_s == first.fit_s
+    np.testing.assert_allclose(again.projector.reproject(new), first.projector.reproject(new), atol=1e-5)
+    assert fit_sampled_cached(x, y, {"latents": "b"}, tmp_path, 800, LatentMap(**settings))[1] is False
+    assert fit_sampled_cached(x, y, {"latents": "a"}, tmp_path, 900, LatentMap(**settings))[1] is False
+    cache = ArtifactCache(tmp_path)
+    key = {"source": {"latents": "a"}, "n": 2500, "sample_size": 800, "seed": 0,
+           "settings": LatentMap(**settings).settings(), "map_version": MAP_VERSION}
+    tensors, _ = cache.paths(SAMPLED_KIND, key)
+    tensors.write_bytes(tensors.read_bytes()[:100])                      # a truncated entry
+    with pytest.warns(UserWarning):
+        redone, hit = fit_sampled_cached(x, y, {"latents": "a"}, tmp_path, 800, LatentMap(**settings))
+    assert hit is False and np.array_equal(redone.embedding, first.embedding)
+    plain, hit = fit_sampled_cached(x, y, {"latents": "a"}, None, 800, LatentMap(**settings))
+    assert hit is False and not plain.cached

@@ -112,7 +112,7 @@ def compute_map(config: AppRunConfig, progress: Callable | None = None, cancel: 
     from cv_core.features.cache import ArtifactCache
     from cv_core.math.factored import BLOCK_ROWS
     from cv_core.progress import Progress
-    from cv_core.projection import DEFAULT_SAMPLE, LatentMap, fit_cached, fit_sampled
+    from cv_core.projection import DEFAULT_SAMPLE, LatentMap, fit_cached, fit_sampled_cached, latents_digest
     from cv_core.projection.edited import EditCoordinates
     from cv_core.projection.scale import RowStack
 
@@ -137,8 +137,18 @@ def compute_map(config: AppRunConfig, progress: Callable | None = None, cancel: 
         labels = eval_labels(run)
         strata = np.concatenate([labels, labels + c])  # pretrained and fine-tuned, every class in proportion
         both = RowStack(*pre.parts, *ft.parts) if isinstance(pre, RowStack) else RowStack(pre, ft)
-        scaled = fit_sampled(both, strata, DEFAULT_SAMPLE, LatentMap(random_state=config.seed),
-                             seed=config.seed, progress=progress, cancel=cancel)
+        # kept on disk (minutes at 1M): keyed by the store's key, or by the latents' bytes; the synthetic run
+        # in memory is not kept, as below
+        if run.store is not None:
+            source, disk = {"store": run.store.key, "split": EVAL_SPLIT}, ArtifactCache(None)
+        elif config.dataset != synthetic.NAME:
+            source = {"latents": latents_digest(torch.cat([pre, ft]).numpy())}
+            disk = ArtifactCache(None)
+        else:
+            source, disk = {}, None
+        scaled, _ = fit_sampled_cached(both, strata, source, disk, DEFAULT_SAMPLE,
+                                       LatentMap(random_state=config.seed), seed=config.seed, progress=progress,
+                                       cancel=cancel)
         lm, emb, sampled = scaled.projector, scaled.embedding, scaled.sampled
         note = scaled.describe()
     centroids = np.asarray(lm.reproject(torch.cat([cv.mu_pre, cv.mu_ft]).numpy()), dtype=np.float32)

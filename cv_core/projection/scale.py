@@ -108,6 +108,7 @@ class ScaleMap:
     fit_s: float
     place_s: float
     search: ApproxSearch | None = None  # the placement's approximate search (recall measured), None: exact
+    cached: bool = False  # restored from the disk cache (``map_cache.fit_sampled_cached``): fit_s/place_s are the original's
 
     @property
     def n_points(self) -> int:
@@ -133,7 +134,8 @@ class ScaleMap:
         return (f"UMAP fitted on a stratified sample of {self.sample_size:,} of {self.n_points:,} points "
                 f"({self.fit_s:.1f} s); the other {self.n_points - self.sample_size:,} placed by {how} "
                 f"({self.place_s:.1f} s). Neighbourhood fidelity@{f.k}: {f.placed:.2f} for placed "
-                f"points, {fitted} ({f.checked:,} of each checked).")
+                f"points, {fitted} ({f.checked:,} of each checked)."
+                + (" Loaded from the cache (the times are those of the original fit)." if self.cached else ""))
 
 
 class RowStack:

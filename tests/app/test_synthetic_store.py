@@ -159,3 +159,29 @@ def test_findings_of_a_store_run_equal_those_from_memory(tmp_path):
                                     run.class_vectors, a, b, gamma)
         assert tabled == steered
     assert "test" not in run.ft._loaded and "test" not in run.pre._loaded
+
+
+def test_a_store_runs_map_comes_from_the_disk_cache_in_a_new_server(tmp_path, monkeypatch):
+    """A store run's sampled map is kept in the cache folder (a 1M map takes minutes): a new server process (the
+    in-memory maps cleared) restores it, says so in its note, and places edited points as before."""
+    import numpy as np
+
+    from app import services
+    from app.services import maps
+    from app.state import AppRunConfig
+
+    monkeypatch.setenv("CVS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CVS_SYNTHETIC_N", "400")
+    monkeypatch.setattr(synthetic, "STORE_MIN", 400)
+    monkeypatch.setattr("cv_core.projection.DEFAULT_SAMPLE", 300)
+    config = AppRunConfig(dataset=synthetic.NAME, seed=22)
+    services.compute_run(config)
+    first = services.compute_map(config)
+    assert "Loaded from the cache" not in first.note
+    maps._maps().clear()
+    again = services.compute_map(config)
+    assert "Loaded from the cache" in again.note
+    assert np.array_equal(again.ft_xy, first.ft_xy) and np.array_equal(again.pre_xy, first.pre_xy)
+    res = services.live_editor(config, True).evaluate([0.0, 0, 0, -1, 0, 0, 0, 0, 0, 0], None)
+    np.testing.assert_allclose(again.place_edit(np.flatnonzero(res.moved), res.moved_weights),
+                               first.place_edit(np.flatnonzero(res.moved), res.moved_weights), atol=1e-4)
