@@ -109,3 +109,17 @@ def test_membership_sigma_meets_umaps_rule_on_awkward_rows():
     assert sums[0] == pytest.approx(15.0)                            # no sigma can lower exp(0) = 1
     np.testing.assert_allclose(w.sum(1), 1.0, rtol=1e-5)
     assert np.isfinite(raw).all() and (np.diff(w[3:], axis=1) <= 1e-7).all()  # farther weighs no more
+
+
+def test_layout_refinement_leaves_the_callers_initial_positions_alone():
+    """umap's layout moves its head array in place; refine_layout hands it a copy, so the caller's array (a
+    float32, C-ordered one that ascontiguousarray would not copy) keeps the positions it passed."""
+    from cv_core.projection.refine import refine_layout
+
+    rng = np.random.default_rng(0)
+    fitted = rng.normal(size=(200, 2)).astype(np.float32)
+    idx = rng.integers(0, 200, size=(50, 5))
+    init = np.ascontiguousarray(fitted[idx].mean(1), dtype=np.float32)
+    before = init.copy()
+    out = refine_layout(init, fitted, idx, np.ones((50, 5), np.float32), 0.1, 10, 0)
+    assert np.array_equal(init, before) and not np.array_equal(out, before)

@@ -33,8 +33,8 @@ def refine_layout(init: np.ndarray, fitted: np.ndarray, idx: np.ndarray, weights
     a, b = find_ab_params(1.0, min_dist)
     rng = np.random.RandomState(seed)
     rng_state = rng.randint(np.iinfo(np.int32).min + 1, np.iinfo(np.int32).max - 1, 3).astype(np.int64)
-    out = optimize_layout_euclidean(
-        np.ascontiguousarray(init, dtype=np.float32), np.ascontiguousarray(fitted, dtype=np.float32).copy(),
+    out = optimize_layout_euclidean(  # umap moves the head array in place: give it a copy, never the caller's
+        np.array(init, dtype=np.float32, order="C", copy=True), np.ascontiguousarray(fitted, dtype=np.float32).copy(),
         head, tail, n_epochs, fitted.shape[0], make_epochs_per_sample(w, n_epochs), a, b, rng_state,
         1.0, 1.0 / 4.0, 5.0, False)
     return np.asarray(out, dtype=np.float32)
