@@ -142,7 +142,7 @@ def compute_map(config: AppRunConfig, progress: Callable | None = None, cancel: 
         if run.store is not None:
             source, disk = {"store": run.store.key, "split": EVAL_SPLIT}, ArtifactCache(None)
         elif config.dataset != synthetic.NAME:
-            source = {"latents": latents_digest(torch.cat([pre, ft]).numpy())}
+            source = {"latents": [latents_digest(pre.numpy()), latents_digest(ft.numpy())]}
             disk = ArtifactCache(None)
         else:
             source, disk = {}, None

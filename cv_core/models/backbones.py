@@ -20,9 +20,9 @@ import open_clip
 import torch
 
 from ..errors import CVError, InvalidInputError, UnknownNameError, WeightsUnavailableError
+from .builtin import DEFAULT_VERSION as BUILTIN_VERSION  # 'builtin' names v1 ('builtin:v1'); 'builtin:v2' the second
 
 BUILTIN = "builtin"
-BUILTIN_VERSION = "v1"  # 'builtin:v1' names the same model as 'builtin'; 'builtin:v2' the second version
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".bin", ".pth")
 # open_clip tags whose weights come from OpenAI and need QuickGELU.
 _HF_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -78,17 +78,14 @@ def parse_spec(spec: str) -> BackboneSpec:
     'MODEL:TAG' (open_clip pretrained), 'MODEL:random', 'MODEL:/path/to/checkpoint'. ``is_builtin`` answers
     from it."""
     spec = (spec or "").strip()
-    if spec.lower() in (BUILTIN, f"{BUILTIN}:{BUILTIN_VERSION}"):
-        from .builtin import BUILTIN_MODEL_NAME, register_config
-        register_config()
-        return BackboneSpec(BUILTIN_MODEL_NAME, "builtin")
-    if spec.lower().startswith(f"{BUILTIN}:"):
+    if spec.lower() == BUILTIN or spec.lower().startswith(f"{BUILTIN}:"):
         from .builtin import VERSIONS, model_name, register_config
-        version = spec.partition(":")[2].lower()
+        version = spec.partition(":")[2].lower() or BUILTIN_VERSION
         if version not in VERSIONS:
             raise UnknownNameError("built-in model version", version, list(VERSIONS))
         register_config()
-        return BackboneSpec(model_name(version), "builtin", version)
+        # v1 keeps the empty tag it always had ('builtin'), so its specs and cache keys stay as they were
+        return BackboneSpec(model_name(version), "builtin", "" if version == BUILTIN_VERSION else version)
     model, sep, tag = spec.partition(":")
     if not sep or not model or not tag:
         raise InvalidInputError(f"backbone {spec!r} must be 'builtin', MODEL:TAG (e.g. ViT-B-32:openai) or "

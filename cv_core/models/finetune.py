@@ -13,6 +13,7 @@ from ..errors import InvalidInputError, NumericalError
 from ..features.extract import encode_images, index_batches
 from ..progress import CancelFn, ProgressFn, StageTimer, check_cancel
 from ..results import ZeroShotHead
+from .builtin import DEFAULT_VERSION
 from .distributed import World, broadcast_flag, collective, mean_across
 
 
@@ -62,7 +63,7 @@ class FinetuneConfig:
 
     @classmethod
     def default_for(cls, device: torch.device, small_model: bool = False,
-                    builtin_version: str = "v1") -> FinetuneConfig:
+                    builtin_version: str = DEFAULT_VERSION) -> FinetuneConfig:
         """The default recipe (docs/finetuning.md has the measurements behind each).
 
         The built-in model (any device): a length that follows the data, ``BUILTIN_EPOCHS`` epochs of batch
@@ -82,7 +83,7 @@ class FinetuneConfig:
 
     @classmethod
     def recipe(cls, name: str, device: torch.device, small_model: bool = False,
-               builtin_version: str = "v1") -> FinetuneConfig:
+               builtin_version: str = DEFAULT_VERSION) -> FinetuneConfig:
         """A named recipe (``RECIPES``): 'auto' is ``default_for``; 'paper' the task-arithmetic paper's
         (2000 steps, batch 128, lr 1e-5, warm-up 200) on any device; 'fixed-150' the built-in model's fixed
         recipe before issue 12 (150 steps, batch 64, lr 5e-4, warm-up 15), which every figure measured
@@ -102,7 +103,7 @@ class FinetuneConfig:
         from .backbones import builtin_version
 
         version = builtin_version(backbone)
-        return cls.recipe(name, device, small_model=version is not None, builtin_version=version or "v1")
+        return cls.recipe(name, device, small_model=version is not None, builtin_version=version or DEFAULT_VERSION)
 
     def describe(self, n_train: int | None = None) -> str:
         """The recipe in words, e.g. '10 epochs (170 steps) of batch 64, lr 0.001, early stopping on the val

@@ -7,6 +7,7 @@ latents, is ignored with a warning and the map is recomputed.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import asdict
 import warnings
 from pathlib import Path
 
@@ -95,22 +96,18 @@ def fit_sampled_cached(latents, labels, source: dict, cache: ArtifactCache | str
             rows, embedding = sample.numpy().astype(np.int64), emb.numpy()
             lm.fit_embedding(_rows(latents, rows), embedding[rows])
             lm.prepare_reprojection()
-            f = meta["fidelity"]
             search = None if meta.get("search") is None else ApproxSearch(**meta["search"])
             if progress is not None:
                 progress(Progress(STAGE, 3, 3, "map ready"))
-            return ScaleMap(embedding, rows, lm, Fidelity(f["placed"], f["fitted"], f["k"], f["checked"]),
-                            float(meta["fit_s"]), float(meta["place_s"]), search, cached=True), True
+            return ScaleMap(embedding, rows, lm, Fidelity(**meta["fidelity"]), float(meta["fit_s"]),
+                            float(meta["place_s"]), search, cached=True), True
         warnings.warn("ignoring a cached map that does not fit its latents; recomputing", stacklevel=2)
     scaled = fit_sampled(latents, labels, sample_size, lm, seed, progress=progress, cancel=cancel)
-    f, s = scaled.fidelity, scaled.search
     try:  # minutes of work at 1M: a cache that cannot be written (disk full) costs the next start, not this map
         cache.save(SAMPLED_KIND, key, {"embedding": torch.from_numpy(scaled.embedding),
                                        "sample": torch.from_numpy(scaled.sample)},
-                   {"fidelity": {"placed": f.placed, "fitted": f.fitted, "k": f.k, "checked": f.checked},
-                    "fit_s": scaled.fit_s, "place_s": scaled.place_s, "n_points": n,
-                    "search": None if s is None else {"rows": s.rows, "lists": s.lists, "probes": s.probes,
-                                                      "recall": s.recall, "checked": s.checked}})
+                   {"fidelity": asdict(scaled.fidelity), "fit_s": scaled.fit_s, "place_s": scaled.place_s,
+                    "n_points": n, "search": None if scaled.search is None else asdict(scaled.search)})
     except CacheError as err:
         warnings.warn(f"the map was computed but could not be cached: {err}", stacklevel=2)
     return scaled, False

@@ -23,17 +23,14 @@ BUILTIN_MODEL_NAME = "cvs-tiny-clip"
 #: Version -> open_clip model name. v1 stays selectable (``builtin:v1``) so old results reproduce.
 VERSIONS = {"v1": BUILTIN_MODEL_NAME, "v2": "cvs-tiny-clip-v2"}
 DEFAULT_VERSION = "v1"
-CONFIG_PATH = Path(__file__).resolve().with_name(f"{BUILTIN_MODEL_NAME}.json")
 # Installed (a wheel): the package data cv_core/models/builtin/assets (mapped from assets/builtin, see
 # pyproject.toml); in a checkout: assets/builtin at the repository root.
 _INSTALLED = Path(__file__).resolve().with_name("assets")
 ASSET_DIR = _INSTALLED if _INSTALLED.is_dir() else Path(__file__).resolve().parents[3] / "assets" / "builtin"
-WEIGHTS_FILE = f"{BUILTIN_MODEL_NAME}.safetensors"
-MANIFEST_FILE = f"{BUILTIN_MODEL_NAME}.manifest.json"
 
 __all__ = ["BUILTIN_MODEL_NAME", "VERSIONS", "DEFAULT_VERSION", "model_name", "version_of", "config_path",
-           "register_config", "weights_path", "manifest_path", "manifest", "describe", "verify_weights", "sha256_file",
-           "compare_weights"]
+           "weights_file", "manifest_file", "register_config", "weights_path", "manifest_path", "manifest", "describe",
+           "verify_weights", "sha256_file", "compare_weights"]
 
 
 def _check_version(version: str) -> str:
@@ -57,6 +54,20 @@ def config_path(version: str = DEFAULT_VERSION) -> Path:
     return Path(__file__).resolve().with_name(f"{model_name(version)}.json")
 
 
+def weights_file(version: str = DEFAULT_VERSION) -> str:
+    """The weights' file name of a version (in the assets folder, or a pretraining run's output folder)."""
+    return f"{model_name(version)}.safetensors"
+
+
+def manifest_file(version: str = DEFAULT_VERSION) -> str:
+    return f"{model_name(version)}.manifest.json"
+
+
+#: v1's config and weights file (the default version's).
+CONFIG_PATH = config_path()
+WEIGHTS_FILE = weights_file()
+
+
 def register_config() -> None:
     """Make every built-in version known to open_clip (idempotent)."""
     import open_clip
@@ -68,11 +79,11 @@ def register_config() -> None:
 
 def weights_path(version: str = DEFAULT_VERSION) -> Path:
     """Path of the shipped safetensors weights (it may be missing in a broken checkout)."""
-    return ASSET_DIR / f"{model_name(version)}.safetensors"
+    return ASSET_DIR / weights_file(version)
 
 
 def manifest_path(version: str = DEFAULT_VERSION) -> Path:
-    return ASSET_DIR / f"{model_name(version)}.manifest.json"
+    return ASSET_DIR / manifest_file(version)
 
 
 def manifest(version: str = DEFAULT_VERSION) -> dict:

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import compare_weights, config_path, model_name, register_config, sha256_file
+from . import compare_weights, config_path, manifest_file, model_name, register_config, sha256_file, weights_file
 from . import corpus as corpus_mod
 from ...errors import InvalidInputError
 from .evaluate import digits_tensors, encode, evaluate, preprocess_for, accuracy, text_head
@@ -290,7 +290,7 @@ def run(cfg: PretrainConfig, out: Path, minutes: float, device: torch.device, lo
         if result["steps_done"] < cfg.steps:
             return None
         checkpoint.unlink(missing_ok=True)  # the run is complete: a new run with these options starts afresh
-    weights = out / f"{name}.safetensors"
+    weights = out / weights_file(cfg.version)
     save_weights(model, weights, name)
     total = time.perf_counter() - t_start
     log(f"pretraining done in {total:.0f}s; evaluating the saved weights")
@@ -308,7 +308,7 @@ def run(cfg: PretrainConfig, out: Path, minutes: float, device: torch.device, lo
         "versions": _versions(),
         "metrics": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()},
     }
-    (out / f"{name}.manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    (out / manifest_file(cfg.version)).write_text(json.dumps(manifest, indent=2) + "\n")
     (out / "metrics.json").write_text(json.dumps({"curve": result["curve"], **manifest["metrics"]}, indent=2) + "\n")
     log(json.dumps(manifest["metrics"], indent=2))
     return manifest
@@ -351,7 +351,7 @@ def main(argv=None) -> None:
     if run(cfg, a.out, a.minutes, device, checkpoint_every=a.checkpoint_every, stop_at=a.stop_at_step) is None:
         raise SystemExit(3)  # stopped early; the checkpoint resumes it
     if a.compare_to is not None:
-        c = compare_weights(a.out / f"{model_name(cfg.version)}.safetensors", a.compare_to)
+        c = compare_weights(a.out / weights_file(cfg.version), a.compare_to)
         verdict = "bit-for-bit identical" if c["identical"] else (
             f"{len(c['differing'])} differ (max |diff| {c['max_abs_diff']:.3g}), {len(c['missing'])} in one file only")
         print(f"compared with {a.compare_to}: {c['tensors']} tensors, {verdict}")
