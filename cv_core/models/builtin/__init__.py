@@ -21,7 +21,7 @@ from ...errors import WeightsUnavailableError
 
 BUILTIN_MODEL_NAME = "cvs-tiny-clip"
 #: Version -> open_clip model name. v1 stays selectable (``builtin:v1``) so old results reproduce.
-VERSIONS = {"v1": BUILTIN_MODEL_NAME, "v2": "cvs-tiny-clip-v2"}
+VERSIONS = {"v1": BUILTIN_MODEL_NAME, "v2": "cvs-tiny-clip-v2", "v3": "cvs-tiny-clip-v3"}
 DEFAULT_VERSION = "v1"
 # Installed (a wheel): the package data cv_core/models/builtin/assets (mapped from assets/builtin, see
 # pyproject.toml); in a checkout: assets/builtin at the repository root.

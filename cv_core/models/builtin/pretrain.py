@@ -63,8 +63,17 @@ class PretrainConfig:
 #: The v2 recipe (the v1 recipe is ``PretrainConfig()``): two thirds of an hour on the 2-core CPU.
 V2_RECIPE = PretrainConfig(steps=3000, batch_size=256, corpus_size=100_000, warmup=150, eval_every=250,
                            version="v2")
-RECIPES = {"v1": PretrainConfig(), "v2": V2_RECIPE}
+#: v3: v2's recipe on the v3 corpus (``corpus.MIX_V3``).
+V3_RECIPE = replace(V2_RECIPE, version="v3")
+RECIPES = {"v1": PretrainConfig(), "v2": V2_RECIPE, "v3": V3_RECIPE}
 CHECKPOINT_FILE = "pretrain-checkpoint.pt"
+
+
+def _label_word_share(version: str) -> dict:
+    """The share of number words among the labelled samples, for a corpus with labelled samples (manifest)."""
+    mix = corpus_mod.MIXES[version]
+    share = {"labelled": corpus_mod.LABEL_WORD_SHARE, "labelled_words": corpus_mod.LABEL_WORD_SHARE_V3}
+    return {"label_word_share": share[k] for k in share if k in mix}
 
 
 def _lr_factor(step: int, cfg: PretrainConfig) -> float:
@@ -301,7 +310,8 @@ def run(cfg: PretrainConfig, out: Path, minutes: float, device: torch.device, lo
         "bytes": weights.stat().st_size, "dtype": "float16",
         "config": json.loads(config_path(cfg.version).read_text()), "preprocess": dict(model.visual.preprocess_cfg),
         "tokenizer": "open_clip SimpleTokenizer (CLIP BPE), context_length 16",
-        "recipe": cfg.as_recipe(), "corpus_mix": corpus_mod.MIXES[cfg.version], "steps_done": result["steps_done"],
+        "recipe": cfg.as_recipe(), "corpus_mix": corpus_mod.MIXES[cfg.version],
+        **_label_word_share(cfg.version), "steps_done": result["steps_done"],
         "timings_s": {"corpus": round(t_corpus, 1), "train": round(result["train_seconds"], 1),
                       "pretrain_total": round(total, 1)},
         "hardware": _hardware(device, cfg.threads),
@@ -317,7 +327,7 @@ def run(cfg: PretrainConfig, out: Path, minutes: float, device: torch.device, lo
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--version", default="v1", choices=tuple(RECIPES),
-                   help="which built-in model's recipe (defaults below are v1's; v2's are in V2_RECIPE)")
+                   help="which built-in model's recipe (defaults below are v1's; v2's and v3's are in V2_RECIPE, V3_RECIPE)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--out", type=Path, default=Path("out/builtin"), help="output folder (assets/builtin to ship)")
     p.add_argument("--minutes", type=float, default=20.0, help="safety cap on the wall time of pretraining")
