@@ -71,11 +71,13 @@ def test_setup_defaults_to_the_builtin_model_on_digits(new_app):
     assert at.radio(key="setup_backbone_kind").value.startswith("built-in")
     assert at.selectbox(key="setup_dataset").value == "digits"
     assert at.button(key="setup_compute").label == "Compute"
-    # both built-in versions are offered, v1 first (the default), each with its own manifest's figures
+    # every built-in version is offered, v1 first (the default), each with its own manifest's figures
     version = at.selectbox(key="setup_builtin_version")
-    assert version.options[:2] == ["builtin — v1 (the default): 16.0 MB; on digits test: zero-shot 44.3%, "
-                                   "150-step fine-tune 96.5%", version.options[1]] and version.value == "builtin"
-    assert version.options[1].startswith("builtin:v2 — v2: 20.8 MB; on digits test: zero-shot ")
+    assert len(version.options) == 3 and version.value == "builtin"
+    assert version.options[0] == ("builtin — v1 (the default): 16.0 MB; on digits test: zero-shot 44.3%, "
+                                  "150-step fine-tune 96.5%")
+    assert version.options[1].startswith("builtin:v2 — v2: 20.8 MB; on digits test: zero-shot 76.7%")
+    assert version.options[2].startswith("builtin:v3 — v3: 20.8 MB; on digits test: zero-shot 70.9%")
     version.set_value("builtin:v2").run()
     no_trouble(at)
     assert at.button(key="setup_compute").label == "Compute"
