@@ -68,6 +68,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                           "default uses 3")
     stopping.add_argument("--no-early-stop", action="store_true", help="train the whole budget and keep the "
                           "last encoder")
+    p.add_argument("--freeze-bn-stats", action="store_true", help="fine-tune with the image tower's BatchNorm "
+                   "statistics kept as pretrained (a ResNet tower: the built-in models, RN50, ...); by default they "
+                   "are re-estimated on the fine-tuning images, which can make the model fragile to shifted images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-download", action="store_true", help="never download datasets")
     p.add_argument("--out", default="out", help="output folder (default: ./out)")
@@ -186,7 +189,8 @@ def config_from_args(args, splits: tuple[str, ...] = ("train", "test")):
     finetune = None
     epochs, patience = getattr(args, "epochs", None), getattr(args, "early_stop", None)
     recipe, no_stop = getattr(args, "recipe", "auto"), getattr(args, "no_early_stop", False)
-    if recipe != "auto" or args.steps is not None or epochs is not None or patience is not None or no_stop:
+    frozen = getattr(args, "freeze_bn_stats", False)
+    if recipe != "auto" or args.steps is not None or epochs is not None or patience is not None or no_stop or frozen:
         base = FinetuneConfig.recipe_for(recipe, resolve_device(args.device), args.backbone)
         if args.steps is not None:  # a fixed step count
             base = replace(base.without_early_stopping(), epochs=None, steps=args.steps,
@@ -197,7 +201,7 @@ def config_from_args(args, splits: tuple[str, ...] = ("train", "test")):
             base = replace(base, early_stop_patience=patience)
         if no_stop:
             base = base.without_early_stopping()
-        finetune = base
+        finetune = replace(base, freeze_norm_stats=frozen)
     return RunConfig(backbone=args.backbone, dataset=args.dataset, device=args.device, data_root=args.data_root,
                      cache_dir=args.cache_dir, finetune=finetune, max_per_class=args.max_per_class,
                      references_per_class=args.references, seed=args.seed, download=not args.no_download,

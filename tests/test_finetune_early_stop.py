@@ -253,3 +253,45 @@ def test_the_recipe_and_what_it_did_read_as_words():
     assert describe_run({"steps_run": 150, "steps_budget": 150, "stopped_early": False}) == "150 of 150 steps"
     assert describe_run({"steps_run": 153, "steps_budget": 170, "stopped_early": True, "best_step": 102,
                          "best_val_accuracy": 0.98324}) == "153 of 170 steps; stopped early, kept step 102, val accuracy 0.983"
+
+
+def _norm_stats(state: dict) -> dict:
+    return {k: v for k, v in state.items() if k.endswith(("running_mean", "running_var"))}
+
+
+def test_freezing_norm_stats_keeps_the_pretrained_batchnorm_statistics(tmp_path, single_thread):
+    """The built-in tower is a ResNet with BatchNorm: by default a fine-tune re-estimates its running statistics;
+    with freeze_norm_stats they stay as pretrained while the rest (BatchNorm weights too) trains."""
+    from cv_core.stages import finetune_stage
+
+    states = {}
+    for frozen in (False, True):
+        inp = _inputs("builtin", tmp_path / str(frozen), steps=6, freeze_norm_stats=frozen)
+        pretrained = inp.lazy.get().model.visual.state_dict()
+        state, hit, _ = finetune_stage(inp, None, None)
+        assert not hit
+        before, after = _norm_stats(pretrained), _norm_stats(state)
+        assert before and set(before) == set(after)
+        states[frozen] = (before, after, pretrained, state)
+    before, after, _, _ = states[False]
+    assert sum(not torch.equal(before[k], after[k]) for k in before) == len(before)
+    before, after, pretrained, state = states[True]
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    bn_weights = [k for k in pretrained if k.endswith(".weight") and k[:-len("weight")] + "running_mean" in pretrained]
+    assert bn_weights and any(not torch.equal(pretrained[k], state[k]) for k in bn_weights)
+
+
+def test_freeze_norm_stats_is_in_the_cache_key_only_when_set():
+    plain, frozen = FinetuneConfig(), FinetuneConfig(freeze_norm_stats=True)
+    assert "freeze_norm_stats" not in plain.as_dict() and frozen.as_dict()["freeze_norm_stats"] is True
+    assert "BatchNorm statistics frozen" in frozen.describe() and "BatchNorm" not in plain.describe()
+    with pytest.raises(InvalidInputError, match="freeze_norm_stats"):
+        FinetuneConfig(freeze_norm_stats="yes")
+
+
+def test_the_cli_flag_sets_it():
+    from cv_core.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(["run", "--freeze-bn-stats"])
+    assert config_from_args(args).finetune.freeze_norm_stats is True
+    assert config_from_args(build_parser().parse_args(["run"])).finetune is None  # the default recipe, its keys
