@@ -65,6 +65,11 @@ def test_report_writes_json_and_markdown(result, tmp_path):
     patch = data["properties"]["trigger"]["patch"]
     assert patch["size_px"] == 9 and patch["area_share"] == round(81 / 1024, 4) <= 0.08
     assert patch["trainable_params"] == 81 * 3 and "patch 9×9 px (7.9% of the image)" in md
+    # the fine-tune behind every figure is named (its settings, in words, and what it did)
+    ft = data["finetune"]
+    assert ft["settings"] == result.finetune_config.as_dict() and ft["run"] == dict(result.finetune_run)
+    assert ft["recipe"] == result.finetune_config.describe(len(result.ft["train"]))
+    assert f"Fine-tuned with {ft['recipe']}" in md
 
 
 def test_report_summary_is_short(result, tmp_path):

@@ -151,6 +151,17 @@ def trigger_study(ctx, config: ReportConfig) -> dict:
     return out
 
 
+def _finetune_summary(run_result) -> dict:
+    """The fine-tuning behind every figure: its settings, the recipe in words and what it did (steps run, the
+    kept step) — the report's edit figures change with the fine-tuned encoder (docs/reports/builtin-v3-digits.md)."""
+    from ..models.finetune import describe_run
+
+    cfg = run_result.finetune_config
+    n_train = len(run_result.ft["train"]) if "train" in run_result.ft else None
+    return {"settings": cfg.as_dict(), "recipe": cfg.describe(n_train), "run": dict(run_result.finetune_run),
+            "what_it_did": describe_run(run_result.finetune_run)}
+
+
 def build_report(run_result, methods: list[str] | None, out_dir: Path, progress: ProgressFn = None,
                  config: ReportConfig = ReportConfig()) -> dict:
     """Run the methods and studies on ``run_result`` (a ``cv_core.pipeline.RunResult``); write
@@ -192,6 +203,7 @@ def build_report(run_result, methods: list[str] | None, out_dir: Path, progress:
         "val_source": "val split" if "val" in run_result.ft else "carved from train (15% per class)",
         "max_per_class": cap,
         "zero_shot_accuracy": run_result.zero_shot_accuracy, "finetuned_accuracy": run_result.finetuned_accuracy,
+        "finetune": _finetune_summary(run_result),
         "methods": {n: {"description": UNLEARNING_METHODS.get(n).description, **results[n]} for n in methods},
         "properties": props,
         "audits": audits,

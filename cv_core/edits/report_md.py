@@ -174,8 +174,11 @@ def render_markdown(report: dict) -> str:
              f"Device {report['device']}; zero-shot accuracy {100 * report['zero_shot_accuracy']:.1f}%, fine-tuned "
              f"{100 * report['finetuned_accuracy']:.1f}%. Samples: train {n['train']}, val {n['val']} "
              f"({report['val_source']}), test {n['test']}. Accuracies in %, mean ± std over the forgotten "
-             f"classes; ACC_f/ACC_r on test. Report built in {report['seconds']:.0f} s.", "",
-             "## Unlearning table", ""] + method_table(report)
+             f"classes; ACC_f/ACC_r on test. Report built in {report['seconds']:.0f} s.", ""]
+    if report.get("finetune"):  # reports written before the fine-tune was recorded have none
+        ft = report["finetune"]
+        lines += [f"Fine-tuned with {ft['recipe']}" + (f" ({ft['what_it_did']})." if ft["what_it_did"] else "."), ""]
+    lines += ["## Unlearning table", ""] + method_table(report)
     notes = interpretations(report)
     if notes:
         lines += ["", "What the weak or surprising rows mean:", ""] + notes
