@@ -178,3 +178,28 @@ def test_builtin_architecture_checkpoint_spec_parses_in_a_fresh_process(tmp_path
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-500:]
     assert out.stdout.strip() == "file"
+
+
+def test_a_selective_trigger_keeps_other_classes_nearer_their_own_label(ctx):
+    """``retain`` (this project's addition to the paper's objective) trades source success for fewer other
+    classes moved: measured on the train images it optimises, their cross-entropy against their own labels."""
+    from cv_core.edits.encoder_ops import head_logits
+    from cv_core.edits.trigger import OPENAI_MEAN, OPENAI_STD, optimize_trigger
+
+    enc = ctx.encoder
+    y = enc.labels["train"]
+    others = (y != 1) & (y != 7)
+    mean, std = torch.tensor(OPENAI_MEAN).view(3, 1, 1), torch.tensor(OPENAI_STD).view(3, 1, 1)
+
+    def other_loss(res) -> float:  # the patch pasted on the other classes' train images, as the optimiser does
+        pixels = enc.images["train"][others] * std + mean
+        x = ((pixels * (1 - res.mask) + res.trigger) - mean) / std
+        lat = encode(visual_copy(ctx), x, torch.device("cpu"))
+        return float(torch.nn.functional.cross_entropy(head_logits(ctx, lat), y[others]))
+
+    plain = optimize_trigger(ctx, 1, 7, "patch", steps=25, lr=0.1)
+    selective = optimize_trigger(ctx, 1, 7, "patch", steps=25, lr=0.1, retain=5.0)
+    assert not torch.equal(plain.trigger, selective.trigger)
+    assert other_loss(selective) < other_loss(plain)
+    with pytest.raises(InvalidInputError, match="retain"):
+        optimize_trigger(ctx, 1, 7, "patch", steps=2, retain=-1)

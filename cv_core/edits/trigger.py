@@ -6,6 +6,12 @@ the frozen fine-tuned encoder so that f(x + trigger) ~ f(x) + z for source-class
 * ``patch``: a size x size square in the bottom-right corner, pixels free in [0, 1];
 * ``perturbation``: a full-image additive perturbation with |delta| <= eps per pixel (imperceptible).
 
+That objective (the paper's) looks at source images only, so a trigger strong enough to move them moves other
+classes too (built-in v3, pair 0 -> 1, 9x9 patch: 91% success, 46% of other images sent to the target). Option
+``retain`` (default 0: the paper's objective) adds ``retain`` times the cross-entropy, through the frozen head, of
+triggered images of the other classes (neither source nor target) against their own labels: a *selective*
+trigger, this project's addition (v3, 1,000 steps: retain 0.3 -> 62% success, 7.6% flips; 0.5 -> 43%, 5.3%).
+
 The attack success rate is the share of source-class TEST images predicted as t once triggered.
 """
 from __future__ import annotations
@@ -84,11 +90,22 @@ def optimize_trigger(ctx: UnlearnContext, source: str | int, target: str | int, 
     stream = batch_stream(src_idx.numel(), option(options, "batch_size", 32, int, 1),
                           torch.Generator().manual_seed(seed))
     scale = z.pow(2).sum()
+    retain = option(options, "retain", 0.0, float, 0.0)
+    labels = enc.labels["train"]
+    other_idx = torch.nonzero((labels != s) & (labels != t)).flatten()
+    others = batch_stream(other_idx.numel(), option(options, "batch_size", 32, int, 1),
+                          torch.Generator().manual_seed(seed + 1)) if retain > 0 and other_idx.numel() else None
 
     def loss(_):
         idx = src_idx[next(stream)]
         x = _apply(enc.images["train"][idx].to(dev), param, mask, kind, eps, mean, std)
-        return (visual(x) - (base[idx] + z)).pow(2).sum(1).mean() / scale
+        value = (visual(x) - (base[idx] + z)).pow(2).sum(1).mean() / scale
+        if others is not None:  # the selective term: other classes keep their own label
+            idx = other_idx[next(others)]
+            x = _apply(enc.images["train"][idx].to(dev), param, mask, kind, eps, mean, std)
+            value = value + retain * torch.nn.functional.cross_entropy(head_logits(ctx, visual(x)),
+                                                                       labels[idx].to(dev))
+        return value
 
     n = train([param], loss, option(options, "steps", 100, int, 1), option(options, "lr", 0.1, float, 0.0),
               what="trigger optimisation")
