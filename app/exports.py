@@ -52,7 +52,8 @@ def metrics(config: AppRunConfig, run, edit: dict, after_per_class: Sequence[flo
     return {
         "run": {"backbone": config.backbone, "dataset": config.dataset, "device": config.device,
                 "max_per_class": config.max_per_class, "seed": config.seed,
-                "finetune_recipe": config.finetune_recipe, "finetune": _finetune(run)},
+                "finetune_recipe": config.finetune_recipe, "freeze_bn_stats": config.freeze_bn_stats,
+                "finetune": _finetune(run)},
         "accuracy": {"zero_shot": _num(run.zero_shot_accuracy), "finetuned": _num(run.finetuned_accuracy)},
         "per_class": per_class,
         "edit": edit,
@@ -86,6 +87,8 @@ def recipe(config: AppRunConfig, class_names: Sequence[str], spec: EditSpec) -> 
         common += ["--max-per-class", str(config.max_per_class)]
     if config.finetune_recipe != "auto":
         common += ["--recipe", config.finetune_recipe]
+    if config.freeze_bn_stats:
+        common += ["--freeze-bn-stats"]
     lines = ["#!/bin/sh", "# Reproduces a Class Vector Studio session with the CLI (python -m cv_core, or cvstudio "
              "once the package is installed).", "set -e", "python -m cv_core run " + shlex.join(common)]
     if any(spec.coefficients) or spec.moves:

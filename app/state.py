@@ -38,10 +38,12 @@ class AppRunConfig:
     max_per_class: int | None = None
     seed: int = 0
     finetune_recipe: str = "auto"  # cv_core.models.finetune.RECIPES
+    freeze_bn_stats: bool = False  # FinetuneConfig.freeze_norm_stats (CLI --freeze-bn-stats)
 
     def label(self) -> str:
-        recipe = "" if self.finetune_recipe == "auto" else f" ({self.finetune_recipe} fine-tune)"
-        return f"{self.backbone} on {self.dataset}{recipe}"
+        parts = ([] if self.finetune_recipe == "auto" else [f"{self.finetune_recipe} fine-tune"]) + (
+            ["BatchNorm statistics frozen"] if self.freeze_bn_stats else [])
+        return f"{self.backbone} on {self.dataset}" + (f" ({', '.join(parts)})" if parts else "")
 
 
 def run_config() -> AppRunConfig | None:

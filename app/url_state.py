@@ -33,6 +33,8 @@ def encode(config: state.AppRunConfig | None, coefs: list[float], moves: list, g
         out["seed"] = str(config.seed)
     if config.finetune_recipe != "auto":
         out["recipe"] = config.finetune_recipe
+    if config.freeze_bn_stats:
+        out["bn"] = "frozen"
     terms = [f"{c}:{a:g}" for c, a in enumerate(coefs) if a]
     if terms:
         out["coefs"] = ",".join(terms)
@@ -57,8 +59,10 @@ def decode_config(params) -> state.AppRunConfig | None:
     recipe = params.get("recipe", "auto")
     if recipe not in RECIPES:
         return None
+    if params.get("bn", "updated") not in ("updated", "frozen"):
+        return None
     return state.AppRunConfig(params["backbone"], params["dataset"], params.get("device", "auto"),
-                              params.get("root") or None, cap, seed, recipe)
+                              params.get("root") or None, cap, seed, recipe, params.get("bn") == "frozen")
 
 
 def decode_edit(params, num_classes: int) -> tuple[list[float], list[tuple[int, int, float]], object, int]:

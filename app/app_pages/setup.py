@@ -75,15 +75,20 @@ backbone = backbone_ui()
 dataset, cap = dataset_ui()
 devices = services.device_choices()
 device = st.selectbox("Device", list(devices), format_func=devices.get, key="setup_device")
-recipe = "auto"
+recipe, frozen = "auto", False
 if dataset != synthetic.NAME and backbone is not None:
     recipe = st.selectbox("Fine-tuning", list(RECIPES), format_func=RECIPE_LABELS.get, key="setup_recipe")
-    st.caption(services.recipe_text(backbone, device, recipe))
+    frozen = st.checkbox("Keep BatchNorm statistics as pretrained", key="setup_freeze_bn", help=(
+        "ResNet image towers (the built-in models, RN50, ...) re-estimate their BatchNorm statistics on the "
+        "fine-tuning images by default; that can make the fine-tuned model fail on shifted images (built-in v3: "
+        "9.8% on digits-noise, 85.0% with the statistics kept). No effect on a ViT."))
+    st.caption(services.recipe_text(backbone, device, recipe, frozen))
 
 ready = backbone is not None and dataset is not None
 if dataset == synthetic.NAME:
     backbone = "synthetic"  # the synthetic run has no model
-config = (state.AppRunConfig(backbone or "", dataset or "", device, max_per_class=cap, finetune_recipe=recipe)
+config = (state.AppRunConfig(backbone or "", dataset or "", device, max_per_class=cap, finetune_recipe=recipe,
+                             freeze_bn_stats=frozen)
           if ready else None)
 already = config is not None and services.cached_run(config) is not None
 

@@ -1,6 +1,7 @@
 """Choices of the Setup page, computing and keeping runs, the gate of a run."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections.abc import Callable
@@ -109,14 +110,14 @@ def device_choices() -> dict[str, str]:
     return out
 
 
-def recipe_text(backbone: str, device: str, recipe: str) -> str:
+def recipe_text(backbone: str, device: str, recipe: str, freeze_bn_stats: bool = False) -> str:
     """What a fine-tuning recipe will do for this backbone on this device, in words (Setup's caption)."""
     from cv_core.device import resolve_device
     from cv_core.models.backbones import is_builtin
     from cv_core.models.finetune import FinetuneConfig
 
     dev = resolve_device(device)
-    cfg = FinetuneConfig.recipe_for(recipe, dev, backbone)
+    cfg = dataclasses.replace(FinetuneConfig.recipe_for(recipe, dev, backbone), freeze_norm_stats=freeze_bn_stats)
     text = f"Fine-tunes the image encoder for {cfg.describe()}."
     if dev.type == "cpu" and not is_builtin(backbone) and cfg.steps * cfg.batch_size > 5_000:
         text += (f" On a CPU an open_clip model trains at a few images a second: {cfg.steps} steps of "
@@ -204,7 +205,9 @@ def _run_pipeline(config: AppRunConfig, progress, cancel, max_halvings: int = 3)
     from cv_core.progress import Progress
 
     recipe = FinetuneConfig.recipe_for(config.finetune_recipe, resolve_device(config.device), config.backbone)
-    finetune = None if config.finetune_recipe == "auto" else recipe  # None: the pipeline's default, same keys
+    recipe = replace(recipe, freeze_norm_stats=config.freeze_bn_stats)
+    # None: the pipeline's default, same keys
+    finetune = None if config.finetune_recipe == "auto" and not config.freeze_bn_stats else recipe
     for attempt in range(max_halvings + 1):
         run_config = pipeline.RunConfig(backbone=config.backbone, dataset=config.dataset, device=config.device,
                                         data_root=config.data_root, max_per_class=config.max_per_class,

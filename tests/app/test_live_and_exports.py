@@ -122,6 +122,33 @@ def test_a_chosen_fine_tuning_recipe_travels_to_the_pipeline_the_url_and_the_scr
     assert "hours" not in services.recipe_text("ViT-B-32:openai", "cpu", "auto")  # 100 steps of 32
 
 
+def test_frozen_batchnorm_statistics_travel_to_the_pipeline_the_url_and_the_script(monkeypatch):
+    import dataclasses
+    import shlex
+
+    from app import services, url_state
+    from cv_core import cli, pipeline
+    from cv_core.editspec import EditSpec
+    from cv_core.models.finetune import FinetuneConfig
+
+    config = AppRunConfig(device="cpu", freeze_bn_stats=True)
+    seen = []
+    monkeypatch.setattr(pipeline, "run", lambda c, progress=None, cancel=None: seen.append(c.finetune) or "run")
+    services._run_pipeline(config, None, None)
+    expected = FinetuneConfig.recipe("auto", torch.device("cpu"), small_model=True)
+    assert seen == [dataclasses.replace(expected, freeze_norm_stats=True)]
+    assert "BatchNorm statistics frozen" in config.label() and "BatchNorm" not in AppRunConfig().label()
+    assert "BatchNorm statistics frozen" in services.recipe_text("builtin", "cpu", "auto", True)
+    params = url_state.encode(config, [0.0] * 10, [], "auto", None)
+    assert params["bn"] == "frozen" and "bn" not in url_state.encode(AppRunConfig(), [], [], "auto", None)
+    assert url_state.decode_config(params) == config
+    assert url_state.decode_config({**params, "bn": "maybe"}) is None
+    names = [str(i) for i in range(10)]
+    script = exports.recipe(config, names, EditSpec.build(names, [0.0] * 10, [], "auto"))
+    run_line = next(line for line in script.splitlines() if line.startswith("python -m cv_core run"))
+    assert cli.config_from_args(cli.build_parser().parse_args(shlex.split(run_line)[3:])).finetune == seen[0]
+
+
 def test_the_live_loop_gives_the_numbers_of_the_cli_edit(run, editor):
     """The slider screen and `python -m cv_core edit` must agree: same steering, same scores."""
     from cv_core.pipeline import apply_edit

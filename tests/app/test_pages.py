@@ -71,6 +71,7 @@ def test_setup_defaults_to_the_builtin_model_on_digits(new_app):
     assert at.radio(key="setup_backbone_kind").value.startswith("built-in")
     assert at.selectbox(key="setup_dataset").value == "digits"
     assert at.button(key="setup_compute").label == "Compute"
+    assert at.checkbox(key="setup_freeze_bn").value is False  # the default fine-tune re-estimates them
     # every built-in version is offered, v1 first (the default), each with its own manifest's figures
     version = at.selectbox(key="setup_builtin_version")
     assert len(version.options) == 3 and version.value == "builtin"
