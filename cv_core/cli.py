@@ -41,8 +41,8 @@ def _progress_printer():
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backbone", default="builtin", help="builtin | builtin:v2 | builtin:v3 | MODEL:TAG | MODEL:/path/to/checkpoint "
-                   "(default: builtin, the offline model)")
+    p.add_argument("--backbone", default="builtin", help="builtin | builtin:v2 | builtin:v3 | MODEL:TAG | "
+                   "MODEL:/path/to/checkpoint (default: builtin, the offline model)")
     p.add_argument("--dataset", default="digits", help="a registered dataset or imagefolder:PATH (default: digits)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
     p.add_argument("--data-root", default=None, help="where torchvision datasets live or are downloaded")

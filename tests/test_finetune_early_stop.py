@@ -277,7 +277,8 @@ def test_freezing_norm_stats_keeps_the_pretrained_batchnorm_statistics(tmp_path,
     assert sum(not torch.equal(before[k], after[k]) for k in before) == len(before)
     before, after, pretrained, state = states[True]
     assert all(torch.equal(before[k], after[k]) for k in before)
-    bn_weights = [k for k in pretrained if k.endswith(".weight") and k[:-len("weight")] + "running_mean" in pretrained]
+    bn_weights = [k for k in pretrained
+                  if k.endswith(".weight") and k[:-len("weight")] + "running_mean" in pretrained]
     assert bn_weights and any(not torch.equal(pretrained[k], state[k]) for k in bn_weights)
 
 
