@@ -1,7 +1,6 @@
 """Choices of the Setup page, computing and keeping runs, the gate of a run."""
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 from collections.abc import Callable
@@ -112,12 +111,14 @@ def device_choices() -> dict[str, str]:
 
 def recipe_text(backbone: str, device: str, recipe: str, freeze_bn_stats: bool = False) -> str:
     """What a fine-tuning recipe will do for this backbone on this device, in words (Setup's caption)."""
+    from dataclasses import replace
+
     from cv_core.device import resolve_device
     from cv_core.models.backbones import is_builtin
     from cv_core.models.finetune import FinetuneConfig
 
     dev = resolve_device(device)
-    cfg = dataclasses.replace(FinetuneConfig.recipe_for(recipe, dev, backbone), freeze_norm_stats=freeze_bn_stats)
+    cfg = replace(FinetuneConfig.recipe_for(recipe, dev, backbone), freeze_norm_stats=freeze_bn_stats)
     text = f"Fine-tunes the image encoder for {cfg.describe()}."
     if dev.type == "cpu" and not is_builtin(backbone) and cfg.steps * cfg.batch_size > 5_000:
         text += (f" On a CPU an open_clip model trains at a few images a second: {cfg.steps} steps of "

@@ -138,8 +138,8 @@ class FinetuneConfig:
     def as_dict(self) -> dict:
         """The settings (cache keys, summary.json); the opt-in fields appear only when set, so the fixed-step
         recipe's dict, and every cache key made from it, is what it was before they existed."""
-        return {k: v for k, v in asdict(self).items()
-                if (v is not None or k not in OPT_IN_FIELDS) and not (k == "freeze_norm_stats" and v is False)}
+        defaults = {f.name: f.default for f in fields(self) if f.name in OPT_IN_FIELDS}
+        return {k: v for k, v in asdict(self).items() if k not in defaults or v != defaults[k]}
 
     @property
     def early_stopping(self) -> bool:
@@ -164,7 +164,8 @@ class FinetuneConfig:
 
 
 #: Fields left out of ``FinetuneConfig.as_dict`` while None (added after cache keys were first made).
-OPT_IN_FIELDS = ("epochs", "early_stop_patience", "eval_every")
+#: Settings added after cache keys existed: ``as_dict`` leaves each out while it has its default (None, False).
+OPT_IN_FIELDS = ("epochs", "early_stop_patience", "eval_every", "freeze_norm_stats")
 #: The built-in model's default length: epochs of its train split, and val evaluations without a gain
 #: before stopping (measured in docs/finetuning.md).
 BUILTIN_EPOCHS = 10
@@ -336,14 +337,14 @@ def train_mode(module: torch.nn.Module, freeze_norm_stats: bool = False) -> torc
 def val_accuracy(encoder: ImageEncoder, head: ZeroShotHead, dataset, preprocess, device: torch.device,
                  batch_size: int = 256) -> float:
     """Zero-shot accuracy of ``encoder`` on ``dataset`` through the frozen head (eval mode while it
-    encodes; the encoder is back in train mode afterwards)."""
+    encodes; each module is back in the mode it had afterwards, so a frozen BatchNorm stays in eval mode)."""
     modes = [(m, m.training) for m in encoder.modules()]
     encoder.eval()
     try:
         feats = encode_images(encoder, dataset, preprocess, device, batch_size=batch_size, split="val",
                               encoder="finetuning")
     finally:
-        for m, training in modes:  # as it was (a frozen BatchNorm stays in eval mode)
+        for m, training in modes:
             m.training = training
     predicted = head.predict(feats.features)
     return (predicted == feats.labels).float().mean().item()

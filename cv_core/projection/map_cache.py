@@ -7,8 +7,8 @@ latents, is ignored with a warning and the map is recomputed.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np

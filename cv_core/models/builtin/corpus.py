@@ -39,6 +39,12 @@ MIXES = {"v1": MIX, "v2": MIX_V2, "v3": MIX_V3}
 #: ``labelled_words`` (v3).
 LABEL_WORD_SHARE = 0.4
 LABEL_WORD_SHARE_V3 = 0.55
+_WORD_SHARES = {"labelled": LABEL_WORD_SHARE, "labelled_words": LABEL_WORD_SHARE_V3}
+
+
+def label_word_share(version: str) -> float | None:
+    """The share of number words among a version's labelled samples (None: its corpus has none)."""
+    return next((share for kind, share in _WORD_SHARES.items() if kind in MIXES[version]), None)
 _COLOUR_NAMES = tuple(C.COLOURS)
 _LUM = {n: 0.299 * r + 0.587 * g + 0.114 * b for n, (r, g, b) in C.COLOURS.items()}
 

@@ -69,13 +69,6 @@ RECIPES = {"v1": PretrainConfig(), "v2": V2_RECIPE, "v3": V3_RECIPE}
 CHECKPOINT_FILE = "pretrain-checkpoint.pt"
 
 
-def _label_word_share(version: str) -> dict:
-    """The share of number words among the labelled samples, for a corpus with labelled samples (manifest)."""
-    mix = corpus_mod.MIXES[version]
-    share = {"labelled": corpus_mod.LABEL_WORD_SHARE, "labelled_words": corpus_mod.LABEL_WORD_SHARE_V3}
-    return {"label_word_share": share[k] for k in share if k in mix}
-
-
 def _lr_factor(step: int, cfg: PretrainConfig) -> float:
     if step < cfg.warmup:
         return (step + 1) / cfg.warmup
@@ -305,13 +298,14 @@ def run(cfg: PretrainConfig, out: Path, minutes: float, device: torch.device, lo
     log(f"pretraining done in {total:.0f}s; evaluating the saved weights")
     loaded = open_clip.create_model(name, pretrained=str(weights))  # the shipped path, on CPU
     metrics = evaluate(loaded, _tok(cfg.version), seed=cfg.seed) if evaluate_weights else {}
+    word_share = corpus_mod.label_word_share(cfg.version)
     manifest = {
         "model": name, "weights": weights.name, "sha256": sha256_file(weights),
         "bytes": weights.stat().st_size, "dtype": "float16",
         "config": json.loads(config_path(cfg.version).read_text()), "preprocess": dict(model.visual.preprocess_cfg),
         "tokenizer": "open_clip SimpleTokenizer (CLIP BPE), context_length 16",
         "recipe": cfg.as_recipe(), "corpus_mix": corpus_mod.MIXES[cfg.version],
-        **_label_word_share(cfg.version), "steps_done": result["steps_done"],
+        **({} if word_share is None else {"label_word_share": word_share}), "steps_done": result["steps_done"],
         "timings_s": {"corpus": round(t_corpus, 1), "train": round(result["train_seconds"], 1),
                       "pretrain_total": round(total, 1)},
         "hardware": _hardware(device, cfg.threads),
@@ -327,7 +321,8 @@ def run(cfg: PretrainConfig, out: Path, minutes: float, device: torch.device, lo
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--version", default="v1", choices=tuple(RECIPES),
-                   help="which built-in model's recipe (defaults below are v1's; v2's and v3's are in V2_RECIPE, V3_RECIPE)")
+                   help="which built-in model's recipe (defaults below are v1's; v2's and v3's are in V2_RECIPE and "
+                   "V3_RECIPE)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--out", type=Path, default=Path("out/builtin"), help="output folder (assets/builtin to ship)")
     p.add_argument("--minutes", type=float, default=20.0, help="safety cap on the wall time of pretraining")
